@@ -1,0 +1,93 @@
+"""The offer bus contract. Backends: ``kafka.py`` (Kafka) and ``local.py`` (embedded, SQLite file).
+
+Two streams travel on the bus:
+
+* **offers** (topic ``KIRBY_TOPIC_JOB_OFFERS``): published keyed by run id; consumed by the members
+  of one consumer group (``KIRBY_SUPERVISOR_GROUP_ID``), each offer delivered to one member at a
+  time. A member acknowledges an offer explicitly (the runner does it right after claiming the
+  run); an offer whose consumer dies or closes unacknowledged is redelivered to another member.
+  Delivery is at-least-once: duplicates are possible and harmless (runs are claimed by id).
+* **run events** (topic ``KIRBY_TOPIC_RUN_EVENTS``): state changes and log lines, keyed by run
+  id so that the events of one run stay in order; consumed with the same group semantics by the
+  processes that persist them (``kirby web``).
+
+Errors: a backend that cannot reach its service after ``EXT_RETRIES`` retries raises ``BusError``
+with one line naming the address and the variable to fix. No method blocks forever.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from kirby.events import Offer, RunEvent
+
+M = TypeVar("M")
+
+
+@dataclass(frozen=True)
+class Delivery(Generic[M]):
+    """One received message and the backend's opaque token to acknowledge it."""
+
+    message: M
+    token: Any
+
+
+class Consumer(ABC, Generic[M]):
+    """A member of a consumer group on one stream."""
+
+    @abstractmethod
+    def poll(self, timeout: float, max_messages: int = 100) -> list[Delivery[M]]:
+        """Wait up to ``timeout`` seconds for messages; return what arrived (maybe nothing)."""
+
+    @abstractmethod
+    def ack(self, delivery: Delivery[M]) -> None:
+        """Acknowledge ``delivery``: it will not be redelivered to this group.
+
+        Acknowledge in the order received; acknowledging a message may acknowledge the ones
+        received before it on the same partition (Kafka's offsets).
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Leave the group. Unacknowledged messages go to other members."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class OfferBus(ABC):
+    """Publishes and consumes offers and run events. Safe to use from several threads."""
+
+    @abstractmethod
+    def publish_offer(self, offer: Offer) -> None:
+        """Publish ``offer`` keyed by its run id; returns once the bus has stored it durably."""
+
+    @abstractmethod
+    def offer_consumer(self, member: str) -> Consumer[Offer]:
+        """Join the supervisors' group as ``member`` and return its offer consumer."""
+
+    @abstractmethod
+    def publish_event(self, event: RunEvent) -> None:
+        """Publish a run event keyed by its run id (durable when this returns, unless ``flush`` is deferred)."""
+
+    @abstractmethod
+    def event_consumer(self, group: str, member: str) -> Consumer[RunEvent]:
+        """Join consumer group ``group`` on the run events and return the consumer."""
+
+    def flush(self) -> None:
+        """Wait until everything published so far is stored. Default: publishing is synchronous."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections. The bus is unusable afterwards."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

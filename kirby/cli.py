@@ -1,0 +1,53 @@
+"""The ``kirby`` command line: a click group that builds the settings, then calls into the package.
+
+Commands live in ``kirby/commands/``, one module each, and stay thin: parse, build, call. Any
+``KirbyError`` ends the command with one line on stderr and exit code 1, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from kirby.config import load_settings
+from kirby.errors import KirbyError
+
+
+@click.group()
+@click.version_option(package_name="kirby")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Kirby runs Python scripts on a cluster: scheduled (cron) or daemons."""
+    settings = load_settings()
+    logging.basicConfig(level=logging.INFO, format=settings.log_format)
+    ctx.obj = settings
+
+
+def _register() -> None:
+    from kirby.commands import demo, supervisor, users, venvs, web
+
+    for module in (demo, users, venvs, web, supervisor):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the group, turning user errors into one line and exit code 1."""
+    try:
+        cli.main(args=argv, prog_name="kirby", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KirbyError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""One module per ``kirby`` command (or group of commands); each exposes ``COMMANDS``."""

@@ -1,0 +1,3 @@
+"""`kirby demo`: not built yet."""
+
+COMMANDS: list = []

@@ -1,0 +1,3 @@
+"""`kirby supervisor`: not built yet."""
+
+COMMANDS: list = []

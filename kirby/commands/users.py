@@ -1,0 +1,3 @@
+"""`kirby users`: not built yet."""
+
+COMMANDS: list = []

@@ -1,0 +1,3 @@
+"""`kirby venvs`: not built yet."""
+
+COMMANDS: list = []

@@ -1,0 +1,3 @@
+"""`kirby web`: not built yet."""
+
+COMMANDS: list = []

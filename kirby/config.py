@@ -1,0 +1,215 @@
+"""Settings: one frozen object built once from the environment (after loading ``.env``).
+
+Every ``kirby`` command calls :func:`load_settings` first and passes the result down; no module
+reads ``os.environ`` on its own. A bad value raises :class:`ConfigError` naming the variable.
+The README's table documents every variable; keep it in step with ``VARIABLES`` below.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlparse
+
+from dotenv import dotenv_values
+
+from kirby.errors import ConfigError
+
+DEFAULT_LOG_FORMAT = "[%(asctime)s] %(levelname)s:%(name)s:%(message)s"
+INSECURE_SECRET_KEY = "kirby-insecure-development-key"
+
+# name -> (default, one-line meaning). The README's table is written from this.
+VARIABLES: dict[str, tuple[str | None, str]] = {
+    "SQLALCHEMY_DATABASE_URI": ("sqlite:///kirby.db", "Script database URL; `///kirby.db` is short for a SQLite file."),
+    "SQLALCHEMY_TRACK_MODIFICATIONS": ("false", "Kept for compatibility with the original Kirby; no effect."),
+    "SECRET_KEY": (None, "Signs web sessions and CSRF tokens. Set it in production."),
+    "SECURITY_PASSWORD_SALT": ("", "Extra salt mixed into password hashes."),
+    "TESTING": ("false", "Test mode for the web app."),
+    "KAFKA_BOOTSTRAP_SERVERS": (None, "Kafka brokers (host:port,...). Unset: embedded bus."),
+    "KAFKA_USE_SSL": ("false", "Connect to Kafka over TLS (`KAFKA_USE_TLS` is accepted too)."),
+    "KAFKA_SSL_CAFILE": (None, "CA bundle for Kafka TLS."),
+    "KAFKA_SSL_CERTFILE": (None, "Client certificate for Kafka TLS."),
+    "KAFKA_SSL_KEYFILE": (None, "Client key for Kafka TLS."),
+    "KIRBY_TOPIC_JOB_OFFERS": (".kirby.job-offers", "Topic of job offers."),
+    "KIRBY_TOPIC_RUN_EVENTS": (".kirby.run-events", "Topic of run events and log lines."),
+    "KIRBY_SUPERVISOR_GROUP_ID": ("kirby-supervisors", "Consumer group shared by all supervisors."),
+    "KIRBY_SCHEDULE_ENDPOINT": ("http://127.0.0.1:8080/schedule", "Where the leader reads the schedule."),
+    "EXT_WAIT_BETWEEN_RETRIES": ("0.4", "Seconds between retries of an outside call."),
+    "EXT_RETRIES": ("3", "Retries of an outside call (Kafka, Redis, web) before giving up."),
+    "LOG_FORMAT": (DEFAULT_LOG_FORMAT, "Python logging format of every process."),
+    "REDIS_URL": (None, "Redis URL (redis:// or rediss://, password allowed). Unset: embedded lease store."),
+    "KIRBY_EMBEDDED_PATH": ("kirby-embedded.db", "SQLite file of the embedded bus and lease store."),
+    "KIRBY_PACKAGE_INDEX": ("http://127.0.0.1:8081/simple/", "Package index URL, or a folder of wheels."),
+    "KIRBY_VENV_DIRECTORY": ("~/.kirby/venvs", "Where virtualenvs are cached, one per package version."),
+    "KIRBY_RUN_DIRECTORY": ("~/.kirby/runs", "Where each run gets its own working directory."),
+    "KIRBY_API_TOKEN": (None, "Token for the JSON API (the leader's /schedule calls). Required by `kirby web`."),
+}
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean: use true or false")
+
+
+def _parse_int(name: str, raw: str, minimum: int = 0) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number: use e.g. {name}=3") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def _parse_float(name: str, raw: str, minimum: float = 0.0) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number: use e.g. {name}=0.4") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def _parse_database_uri(raw: str, cwd: Path) -> str:
+    """Accept full SQLAlchemy URLs and the user guide's short form ``///kirby.db``."""
+    if raw.startswith("///"):
+        raw = "sqlite:" + raw
+    scheme = raw.split("://", 1)[0] if "://" in raw else ""
+    if not scheme:
+        raise ConfigError(
+            f"SQLALCHEMY_DATABASE_URI={raw!r} is not a database URL: "
+            "use e.g. sqlite:///kirby.db or postgresql+psycopg://user:pass@host/db"
+        )
+    if scheme.startswith("sqlite"):
+        path = raw.split(":///", 1)[1] if ":///" in raw else ""
+        if path and path != ":memory:" and not os.path.isabs(path):
+            raw = f"{scheme}:///{cwd / path}"
+    elif scheme in ("postgresql", "postgres"):
+        raw = "postgresql+psycopg://" + raw.split("://", 1)[1]
+    return raw
+
+
+def _parse_url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+    parsed = urlparse(raw)
+    if parsed.scheme not in schemes or not parsed.netloc:
+        raise ConfigError(f"{name}={raw!r} is not a valid URL: use e.g. {schemes[0]}://127.0.0.1:port/...")
+    return raw
+
+
+def _parse_servers(name: str, raw: str) -> str:
+    for server in raw.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"{name}={raw!r}: {server.strip()!r} is not host:port, e.g. 127.0.0.1:9092")
+    return raw
+
+
+def _existing_file(name: str, raw: str | None) -> str | None:
+    if raw and not os.path.isfile(raw):
+        raise ConfigError(f"{name}={raw!r}: no such file; point it at an existing file or unset it")
+    return raw or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything Kirby is configured with. Built by :func:`load_settings`; never mutated."""
+
+    database_uri: str = "sqlite:///kirby.db"
+    track_modifications: bool = False
+    secret_key: str = INSECURE_SECRET_KEY
+    security_password_salt: str = ""
+    testing: bool = False
+    kafka_bootstrap_servers: str | None = None
+    kafka_use_ssl: bool = False
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    topic_job_offers: str = ".kirby.job-offers"
+    topic_run_events: str = ".kirby.run-events"
+    supervisor_group_id: str = "kirby-supervisors"
+    schedule_endpoint: str = "http://127.0.0.1:8080/schedule"
+    ext_wait_between_retries: float = 0.4
+    ext_retries: int = 3
+    log_format: str = DEFAULT_LOG_FORMAT
+    redis_url: str | None = None
+    embedded_path: Path = Path("kirby-embedded.db")
+    package_index: str = "http://127.0.0.1:8081/simple/"
+    venv_directory: Path = Path("~/.kirby/venvs").expanduser()
+    run_directory: Path = Path("~/.kirby/runs").expanduser()
+    api_token: str | None = None
+
+    @property
+    def secret_key_is_default(self) -> bool:
+        return self.secret_key == INSECURE_SECRET_KEY
+
+    @property
+    def embedded_bus(self) -> bool:
+        return self.kafka_bootstrap_servers is None
+
+    @property
+    def embedded_leases(self) -> bool:
+        return self.redis_url is None
+
+
+def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
+    """Build the settings from ``environ`` (default ``os.environ``) over ``cwd/.env``.
+
+    Real environment variables win over ``.env`` entries. Raises ConfigError on a bad value.
+    """
+    cwd = Path(cwd or os.getcwd())
+    env: dict[str, str] = {}
+    dotenv_file = cwd / ".env"
+    if dotenv_file.is_file():
+        env.update({k: v for k, v in dotenv_values(dotenv_file).items() if v is not None})
+    env.update(os.environ if environ is None else environ)
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        if value is None or value.strip() == "":
+            return VARIABLES[name][0]
+        return value.strip()
+
+    use_ssl_raw = env.get("KAFKA_USE_SSL") or env.get("KAFKA_USE_TLS") or "false"
+    servers = get("KAFKA_BOOTSTRAP_SERVERS")
+    redis_url = get("REDIS_URL")
+    index = get("KIRBY_PACKAGE_INDEX")
+    if "://" in index:
+        index = _parse_url("KIRBY_PACKAGE_INDEX", index, ("http", "https"))
+    else:
+        index = str((cwd / Path(index).expanduser()).resolve())
+
+    def directory(name: str) -> Path:
+        return (cwd / Path(get(name)).expanduser()).resolve()
+
+    return Settings(
+        database_uri=_parse_database_uri(get("SQLALCHEMY_DATABASE_URI"), cwd),
+        track_modifications=_parse_bool("SQLALCHEMY_TRACK_MODIFICATIONS", get("SQLALCHEMY_TRACK_MODIFICATIONS")),
+        secret_key=get("SECRET_KEY") or INSECURE_SECRET_KEY,
+        security_password_salt=get("SECURITY_PASSWORD_SALT"),
+        testing=_parse_bool("TESTING", get("TESTING")),
+        kafka_bootstrap_servers=_parse_servers("KAFKA_BOOTSTRAP_SERVERS", servers) if servers else None,
+        kafka_use_ssl=_parse_bool("KAFKA_USE_SSL", use_ssl_raw),
+        kafka_ssl_cafile=_existing_file("KAFKA_SSL_CAFILE", get("KAFKA_SSL_CAFILE")),
+        kafka_ssl_certfile=_existing_file("KAFKA_SSL_CERTFILE", get("KAFKA_SSL_CERTFILE")),
+        kafka_ssl_keyfile=_existing_file("KAFKA_SSL_KEYFILE", get("KAFKA_SSL_KEYFILE")),
+        topic_job_offers=get("KIRBY_TOPIC_JOB_OFFERS"),
+        topic_run_events=get("KIRBY_TOPIC_RUN_EVENTS"),
+        supervisor_group_id=get("KIRBY_SUPERVISOR_GROUP_ID"),
+        schedule_endpoint=_parse_url("KIRBY_SCHEDULE_ENDPOINT", get("KIRBY_SCHEDULE_ENDPOINT"), ("http", "https")),
+        ext_wait_between_retries=_parse_float("EXT_WAIT_BETWEEN_RETRIES", get("EXT_WAIT_BETWEEN_RETRIES")),
+        ext_retries=_parse_int("EXT_RETRIES", get("EXT_RETRIES")),
+        log_format=get("LOG_FORMAT"),
+        redis_url=_parse_url("REDIS_URL", redis_url, ("redis", "rediss")) if redis_url else None,
+        embedded_path=directory("KIRBY_EMBEDDED_PATH"),
+        package_index=index,
+        venv_directory=directory("KIRBY_VENV_DIRECTORY"),
+        run_directory=directory("KIRBY_RUN_DIRECTORY"),
+        api_token=get("KIRBY_API_TOKEN"),
+    )

@@ -1,0 +1,109 @@
+"""The messages supervisors exchange: job offers, and run events (state changes and log lines).
+
+Both serialize to JSON (``to_json`` / ``from_json``) so every bus backend carries the same bytes.
+Datetimes are aware UTC and travel as ISO 8601 strings.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat()
+    return value
+
+
+def _decode_times(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    for name in names:
+        if data.get(name) is not None:
+            data[name] = datetime.fromisoformat(data[name])
+    return data
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A run to launch: published by the leader (or by "run now"), claimed by one runner.
+
+    ``run_id`` is unique per attempt and deterministic for scheduled slots (``kirby.models``).
+    ``epoch`` is the leader's fencing token; ``None`` for manual offers, which are not fenced.
+    ``config`` holds the run's environment variables (context over job over global);
+    ``secrets`` names those whose values are masked in logs.
+    """
+
+    run_id: str
+    slot_id: str
+    job: str
+    environment: str
+    package: str
+    version: str
+    scheduled_at: datetime
+    epoch: int | None = None
+    context_id: int | None = None
+    module: str = ""
+    config: dict[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
+    timeout_seconds: int | None = None
+    overlap: str = "forbid"
+    retries: int = 0
+    attempt: int = 1
+    trigger: str = "schedule"  # schedule | manual | retry
+    offered_at: datetime | None = None
+
+    def to_json(self) -> bytes:
+        data = {k: _encode(v) for k, v in asdict(self).items()}
+        data["secrets"] = list(self.secrets)
+        return json.dumps(data, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Offer:
+        data = json.loads(raw)
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}
+        data["secrets"] = tuple(data.get("secrets", ()))
+        return cls(**_decode_times(data, ("scheduled_at", "offered_at")))
+
+
+EVENT_KINDS = ("offered", "claimed", "started", "log", "finished", "lost", "skipped")
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """Something that happened to a run, in order per run.
+
+    kinds: ``offered``/``claimed``/``started``/``finished``/``lost``/``skipped`` carry run metadata in
+    ``data`` (the offer's fields on ``offered`` and ``claimed``; ``state``, ``exit_code``,
+    ``signal``, ``error`` on ``finished``); ``log`` carries ``seq``, ``stream``, ``text`` (already
+    masked). Recording the same event twice has the effect of recording it once.
+    """
+
+    kind: str
+    run_id: str
+    time: datetime
+    supervisor: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        payload = {
+            "kind": self.kind,
+            "run_id": self.run_id,
+            "time": _encode(self.time),
+            "supervisor": self.supervisor,
+            "data": {k: _encode(v) for k, v in self.data.items()},
+        }
+        return json.dumps(payload, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> RunEvent:
+        data = json.loads(raw)
+        return cls(
+            kind=data["kind"],
+            run_id=data["run_id"],
+            time=datetime.fromisoformat(data["time"]),
+            supervisor=data.get("supervisor"),
+            data=data.get("data") or {},
+        )

@@ -1,0 +1,145 @@
+"""The lease store contract. Backends: ``redis.py`` (Redis) and ``local.py`` (embedded, SQLite file).
+
+What it holds, all with server-side expiry measured by the store's own clock:
+
+* the **leader lease** with an **epoch** (fencing token): acquiring increments the epoch; renew
+  and release are compare-and-set on (owner, epoch), so a holder that lost its lease can neither
+  extend nor delete its successor's;
+* **per-schedule cursors** (the last slot the leader published), written only under the current
+  epoch;
+* **run claims**: a run id is claimed exactly once, cluster-wide;
+* **daemon leases**: one holder per daemon, with a TTL;
+* the **supervisor registry**: heartbeats; a name used by a live supervisor cannot be taken.
+
+Errors: a backend that cannot reach its service after ``EXT_RETRIES`` retries raises
+``LeaseError`` with one line naming the address and the variable to fix. No call blocks forever.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class StaleEpoch(Exception):
+    """A write guarded by an epoch that is no longer the leader's current epoch."""
+
+
+@dataclass(frozen=True)
+class Leader:
+    owner: str
+    epoch: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Claim:
+    run_id: str
+    supervisor: str
+    attempt: int
+    claimed_at: datetime
+
+
+@dataclass(frozen=True)
+class SupervisorInfo:
+    name: str
+    instance: str
+    last_heartbeat: datetime
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class LeaseStore(ABC):
+    """All of Kirby's cluster coordination state. Safe to use from several threads."""
+
+    # -- leader lease ---------------------------------------------------------------------------
+    @abstractmethod
+    def acquire_leader(self, owner: str, ttl: float) -> int | None:
+        """Take the leader lease if it is free or expired: increments and returns the new epoch.
+
+        Returns None when another owner holds a live lease. An owner that already holds the
+        lease gets None too (it should ``renew_leader``).
+        """
+
+    @abstractmethod
+    def renew_leader(self, owner: str, epoch: int, ttl: float) -> bool:
+        """Extend the lease by ``ttl`` from now iff ``owner`` still holds it under ``epoch``."""
+
+    @abstractmethod
+    def release_leader(self, owner: str, epoch: int) -> bool:
+        """Give the lease up iff ``owner`` holds it under ``epoch`` (the epoch is kept)."""
+
+    @abstractmethod
+    def leader(self) -> Leader | None:
+        """The live holder, or None."""
+
+    @abstractmethod
+    def current_epoch(self) -> int:
+        """The newest epoch ever issued (0 before the first election)."""
+
+    # -- cursors --------------------------------------------------------------------------------
+    @abstractmethod
+    def get_cursor(self, schedule_key: str) -> datetime | None:
+        """The last instant published for ``schedule_key``, or None."""
+
+    @abstractmethod
+    def set_cursor(self, schedule_key: str, instant: datetime, epoch: int) -> None:
+        """Record ``instant`` for ``schedule_key``; raises StaleEpoch unless ``epoch`` is current."""
+
+    # -- run claims -----------------------------------------------------------------------------
+    @abstractmethod
+    def claim_run(self, run_id: str, supervisor: str, attempt: int = 1) -> bool:
+        """Claim ``run_id`` for ``supervisor``: True for exactly one caller, ever (within retention)."""
+
+    @abstractmethod
+    def get_claim(self, run_id: str) -> Claim | None:
+        """The claim of ``run_id``, or None."""
+
+    @abstractmethod
+    def list_claims(self) -> list[Claim]:
+        """Every retained claim."""
+
+    # -- daemon leases --------------------------------------------------------------------------
+    @abstractmethod
+    def acquire_daemon(self, daemon: str, owner: str, ttl: float) -> bool:
+        """Take the lease of ``daemon`` if free or expired (True also if ``owner`` holds it)."""
+
+    @abstractmethod
+    def renew_daemon(self, daemon: str, owner: str, ttl: float) -> bool:
+        """Extend iff ``owner`` holds it."""
+
+    @abstractmethod
+    def release_daemon(self, daemon: str, owner: str) -> bool:
+        """Release iff ``owner`` holds it."""
+
+    @abstractmethod
+    def daemon_holders(self) -> dict[str, str]:
+        """Live daemon leases: daemon -> owner."""
+
+    # -- supervisor registry --------------------------------------------------------------------
+    @abstractmethod
+    def register_supervisor(self, name: str, instance: str, ttl: float, info: dict[str, Any] | None = None) -> None:
+        """Register (or heartbeat) supervisor ``name`` run by process ``instance``.
+
+        Raises SupervisorNameTaken (a LeaseError) when a live supervisor of that name has another
+        instance id.
+        """
+
+    @abstractmethod
+    def unregister_supervisor(self, name: str, instance: str) -> None:
+        """Remove the registration iff it is ``instance``'s."""
+
+    @abstractmethod
+    def supervisors(self) -> list[SupervisorInfo]:
+        """Live supervisors."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,357 @@
+"""The script database: SQLAlchemy 2 models. No Flask imports; works on SQLite and PostgreSQL.
+
+Config precedence (documented in the README): a key set on a context overrides the same key on
+its job, which overrides the global key. Secret keys are masked everywhere but in the run's
+environment.
+
+Run identity: a scheduled run's ``slot_id`` is ``job:environment:YYYYmmddTHHMMSSZ`` (see
+``run_slot_id``); each attempt is its own row whose ``id`` is the slot id for the first attempt and
+``slot_id#N`` for attempt N. Manual runs use ``job:environment:manual-<uuid>``.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC datetime on every backend (SQLite drops tzinfo; this restores it)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None:
+            if value.tzinfo is None:
+                raise ValueError(f"naive datetime {value!r}: Kirby stores aware UTC datetimes only")
+            value = value.astimezone(timezone.utc)
+            if dialect.name == "sqlite":
+                value = value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    return Enum(cls, name=name, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+
+
+class JobType(str, enum.Enum):
+    SCHEDULED = "scheduled"
+    DAEMON = "daemon"
+
+
+class CatchUp(str, enum.Enum):
+    """What a new leader does with slots older than the misfire grace."""
+
+    SKIP = "skip"
+    LATEST = "latest"
+    ALL = "all"
+
+
+class Overlap(str, enum.Enum):
+    """What happens when a slot is due while the previous run of the same context still runs."""
+
+    FORBID = "forbid"
+    ALLOW = "allow"
+    REPLACE = "replace"
+
+
+class ConfigScope(str, enum.Enum):
+    GLOBAL = "global"
+    JOB = "job"
+    CONTEXT = "context"
+
+
+class Role(str, enum.Enum):
+    ADMIN = "admin"
+    VIEWER = "viewer"
+
+
+class RunState(str, enum.Enum):
+    OFFERED = "offered"
+    CLAIMED = "claimed"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    LOST = "lost"
+    SKIPPED = "skipped"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED_STATES
+
+
+FINISHED_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.TIMED_OUT, RunState.LOST, RunState.SKIPPED})
+
+
+class Environment(Base):
+    __tablename__ = "environments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(String(255), default="")
+
+    contexts: Mapped[list[Context]] = relationship(back_populates="environment", cascade="all, delete-orphan")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    type: Mapped[JobType] = mapped_column(_enum(JobType, "job_type"))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Module run with ``python -m``; empty means derived from the package name.
+    module: Mapped[str] = mapped_column(String(255), default="")
+
+    contexts: Mapped[list[Context]] = relationship(back_populates="job", cascade="all, delete-orphan")
+    config: Mapped[list[ConfigKey]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", foreign_keys="ConfigKey.job_id"
+    )
+    notifications: Mapped[list[JobNotification]] = relationship(back_populates="job", cascade="all, delete-orphan")
+    suspensions: Mapped[list[Suspension]] = relationship(back_populates="job", cascade="all, delete-orphan")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Context(Base):
+    """A job in an environment, with the pinned package version to run there."""
+
+    __tablename__ = "contexts"
+    __table_args__ = (UniqueConstraint("job_id", "environment_id", name="uq_context_job_environment"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id", ondelete="CASCADE"))
+    package_name: Mapped[str] = mapped_column(String(128))
+    package_version: Mapped[str] = mapped_column(String(64))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    job: Mapped[Job] = relationship(back_populates="contexts")
+    environment: Mapped[Environment] = relationship(back_populates="contexts")
+    schedules: Mapped[list[Schedule]] = relationship(back_populates="context", cascade="all, delete-orphan")
+    config: Mapped[list[ConfigKey]] = relationship(
+        back_populates="context", cascade="all, delete-orphan", foreign_keys="ConfigKey.context_id"
+    )
+
+    def __str__(self) -> str:
+        return f"{self.job.name}:{self.environment.name}" if self.job and self.environment else f"context {self.id}"
+
+
+class Schedule(Base):
+    """When a scheduled context runs, and the policies of its runs."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    context_id: Mapped[int] = mapped_column(ForeignKey("contexts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    # 5 fields, or 6 with a trailing seconds field (croniter's form).
+    cron: Mapped[str] = mapped_column(String(255))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    misfire_grace_seconds: Mapped[int] = mapped_column(Integer, default=300)
+    catchup: Mapped[CatchUp] = mapped_column(_enum(CatchUp, "catchup_policy"), default=CatchUp.LATEST)
+    overlap: Mapped[Overlap] = mapped_column(_enum(Overlap, "overlap_policy"), default=Overlap.FORBID)
+    timeout_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+
+    context: Mapped[Context] = relationship(back_populates="schedules")
+
+
+class Suspension(Base):
+    """A pause window: no slot of the job (or of every job, when job is null) in [starts_at, ends_at)."""
+
+    __tablename__ = "suspensions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=True)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str] = mapped_column(String(255), default="")
+
+    job: Mapped[Job | None] = relationship(back_populates="suspensions")
+
+
+class ConfigKey(Base):
+    """One environment variable given to runs, at global, job or context scope."""
+
+    __tablename__ = "config_keys"
+    __table_args__ = (
+        UniqueConstraint("scope", "job_id", "context_id", "key", name="uq_config_scope_key"),
+        Index("ix_config_job", "job_id"),
+        Index("ix_config_context", "context_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scope: Mapped[ConfigScope] = mapped_column(_enum(ConfigScope, "config_scope"))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=True)
+    context_id: Mapped[int | None] = mapped_column(ForeignKey("contexts.id", ondelete="CASCADE"), nullable=True)
+    key: Mapped[str] = mapped_column(String(255))
+    value: Mapped[str] = mapped_column(Text, default="")
+    secret: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    job: Mapped[Job | None] = relationship(back_populates="config", foreign_keys=[job_id])
+    context: Mapped[Context | None] = relationship(back_populates="config", foreign_keys=[context_id])
+
+
+class NotificationGroup(Base):
+    __tablename__ = "notification_groups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+
+    emails: Mapped[list[NotificationEmail]] = relationship(back_populates="group", cascade="all, delete-orphan")
+    jobs: Mapped[list[JobNotification]] = relationship(back_populates="group", cascade="all, delete-orphan")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class NotificationEmail(Base):
+    __tablename__ = "notification_emails"
+    __table_args__ = (UniqueConstraint("group_id", "email", name="uq_notification_email"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    group_id: Mapped[int] = mapped_column(ForeignKey("notification_groups.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(255))
+
+    group: Mapped[NotificationGroup] = relationship(back_populates="emails")
+
+
+class JobNotification(Base):
+    """Which group a job notifies, and on what."""
+
+    __tablename__ = "job_notifications"
+    __table_args__ = (UniqueConstraint("job_id", "group_id", name="uq_job_notification"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    group_id: Mapped[int] = mapped_column(ForeignKey("notification_groups.id", ondelete="CASCADE"))
+    on_failure: Mapped[bool] = mapped_column(Boolean, default=True)
+    on_missed: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    job: Mapped[Job] = relationship(back_populates="notifications")
+    group: Mapped[NotificationGroup] = relationship(back_populates="jobs")
+
+
+class Ext(Base):
+    """An external resource the scripts use (a topic, a table), listed in the original's EXTS."""
+
+    __tablename__ = "exts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(128), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[Role] = mapped_column(_enum(Role, "user_role"), default=Role.VIEWER)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+
+class Run(Base):
+    """One attempt of one run. Written from run events; idempotent on ``id``."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        Index("ix_runs_job_scheduled", "job_name", "scheduled_at"),
+        Index("ix_runs_state_scheduled", "state", "scheduled_at"),
+        Index("ix_runs_supervisor", "supervisor"),
+        Index("ix_runs_scheduled", "scheduled_at"),
+        Index("ix_runs_slot", "slot_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    slot_id: Mapped[str] = mapped_column(String(255))
+    context_id: Mapped[int | None] = mapped_column(ForeignKey("contexts.id", ondelete="SET NULL"), nullable=True)
+    job_name: Mapped[str] = mapped_column(String(128))
+    environment: Mapped[str] = mapped_column(String(64))
+    package_name: Mapped[str] = mapped_column(String(128), default="")
+    package_version: Mapped[str] = mapped_column(String(64), default="")
+    trigger: Mapped[str] = mapped_column(String(16), default="schedule")  # schedule | manual | retry | daemon
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    state: Mapped[RunState] = mapped_column(_enum(RunState, "run_state"), default=RunState.OFFERED)
+    supervisor: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    signal: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str] = mapped_column(Text, default="")
+    scheduled_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    offered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class LogLine(Base):
+    """One line a run printed (or a line Kirby wrote about it: stream ``system``)."""
+
+    __tablename__ = "log_lines"
+    __table_args__ = (UniqueConstraint("run_id", "seq", name="uq_log_line_run_seq"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(255), ForeignKey("runs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
+    stream: Mapped[str] = mapped_column(String(8))  # stdout | stderr | system
+    text: Mapped[str] = mapped_column(Text)
+
+
+def run_slot_id(job: str, environment: str, scheduled_at: datetime) -> str:
+    """The deterministic id of a scheduled slot: ``job:environment:YYYYmmddTHHMMSSZ`` (UTC)."""
+    instant = scheduled_at.astimezone(timezone.utc)
+    return f"{job}:{environment}:{instant:%Y%m%dT%H%M%SZ}"
+
+
+def attempt_run_id(slot_id: str, attempt: int) -> str:
+    """The id of attempt ``attempt`` (1-based) of a slot: the slot id itself, then ``slot#N``."""
+    return slot_id if attempt <= 1 else f"{slot_id}#{attempt}"
