@@ -1,0 +1,1 @@
+"""Execution: a venv per package version, pinned installs, streamed subprocess runs."""

@@ -1,0 +1,88 @@
+"""The execution contract the supervisor calls: prepare a venv, start a run, cancel it, list runs.
+
+Implemented by ``kirby.tasks.executor.LocalExecutor`` (venv per package version + subprocess).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything needed to launch one run. ``module`` empty: derived from the package name."""
+
+    run_id: str
+    job: str
+    environment: str
+    package: str
+    version: str
+    scheduled_at: datetime
+    supervisor: str
+    module: str = ""
+    config: dict[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()  # names of config keys whose values are masked in output
+    timeout_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class OutputLine:
+    """One line of a run's output (``stream``: stdout | stderr | system), secrets already masked."""
+
+    run_id: str
+    seq: int
+    time: datetime
+    stream: str
+    text: str
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended. ``state``: succeeded | failed | timed_out | cancelled."""
+
+    run_id: str
+    state: str
+    exit_code: int | None
+    signal: int | None
+    started_at: datetime
+    finished_at: datetime
+    error: str = ""
+
+
+class Executor(ABC):
+    @abstractmethod
+    def prepare(self, package: str, version: str) -> Path:
+        """Build or reuse the venv of ``package==version``; return its path when ready.
+
+        Raises PackageError (invalid name or version, unknown or uninstallable package) with a
+        clear message; ``PackageError.output`` holds the installer's output when there is one.
+        """
+
+    @abstractmethod
+    def start(
+        self,
+        spec: RunSpec,
+        on_line: Callable[[OutputLine], None],
+        on_exit: Callable[[RunResult], None],
+    ) -> None:
+        """Start ``spec`` in the background (venv must be prepared); returns once the process runs.
+
+        ``on_line`` is called for each output line as it comes, ``on_exit`` exactly once at the
+        end (after the last ``on_line``), from the executor's threads.
+        """
+
+    @abstractmethod
+    def cancel(self, run_id: str, grace: float = 10.0) -> bool:
+        """SIGTERM the run's process group, SIGKILL after ``grace``; False if it does not run."""
+
+    @abstractmethod
+    def running(self) -> list[str]:
+        """Run ids currently running."""
+
+    @abstractmethod
+    def shutdown(self, grace: float = 10.0) -> None:
+        """Cancel every run (with ``grace``) and wait for them to end."""

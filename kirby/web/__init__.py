@@ -1,0 +1,1 @@
+"""Kirby's web package."""
