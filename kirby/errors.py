@@ -45,4 +45,11 @@ class SupervisorNameTaken(LeaseError):
 
 
 class PackageError(KirbyError):
-    """A package name or version is invalid, unknown, or could not be installed."""
+    """A package name or version is invalid, unknown, or could not be installed.
+
+    ``output`` holds the installer's output when there is one (it becomes part of the run's log).
+    """
+
+    def __init__(self, message: str, output: str = ""):
+        self.output = output
+        super().__init__(message)
