@@ -1,0 +1,102 @@
+"""Run events out of a supervisor: claimed, started, log lines, finished, skipped.
+
+``RunReporter`` publishes through the bus from one background thread, so a slow bus never blocks
+a script's output reader for long; its queue is bounded, so a script that prints faster than the
+bus can carry is slowed down (back-pressure through its pipe) instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from datetime import datetime, timezone
+
+from kirby.bus.base import OfferBus
+from kirby.errors import KirbyError
+from kirby.events import Offer, RunEvent
+from kirby.recorder import offer_data
+from kirby.tasks.base import OutputLine, RunResult
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class RunReporter:
+    """Publishes run events of supervisor ``supervisor`` in order, from one thread."""
+
+    def __init__(self, bus: OfferBus, supervisor: str, max_queued: int = 10_000):
+        self.bus = bus
+        self.supervisor = supervisor
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queued)
+        self._thread = threading.Thread(target=self._publish_loop, name="run-reporter", daemon=True)
+        self._thread.start()
+
+    def _emit(self, kind: str, run_id: str, data: dict, time: datetime | None = None) -> None:
+        self._queue.put(RunEvent(kind=kind, run_id=run_id, time=time or utcnow(), supervisor=self.supervisor, data=data))
+
+    def offered(self, offer: Offer) -> None:
+        self._emit("offered", offer.run_id, offer_data(offer))
+
+    def claimed(self, offer: Offer) -> None:
+        self._emit("claimed", offer.run_id, offer_data(offer))
+
+    def skipped(self, offer: Offer, reason: str) -> None:
+        self._emit("skipped", offer.run_id, {**offer_data(offer), "state": "skipped", "error": reason})
+
+    def started(self, run_id: str, when: datetime) -> None:
+        self._emit("started", run_id, {}, when)
+
+    def line(self, line: OutputLine) -> None:
+        self._emit("log", line.run_id, {"seq": line.seq, "stream": line.stream, "text": line.text}, line.time)
+
+    def finished(self, result: RunResult, state: str | None = None) -> None:
+        state = state or result.state
+        error = result.error
+        if state == "cancelled":  # the runs table has no such state: a stopped run did not succeed
+            state, error = "failed", error or "stopped by its supervisor"
+        data = {
+            "state": state,
+            "exit_code": result.exit_code,
+            "signal": result.signal,
+            "error": error,
+        }
+        self._emit("finished", result.run_id, data, result.finished_at)
+
+    def failed_before_start(self, run_id: str, error: str, output_lines: list[str]) -> None:
+        """A run that could not start (e.g. its package failed to install): log lines, then failed."""
+        now = utcnow()
+        for seq, text in enumerate(output_lines, start=1):
+            self._emit("log", run_id, {"seq": seq, "stream": "system", "text": text}, now)
+        self._emit("finished", run_id, {"state": "failed", "exit_code": None, "signal": None, "error": error}, now)
+
+    def _publish_loop(self) -> None:
+        while True:
+            event = self._queue.get()
+            if event is _STOP:
+                return
+            self._publish(event)
+
+    def _publish(self, event: RunEvent) -> None:
+        try:
+            self.bus.publish_event(event)
+        except KirbyError as exc:  # the bus retried already; the event is lost, say so
+            log.error("could not publish %s event of run %s: %s", event.kind, event.run_id, exc)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Publish what is queued (up to ``timeout``), then stop the thread."""
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            log.error("run reporter: %d events still queued at shutdown", self._queue.qsize())
+            return
+        self._thread.join(timeout)
+        try:
+            self.bus.flush()
+        except KirbyError as exc:
+            log.error("run reporter: flush failed at shutdown: %s", exc)
