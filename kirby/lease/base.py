@@ -19,12 +19,23 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 
 class StaleEpoch(Exception):
     """A write guarded by an epoch that is no longer the leader's current epoch."""
+
+
+CLAIM_RETENTION = 7 * 24 * 3600.0
+"""Seconds a run claim is kept (a run id claimed within this window cannot be claimed again)."""
+
+
+def as_utc(instant: datetime) -> datetime:
+    """``instant`` in UTC; a naive datetime is refused (Kirby stores aware UTC datetimes only)."""
+    if instant.tzinfo is None:
+        raise ValueError(f"naive datetime {instant!r}: pass an aware UTC datetime")
+    return instant.astimezone(timezone.utc)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,310 @@
+"""The Redis lease store (redis-py is imported only here). See ``base.py`` for the contract.
+
+Keys (``prefix`` defaults to ``kirby:``), each a hash with a server-side PX expiry unless noted:
+
+* ``leader`` {owner, epoch, token} and ``epoch`` (a counter, no expiry). Acquire is one Lua script:
+  if ``leader`` is absent, INCR ``epoch`` and write the lease under it.
+* ``cursors`` (no expiry): schedule key -> ISO instant. A cursor write is accepted only while the
+  ``leader`` key exists with the writer's epoch: it is refused once a newer epoch was issued, and
+  also when the lease merely expired (the old leader must win a new election before writing).
+* ``claim:<run id>`` {supervisor, attempt, claimed_s, claimed_us, token}, kept ``CLAIM_RETENTION``.
+* ``daemon:<name>`` {owner, ...} and ``supervisor:<name>`` {instance, info, beat_s, beat_us}.
+
+Renew, release and unregister are compare-and-set Lua scripts (never a bare EXPIRE or DEL).
+Timestamps come from the server's clock (TIME), so supervisors' clocks need not agree.
+
+Retries: ConnectionError/TimeoutError are retried ``EXT_RETRIES`` times, ``EXT_WAIT_BETWEEN_RETRIES``
+apart, then become one LeaseError line. A retried write whose first reply was lost must not change
+the answer, so the non-idempotent writes carry a token unique to the call: a retried acquire or
+claim that finds its own token stored knows it succeeded the first time. Renew, cursor writes,
+daemon acquire and register are idempotent. A release retried after a lost reply finds the lease
+gone and returns False, although the first attempt released it; either way nobody holds it.
+
+Durability: claims, cursors and the epoch counter live in Redis memory. In production run Redis
+with persistence (``appendonly yes``): a Redis that restarts empty forgets claims (a run could be
+claimed twice) and restarts the epoch at 0.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Callable, TypeVar
+from urllib.parse import urlparse
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixed
+
+from kirby.config import Settings
+from kirby.errors import LeaseError, SupervisorNameTaken
+from kirby.lease.base import CLAIM_RETENTION, Claim, Leader, LeaseStore, StaleEpoch, SupervisorInfo, as_utc
+
+SOCKET_TIMEOUT = 2.0  # seconds; no call waits longer than this per attempt
+SCAN_BATCH = 500
+T = TypeVar("T")
+
+ACQUIRE_LEADER = """
+local held = redis.call('HMGET', KEYS[1], 'owner', 'epoch', 'token')
+if held[1] then
+  if held[1] == ARGV[1] and held[3] == ARGV[2] then return tonumber(held[2]) end
+  return false
+end
+local epoch = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', epoch, 'token', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return epoch
+"""
+
+# ARGV: ttl in ms ('' deletes the key instead), then field, value pairs that must all match.
+COMPARE_AND_EXTEND_OR_DELETE = """
+for i = 2, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then return 0 end
+end
+if ARGV[1] == '' then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+# ARGV: ttl in ms, owner field, owner, then field, value pairs to store. Takes the key if it is
+# absent or already the owner's; stamps it with the server time. Returns {1} or
+# {0, stamp seconds, stamp microseconds, now seconds, now microseconds} of the other owner.
+TAKE = """
+local now = redis.call('TIME')
+local held = redis.call('HMGET', KEYS[1], ARGV[2], 'beat_s', 'beat_us')
+if held[1] and held[1] ~= ARGV[3] then return {0, held[2], held[3], now[1], now[2]} end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3], 'beat_s', now[1], 'beat_us', now[2])
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return {1}
+"""
+
+LEADER = """
+local held = redis.call('HMGET', KEYS[1], 'owner', 'epoch')
+if not held[1] then return false end
+local now = redis.call('TIME')
+return {held[1], held[2], redis.call('PTTL', KEYS[1]), now[1], now[2]}
+"""
+
+SET_CURSOR = """
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+
+CLAIM = """
+local stored = redis.call('HGET', KEYS[1], 'token')
+if stored then return stored end
+local now = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'supervisor', ARGV[1], 'attempt', ARGV[2], 'token', ARGV[3],
+           'claimed_s', now[1], 'claimed_us', now[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return ARGV[3]
+"""
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``."""
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    user = parsed.username or ""
+    host = parsed.netloc.rsplit("@", 1)[1]
+    return parsed._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+def _reason(error: Exception) -> str:
+    """'Connection refused' out of redis-py's 'Error 111 connecting to host:port. Connection refused.'"""
+    text = str(error).strip()
+    match = re.match(r"Error \d+ [^.]*?(?:\S+:\d+|socket)\.\s*(.*)$", text)
+    return (match.group(1) if match else text).rstrip(".") or type(error).__name__
+
+
+def _is_transient(error: BaseException) -> bool:
+    auth = (redis.AuthenticationError, redis.exceptions.AuthorizationError)
+    return isinstance(error, (redis.ConnectionError, redis.TimeoutError)) and not isinstance(error, auth)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def _stamp(seconds: str | int, microseconds: str | int) -> datetime:
+    return datetime.fromtimestamp(int(seconds) + int(microseconds) / 1e6, timezone.utc)
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+class RedisLeaseStore(LeaseStore):
+    """The lease store on Redis at ``settings.redis_url`` (redis:// or rediss://, password allowed)."""
+
+    def __init__(self, settings: Settings, prefix: str = "kirby:"):
+        if not settings.redis_url:
+            raise LeaseError("REDIS_URL is not set: set it to e.g. redis://127.0.0.1:6379/0")
+        self._url = settings.redis_url
+        self._prefix = prefix
+        self._retries = settings.ext_retries
+        self._wait = settings.ext_wait_between_retries
+        self._redis = redis.Redis.from_url(
+            settings.redis_url,
+            decode_responses=True,
+            socket_timeout=SOCKET_TIMEOUT,
+            socket_connect_timeout=SOCKET_TIMEOUT,
+            retry=Retry(NoBackoff(), 0),  # tenacity below owns the retry policy
+        )
+        script = self._redis.register_script
+        self._acquire_leader = script(ACQUIRE_LEADER)
+        self._compare = script(COMPARE_AND_EXTEND_OR_DELETE)
+        self._take = script(TAKE)
+        self._leader = script(LEADER)
+        self._set_cursor = script(SET_CURSOR)
+        self._claim = script(CLAIM)
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def _key(self, *parts: str) -> str:
+        return self._prefix + ":".join(parts)
+
+    def _call(self, operation: Callable[[], T]) -> T:
+        """Run ``operation`` with retries on connection errors; any Redis failure -> LeaseError."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self._retries + 1),
+            wait=wait_fixed(self._wait),
+            retry=retry_if_exception(_is_transient),
+            reraise=True,
+        )
+        address = f"Redis at {masked_url(self._url)} (REDIS_URL)"
+        try:
+            return retrying(operation)
+        except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as error:
+            raise LeaseError(f"{address} refused the credentials: {_reason(error)}; fix the password in REDIS_URL") from None
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise LeaseError(
+                f"cannot reach {address}: {_reason(error)}; check the address or start Redis (deploy/services up redis)"
+            ) from None
+        except redis.RedisError as error:
+            raise LeaseError(f"{address} failed: {_reason(error)}") from None
+
+    def _scan(self, kind: str) -> list[str]:
+        """Names of the live keys ``<prefix><kind>:<name>``."""
+        start = len(self._key(kind, ""))
+        pattern = _glob_escape(self._key(kind, "")) + "*"
+        return self._call(lambda: [key[start:] for key in self._redis.scan_iter(match=pattern, count=SCAN_BATCH)])
+
+    def _read_hashes(self, kind: str) -> dict[str, dict[str, str]]:
+        names = self._scan(kind)
+
+        def read() -> list[dict[str, str]]:
+            pipeline = self._redis.pipeline(transaction=False)
+            for name in names:
+                pipeline.hgetall(self._key(kind, name))
+            return pipeline.execute()
+
+        return {name: fields for name, fields in zip(names, self._call(read)) if fields}  # expired since the scan: {}
+
+    # -- leader lease ---------------------------------------------------------------------------
+    def acquire_leader(self, owner: str, ttl: float) -> int | None:
+        token = uuid.uuid4().hex  # the same for every retry of this call
+        keys = [self._key("leader"), self._key("epoch")]
+        epoch = self._call(lambda: self._acquire_leader(keys=keys, args=[owner, token, _ms(ttl)]))
+        return None if epoch is None else int(epoch)
+
+    def renew_leader(self, owner: str, epoch: int, ttl: float) -> bool:
+        args = [_ms(ttl), "owner", owner, "epoch", str(epoch)]
+        return self._call(lambda: self._compare(keys=[self._key("leader")], args=args)) == 1
+
+    def release_leader(self, owner: str, epoch: int) -> bool:
+        args = ["", "owner", owner, "epoch", str(epoch)]
+        return self._call(lambda: self._compare(keys=[self._key("leader")], args=args)) == 1
+
+    def leader(self) -> Leader | None:
+        held = self._call(lambda: self._leader(keys=[self._key("leader")]))
+        if held is None:
+            return None
+        owner, epoch, pttl, now_s, now_us = held
+        expires_at = datetime.fromtimestamp(int(now_s) + int(now_us) / 1e6 + max(int(pttl), 0) / 1000, timezone.utc)
+        return Leader(owner=owner, epoch=int(epoch), expires_at=expires_at)
+
+    def current_epoch(self) -> int:
+        return int(self._call(lambda: self._redis.get(self._key("epoch"))) or 0)
+
+    # -- cursors --------------------------------------------------------------------------------
+    def get_cursor(self, schedule_key: str) -> datetime | None:
+        text = self._call(lambda: self._redis.hget(self._key("cursors"), schedule_key))
+        return None if text is None else datetime.fromisoformat(text)
+
+    def set_cursor(self, schedule_key: str, instant: datetime, epoch: int) -> None:
+        keys = [self._key("leader"), self._key("cursors")]
+        args = [str(epoch), schedule_key, as_utc(instant).isoformat()]
+        if self._call(lambda: self._set_cursor(keys=keys, args=args)) != 1:
+            raise StaleEpoch(f"epoch {epoch} no longer holds the leader lease; cursor {schedule_key!r} not written")
+
+    # -- run claims -----------------------------------------------------------------------------
+    def claim_run(self, run_id: str, supervisor: str, attempt: int = 1) -> bool:
+        token = uuid.uuid4().hex  # a retry after a lost reply finds its own token: it won
+        args = [supervisor, attempt, token, _ms(CLAIM_RETENTION)]
+        return self._call(lambda: self._claim(keys=[self._key("claim", run_id)], args=args)) == token
+
+    def get_claim(self, run_id: str) -> Claim | None:
+        fields = self._call(lambda: self._redis.hgetall(self._key("claim", run_id)))
+        return _claim(run_id, fields) if fields else None
+
+    def list_claims(self) -> list[Claim]:
+        return [_claim(run_id, fields) for run_id, fields in sorted(self._read_hashes("claim").items())]
+
+    # -- daemon leases --------------------------------------------------------------------------
+    def acquire_daemon(self, daemon: str, owner: str, ttl: float) -> bool:
+        result = self._call(lambda: self._take(keys=[self._key("daemon", daemon)], args=[_ms(ttl), "owner", owner]))
+        return int(result[0]) == 1
+
+    def renew_daemon(self, daemon: str, owner: str, ttl: float) -> bool:
+        args = [_ms(ttl), "owner", owner]
+        return self._call(lambda: self._compare(keys=[self._key("daemon", daemon)], args=args)) == 1
+
+    def release_daemon(self, daemon: str, owner: str) -> bool:
+        return self._call(lambda: self._compare(keys=[self._key("daemon", daemon)], args=["", "owner", owner])) == 1
+
+    def daemon_holders(self) -> dict[str, str]:
+        return {name: fields["owner"] for name, fields in self._read_hashes("daemon").items() if "owner" in fields}
+
+    # -- supervisor registry --------------------------------------------------------------------
+    def register_supervisor(self, name: str, instance: str, ttl: float, info: dict[str, Any] | None = None) -> None:
+        args = [_ms(ttl), "instance", instance, "info", json.dumps(info or {})]
+        result = self._call(lambda: self._take(keys=[self._key("supervisor", name)], args=args))
+        if int(result[0]) != 1:
+            beat_s, beat_us, now_s, now_us = result[1:]
+            age = (_stamp(now_s, now_us) - _stamp(beat_s or now_s, beat_us or now_us)).total_seconds()
+            raise SupervisorNameTaken(
+                f"a supervisor named {name!r} is already running (last heartbeat {age:.0f} s ago); "
+                "choose another name or stop it"
+            )
+
+    def unregister_supervisor(self, name: str, instance: str) -> None:
+        self._call(lambda: self._compare(keys=[self._key("supervisor", name)], args=["", "instance", instance]))
+
+    def supervisors(self) -> list[SupervisorInfo]:
+        return [
+            SupervisorInfo(
+                name=name,
+                instance=fields["instance"],
+                last_heartbeat=_stamp(fields["beat_s"], fields["beat_us"]),
+                info=json.loads(fields.get("info") or "{}"),
+            )
+            for name, fields in sorted(self._read_hashes("supervisor").items())
+            if "instance" in fields
+        ]
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def _claim(run_id: str, fields: dict[str, str]) -> Claim:
+    return Claim(
+        run_id=run_id,
+        supervisor=fields["supervisor"],
+        attempt=int(fields["attempt"]),
+        claimed_at=_stamp(fields["claimed_s"], fields["claimed_us"]),
+    )
