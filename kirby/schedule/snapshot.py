@@ -1,0 +1,224 @@
+"""The leader's view of the schedule: frozen dataclasses parsed from the schedule document.
+
+``parse_schedule(data)`` validates the JSON of ``build_schedule`` (or of ``/schedule``) and raises
+``KirbyError`` naming the first bad field. ``offer_for_slot`` and ``entry_offer`` turn an entry
+into the ``Offer`` the runners consume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from kirby.errors import KirbyError
+from kirby.events import Offer
+from kirby.models import CatchUp, JobType, Overlap, run_slot_id
+
+
+@dataclass(frozen=True)
+class ScheduleRule:
+    """One schedule of a context: when it fires and the policies of its runs."""
+
+    id: int
+    cron: str
+    timezone: str = "UTC"
+    name: str = ""
+    misfire_grace_seconds: int = 300
+    catchup: str = CatchUp.LATEST.value
+    overlap: str = Overlap.FORBID.value
+    timeout_seconds: int | None = None
+    retries: int = 0
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class SuspensionWindow:
+    """No slot in ``[starts_at, ends_at)`` is offered."""
+
+    id: int
+    starts_at: datetime
+    ends_at: datetime
+    all_jobs: bool = False
+    reason: str = ""
+
+    def covers(self, instant: datetime) -> bool:
+        return self.starts_at <= instant < self.ends_at
+
+
+@dataclass(frozen=True)
+class ScheduleEntry:
+    """An enabled context of an enabled job: what to run, where, and when."""
+
+    context_id: int
+    job: str
+    job_type: str
+    environment: str
+    package: str
+    version: str
+    module: str = ""
+    config: dict[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
+    schedules: tuple[ScheduleRule, ...] = ()
+    suspensions: tuple[SuspensionWindow, ...] = ()
+
+    @property
+    def is_daemon(self) -> bool:
+        return self.job_type == JobType.DAEMON.value
+
+    def schedule_key(self, rule: ScheduleRule) -> str:
+        """The cursor key of ``rule``: ``<job>:<environment>:<schedule id>``."""
+        return f"{self.job}:{self.environment}:{rule.id}"
+
+    def suspension_at(self, instant: datetime) -> SuspensionWindow | None:
+        """The suspension window covering ``instant``, or None."""
+        return next((s for s in self.suspensions if s.covers(instant)), None)
+
+
+@dataclass(frozen=True)
+class ScheduleSnapshot:
+    generated_at: datetime
+    entries: tuple[ScheduleEntry, ...] = ()
+
+    @property
+    def scheduled(self) -> tuple[ScheduleEntry, ...]:
+        return tuple(e for e in self.entries if not e.is_daemon)
+
+    @property
+    def daemons(self) -> tuple[ScheduleEntry, ...]:
+        return tuple(e for e in self.entries if e.is_daemon)
+
+
+def entry_offer(
+    entry: ScheduleEntry,
+    run_id: str,
+    scheduled_at: datetime,
+    now: datetime,
+    rule: ScheduleRule | None = None,
+    epoch: int | None = None,
+    trigger: str = "schedule",
+) -> Offer:
+    """An offer (attempt 1) to run ``entry`` as ``run_id``, with ``rule``'s policies (defaults if None)."""
+    rule = rule or ScheduleRule(id=0, cron="")
+    return Offer(
+        run_id=run_id,
+        slot_id=run_id,
+        job=entry.job,
+        environment=entry.environment,
+        package=entry.package,
+        version=entry.version,
+        scheduled_at=scheduled_at,
+        epoch=epoch,
+        context_id=entry.context_id,
+        module=entry.module,
+        config=dict(entry.config),
+        secrets=entry.secrets,
+        timeout_seconds=rule.timeout_seconds,
+        overlap=rule.overlap,
+        retries=rule.retries,
+        attempt=1,
+        trigger=trigger,
+        offered_at=now,
+    )
+
+
+def offer_for_slot(entry: ScheduleEntry, schedule: ScheduleRule, instant: datetime, epoch: int, now: datetime) -> Offer:
+    """The offer of slot ``instant`` of ``schedule``: run id ``run_slot_id(job, env, instant)``."""
+    instant = instant.astimezone(timezone.utc)
+    return entry_offer(entry, run_slot_id(entry.job, entry.environment, instant), instant, now, schedule, epoch)
+
+
+# -- parsing ------------------------------------------------------------------------------------
+class _Fields:
+    """Typed access to one JSON object, with errors naming the path of the bad field."""
+
+    def __init__(self, data: Any, path: str):
+        if not isinstance(data, dict):
+            raise KirbyError(f"schedule document: {path} must be an object, got {type(data).__name__}")
+        self.data, self.path = data, path
+
+    def get(self, name: str, kind: type | tuple, default: Any = ...) -> Any:
+        if name not in self.data or self.data[name] is None:
+            if default is ...:
+                raise KirbyError(f"schedule document: {self.path}.{name} is missing")
+            return default
+        value = self.data[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise KirbyError(f"schedule document: {self.path}.{name}={value!r} has the wrong type")
+        return value
+
+    def choice(self, name: str, enum: type, default: str) -> str:
+        value = self.get(name, str, default)
+        allowed = [m.value for m in enum]
+        if value not in allowed:
+            raise KirbyError(f"schedule document: {self.path}.{name}={value!r}: use one of {', '.join(allowed)}")
+        return value
+
+    def instant(self, name: str) -> datetime:
+        raw = self.get(name, str)
+        try:
+            value = datetime.fromisoformat(raw)
+        except ValueError:
+            raise KirbyError(f"schedule document: {self.path}.{name}={raw!r} is not an ISO 8601 time") from None
+        if value.tzinfo is None:
+            raise KirbyError(f"schedule document: {self.path}.{name}={raw!r} has no UTC offset")
+        return value.astimezone(timezone.utc)
+
+
+def _rule(data: Any, path: str) -> ScheduleRule:
+    f = _Fields(data, path)
+    return ScheduleRule(
+        id=f.get("id", int),
+        cron=f.get("cron", str),
+        timezone=f.get("timezone", str, "UTC"),
+        name=f.get("name", str, ""),
+        misfire_grace_seconds=f.get("misfire_grace_seconds", int, 300),
+        catchup=f.choice("catchup", CatchUp, CatchUp.LATEST.value),
+        overlap=f.choice("overlap", Overlap, Overlap.FORBID.value),
+        timeout_seconds=f.get("timeout_seconds", int, None),
+        retries=f.get("retries", int, 0),
+        enabled=f.get("enabled", bool, True),
+    )
+
+
+def _suspension(data: Any, path: str) -> SuspensionWindow:
+    f = _Fields(data, path)
+    return SuspensionWindow(
+        id=f.get("id", int),
+        starts_at=f.instant("starts_at"),
+        ends_at=f.instant("ends_at"),
+        all_jobs=f.get("all_jobs", bool, False),
+        reason=f.get("reason", str, ""),
+    )
+
+
+def parse_entry(data: Any, path: str = "contexts[0]") -> ScheduleEntry:
+    f = _Fields(data, path)
+    config = f.get("config", dict, {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in config.items()):
+        raise KirbyError(f"schedule document: {path}.config must map names to strings")
+    return ScheduleEntry(
+        context_id=f.get("context_id", int),
+        job=f.get("job", str),
+        job_type=f.choice("job_type", JobType, JobType.SCHEDULED.value),
+        environment=f.get("environment", str),
+        package=f.get("package", str),
+        version=f.get("version", str),
+        module=f.get("module", str, ""),
+        config=dict(config),
+        secrets=tuple(str(s) for s in f.get("secrets", list, [])),
+        schedules=tuple(_rule(s, f"{path}.schedules[{i}]") for i, s in enumerate(f.get("schedules", list, []))),
+        suspensions=tuple(
+            _suspension(s, f"{path}.suspensions[{i}]") for i, s in enumerate(f.get("suspensions", list, []))
+        ),
+    )
+
+
+def parse_schedule(data: Any) -> ScheduleSnapshot:
+    """Parse a schedule document (the dict of ``build_schedule``); KirbyError names a bad field."""
+    f = _Fields(data, "schedule")
+    contexts = f.get("contexts", list)
+    return ScheduleSnapshot(
+        generated_at=f.instant("generated_at"),
+        entries=tuple(parse_entry(c, f"contexts[{i}]") for i, c in enumerate(contexts)),
+    )
