@@ -1,0 +1,320 @@
+"""The embedded offer bus: one SQLite file shared by the processes of one host (the default).
+
+Same semantics as the Kafka backend, across processes:
+
+* each stream (``bus_offers``, ``bus_events``) is a table of messages whose autoincrement id is
+  the publish order (SQLite serializes writers, so ids commit in order);
+* each consumer group has a cursor (``bus_groups``: the highest id handed out) and in-flight rows
+  (``bus_inflight``: handed out, not yet acknowledged, with their owner); a new group starts at
+  the oldest retained message, like Kafka's ``auto_offset_reset=earliest``;
+* consumers heartbeat (``bus_members``) on every poll and from a background thread; an owner
+  unseen for ``session_timeout`` seconds is dead and its in-flight rows go back to the group, as do
+  a closing consumer's. Messages are handed out in publish order, so one consumer sees the events
+  of a run in order;
+* acknowledged messages older than ``retention`` seconds are pruned, and any message older than
+  ``max_age`` (Kafka's retention.ms).
+
+Tables are prefixed ``bus_``: the embedded lease store shares the file. Commits use WAL with
+``synchronous=NORMAL``: a published message survives the crash of any process (like Kafka's
+default, which does not fsync each message); a power loss may lose the last ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from kirby.bus.base import Consumer, Delivery, M, OfferBus
+from kirby.config import Settings
+from kirby.errors import BusError
+from kirby.events import Offer, RunEvent
+
+log = logging.getLogger(__name__)
+
+STREAMS = {"offers": "bus_offers", "events": "bus_events"}  # stream -> message table
+POLL_INTERVAL = 0.02  # seconds between looks at the file while a poll waits
+HEARTBEAT_INTERVAL = 1.0
+PRUNE_INTERVAL = 60.0
+
+SCHEMA = [
+    *(
+        f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " run_id TEXT NOT NULL, payload BLOB NOT NULL, created_at REAL NOT NULL)"
+        for table in STREAMS.values()
+    ),
+    "CREATE TABLE IF NOT EXISTS bus_groups (stream TEXT NOT NULL, grp TEXT NOT NULL,"
+    " cursor INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (stream, grp))",
+    "CREATE TABLE IF NOT EXISTS bus_inflight (stream TEXT NOT NULL, grp TEXT NOT NULL,"
+    " message_id INTEGER NOT NULL, owner TEXT, delivered_at REAL NOT NULL,"
+    " PRIMARY KEY (stream, grp, message_id))",
+    "CREATE INDEX IF NOT EXISTS bus_inflight_owner ON bus_inflight (stream, grp, owner)",
+    "CREATE TABLE IF NOT EXISTS bus_members (stream TEXT NOT NULL, grp TEXT NOT NULL,"
+    " member TEXT NOT NULL, last_seen REAL NOT NULL, PRIMARY KEY (stream, grp, member))",
+]
+
+
+class SqliteFile:
+    """One connection to the bus file, shared by threads under a lock; errors become BusError."""
+
+    def __init__(self, path: Path, busy_timeout: float):
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise self._error(exc) from None
+        self._lock = threading.RLock()
+        with self._lock, self._translated():
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+
+    def _error(self, exc: Exception) -> BusError:
+        return BusError(
+            f"embedded bus file {self.path} (KIRBY_EMBEDDED_PATH) failed: {exc}; "
+            "check that the folder is writable and that no process holds the file locked"
+        )
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    def execute(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Run one statement (its own transaction) and return its rows."""
+        with self._lock, self._translated():
+            return self._conn.execute(sql, params).fetchall()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE), committed on success, rolled back on error."""
+        with self._lock, self._translated():
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def prune(db: SqliteFile, stream: str, now: float, retention: float, max_age: float) -> None:
+    """Delete messages every group acknowledged more than ``retention`` s ago, and all older than ``max_age``."""
+    table = STREAMS[stream]
+    with db.transaction() as c:
+        c.execute(
+            f"DELETE FROM {table} WHERE created_at < ?"
+            " AND id <= (SELECT COALESCE(MIN(cursor), 0) FROM bus_groups WHERE stream = ?)"
+            " AND id NOT IN (SELECT message_id FROM bus_inflight WHERE stream = ?)",
+            (now - retention, stream, stream),
+        )
+        c.execute(f"DELETE FROM {table} WHERE created_at < ?", (now - max_age,))
+        c.execute(
+            f"DELETE FROM bus_inflight WHERE stream = ? AND message_id NOT IN (SELECT id FROM {table})",
+            (stream,),
+        )
+
+
+class LocalConsumer(Consumer[M]):
+    """A member of group ``group`` on ``stream``; its token is the message id."""
+
+    def __init__(self, bus: LocalBus, stream: str, group: str, member: str, decode: Callable[[bytes], M]):
+        self._bus, self._stream, self._group, self._decode = bus, stream, group, decode
+        self._table = STREAMS[stream]
+        self.member_id = f"{member}:{uuid.uuid4().hex[:12]}"  # two consumers may share a name
+        self._db = SqliteFile(bus.path, bus.busy_timeout)
+        self._key = (stream, group)
+        self._db.execute("INSERT OR IGNORE INTO bus_groups (stream, grp) VALUES (?, ?)", self._key)
+        self._closed = threading.Event()
+        self.heartbeat(time.time())
+        self._last_prune = time.monotonic()
+        self._thread = threading.Thread(target=self._beat, name=f"bus-heartbeat-{member}", daemon=True)
+        self._thread.start()
+
+    def heartbeat(self, now: float) -> None:
+        self._db.execute(
+            "INSERT INTO bus_members (stream, grp, member, last_seen) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (stream, grp, member) DO UPDATE SET last_seen = excluded.last_seen",
+            (*self._key, self.member_id, now),
+        )
+
+    def _beat(self) -> None:
+        while not self._closed.wait(HEARTBEAT_INTERVAL):
+            try:
+                self.heartbeat(time.time())
+                if time.monotonic() - self._last_prune > PRUNE_INTERVAL:
+                    self._last_prune = time.monotonic()
+                    prune(self._db, self._stream, time.time(), self._bus.retention, self._bus.max_age)
+            except BusError as exc:  # missed beats only make this member look dead sooner
+                log.warning("bus heartbeat of %s failed: %s", self.member_id, exc)
+
+    def poll(self, timeout: float, max_messages: int = 100) -> list[Delivery[M]]:
+        if self._closed.is_set():
+            raise BusError("this bus consumer is closed; open a new one")
+        deadline = time.monotonic() + max(timeout, 0.0)
+        self.heartbeat(time.time())
+        while True:
+            rows = self.take(time.time(), max_messages)
+            if rows or time.monotonic() >= deadline:
+                return [Delivery(self._decode(payload), message_id) for message_id, payload in rows]
+            time.sleep(min(POLL_INTERVAL, max(deadline - time.monotonic(), 0.0)))
+
+    def _live_after(self, now: float) -> float:
+        return now - self._bus.session_timeout
+
+    def _has_work(self, now: float) -> bool:
+        """A cheap read: new messages, or in-flight rows without a live owner."""
+        (found,) = self._db.execute(
+            f"SELECT EXISTS (SELECT 1 FROM {self._table} WHERE id >"
+            " (SELECT cursor FROM bus_groups WHERE stream = ? AND grp = ?))"
+            " OR EXISTS (SELECT 1 FROM bus_inflight WHERE stream = ? AND grp = ? AND (owner IS NULL"
+            "  OR owner NOT IN (SELECT member FROM bus_members WHERE stream = ? AND grp = ? AND last_seen >= ?)))",
+            (*self._key, *self._key, *self._key, self._live_after(now)),
+        )[0]
+        return bool(found)
+
+    def take(self, now: float, limit: int) -> list[tuple[int, bytes]]:
+        """Release dead owners' rows, then hand this member up to ``limit`` messages, oldest first."""
+        if limit <= 0 or not self._has_work(now):
+            return []
+        stream, group = self._key
+        with self._db.transaction() as c:
+            c.execute(
+                "UPDATE bus_inflight SET owner = NULL WHERE stream = ? AND grp = ? AND owner IS NOT NULL"
+                " AND owner NOT IN (SELECT member FROM bus_members WHERE stream = ? AND grp = ? AND last_seen >= ?)",
+                (*self._key, *self._key, self._live_after(now)),
+            )
+            c.execute(
+                "DELETE FROM bus_members WHERE stream = ? AND grp = ? AND last_seen < ?",
+                (*self._key, self._live_after(now)),
+            )
+            released = [
+                row[0]
+                for row in c.execute(
+                    "SELECT message_id FROM bus_inflight WHERE stream = ? AND grp = ? AND owner IS NULL"
+                    " ORDER BY message_id LIMIT ?",
+                    (*self._key, limit),
+                )
+            ]
+            c.executemany(
+                "UPDATE bus_inflight SET owner = ?, delivered_at = ? WHERE stream = ? AND grp = ? AND message_id = ?",
+                [(self.member_id, now, stream, group, message_id) for message_id in released],
+            )
+            (cursor,) = c.execute("SELECT cursor FROM bus_groups WHERE stream = ? AND grp = ?", self._key).fetchone()
+            fresh = [
+                row[0]
+                for row in c.execute(
+                    f"SELECT id FROM {self._table} WHERE id > ? ORDER BY id LIMIT ?", (cursor, limit - len(released))
+                )
+            ]
+            c.executemany(
+                "INSERT INTO bus_inflight (stream, grp, message_id, owner, delivered_at) VALUES (?, ?, ?, ?, ?)",
+                [(stream, group, message_id, self.member_id, now) for message_id in fresh],
+            )
+            if fresh:
+                c.execute("UPDATE bus_groups SET cursor = ? WHERE stream = ? AND grp = ?", (fresh[-1], *self._key))
+            ids = released + fresh
+            marks = ",".join("?" * len(ids))
+            return c.execute(f"SELECT id, payload FROM {self._table} WHERE id IN ({marks}) ORDER BY id", ids).fetchall()
+
+    def ack(self, delivery: Delivery[M]) -> None:
+        self._db.execute(
+            "DELETE FROM bus_inflight WHERE stream = ? AND grp = ? AND message_id = ?", (*self._key, delivery.token)
+        )
+
+    def close(self) -> None:
+        """Leave the group: this member's unacknowledged messages go back to it at once."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._thread.join()
+        try:
+            with self._db.transaction() as c:
+                c.execute(
+                    "UPDATE bus_inflight SET owner = NULL WHERE stream = ? AND grp = ? AND owner = ?",
+                    (*self._key, self.member_id),
+                )
+                c.execute(
+                    "DELETE FROM bus_members WHERE stream = ? AND grp = ? AND member = ?", (*self._key, self.member_id)
+                )
+        finally:
+            self._db.close()
+            self._bus.forget(self)
+
+
+class LocalBus(OfferBus):
+    """The embedded bus on ``settings.embedded_path``. Timeouts and retention are in seconds."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        session_timeout: float = 6.0,
+        busy_timeout: float = 10.0,
+        retention: float = 3600.0,
+        max_age: float = 7 * 24 * 3600.0,
+    ):
+        self.path = Path(settings.embedded_path)
+        self.group_id = settings.supervisor_group_id
+        self.session_timeout, self.busy_timeout = session_timeout, busy_timeout
+        self.retention, self.max_age = retention, max_age
+        self._db = SqliteFile(self.path, busy_timeout)
+        with self._db.transaction() as c:
+            for statement in SCHEMA:
+                c.execute(statement)
+        self._consumers: set[LocalConsumer] = set()
+        self._consumers_lock = threading.Lock()
+        self._last_prune = 0.0
+
+    def _publish(self, stream: str, run_id: str, payload: bytes) -> None:
+        now = time.time()
+        self._db.execute(
+            f"INSERT INTO {STREAMS[stream]} (run_id, payload, created_at) VALUES (?, ?, ?)", (run_id, payload, now)
+        )
+        if time.monotonic() - self._last_prune > PRUNE_INTERVAL:
+            self._last_prune = time.monotonic()
+            prune(self._db, stream, now, self.retention, self.max_age)
+
+    def publish_offer(self, offer: Offer) -> None:
+        self._publish("offers", offer.run_id, offer.to_json())
+
+    def publish_event(self, event: RunEvent) -> None:
+        self._publish("events", event.run_id, event.to_json())
+
+    def offer_consumer(self, member: str) -> Consumer[Offer]:
+        return self._consumer("offers", self.group_id, member, Offer.from_json)
+
+    def event_consumer(self, group: str, member: str) -> Consumer[RunEvent]:
+        return self._consumer("events", group, member, RunEvent.from_json)
+
+    def _consumer(self, stream: str, group: str, member: str, decode: Callable) -> LocalConsumer:
+        consumer = LocalConsumer(self, stream, group, member, decode)
+        with self._consumers_lock:
+            self._consumers.add(consumer)
+        return consumer
+
+    def forget(self, consumer: LocalConsumer) -> None:
+        with self._consumers_lock:
+            self._consumers.discard(consumer)
+
+    def close(self) -> None:
+        """Close the consumers opened here (their unacknowledged messages are released), then the file."""
+        with self._consumers_lock:
+            consumers = list(self._consumers)
+        for consumer in consumers:
+            consumer.close()
+        self._db.close()
