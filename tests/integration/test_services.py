@@ -1,0 +1,167 @@
+"""The real services started by ``deploy/services`` answer on the addresses that ``env`` prints,
+and the script itself starts, reports and stops a private instance without touching others."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+import zipfile
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+
+SERVICES = Path(__file__).resolve().parents[2] / "deploy" / "services"
+
+
+def run_services(*arguments: str, **variables: str) -> subprocess.CompletedProcess:
+    """Run deploy/services with only the given KIRBY_* variables (nothing inherited)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("KIRBY_")}
+    environ.update(variables)
+    return subprocess.run(
+        [str(SERVICES), *arguments], env=environ, capture_output=True, text=True, timeout=120
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.kafka
+def test_kafka_round_trip_on_a_fresh_topic(kafka_servers):
+    topic = f"services-test-{uuid.uuid4().hex[:10]}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_servers)
+    try:
+        admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    finally:
+        admin.close()
+    producer = KafkaProducer(bootstrap_servers=kafka_servers, acks="all")
+    try:
+        producer.send(topic, key=b"k", value=b"hello kirby").get(timeout=30)
+    finally:
+        producer.close()
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=kafka_servers, group_id=topic, auto_offset_reset="earliest"
+    )
+    try:
+        received, deadline = [], time.monotonic() + 30
+        while not received and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                received.extend((record.key, record.value) for record in records)
+    finally:
+        consumer.close()
+    assert received == [(b"k", b"hello kirby")], f"nothing consumed from {topic} within 30 s"
+
+
+@pytest.mark.redis
+def test_redis_ping_set_get(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    key = f"services-test:{uuid.uuid4().hex}"
+    try:
+        assert client.ping() is True
+        assert client.set(key, b"value", ex=60) is True
+        assert client.get(key) == b"value"
+    finally:
+        client.delete(key)
+        client.close()
+
+
+@pytest.mark.postgres
+def test_postgres_select_one(postgres_url):
+    engine = sa.create_engine(postgres_url)
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(sa.text("select 1")).scalar_one() == 1
+            assert connection.execute(sa.text("select current_user")).scalar_one() == "kirby"
+    finally:
+        engine.dispose()
+
+
+def make_wheel(folder: Path, name: str) -> Path:
+    """A minimal valid wheel of an empty distribution ``name`` 1.0."""
+    path = folder / f"{name}-1.0-py3-none-any.whl"
+    info = f"{name}-1.0.dist-info"
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        wheel.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: kirby-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(f"{info}/RECORD", "")
+    return path
+
+
+@pytest.mark.pypi
+def test_pypiserver_lists_a_wheel_copied_into_the_wheelhouse(package_index, wheelhouse, tmp_path):
+    name = f"kirby_services_probe_{uuid.uuid4().hex[:8]}"
+    wheel = make_wheel(tmp_path, name)
+    target = wheelhouse / wheel.name
+    target.write_bytes(wheel.read_bytes())
+    try:
+        with urllib.request.urlopen(package_index, timeout=10) as response:
+            assert response.status == 200
+            index = response.read().decode()
+        project = name.replace("_", "-")
+        assert f'href="{project}/"' in index
+        with urllib.request.urlopen(f"{package_index}{project}/", timeout=10) as response:
+            assert wheel.name in response.read().decode()
+    finally:
+        target.unlink()
+
+
+def test_env_prints_the_exports_for_the_chosen_ports_and_folder(tmp_path):
+    result = run_services(
+        "env", KIRBY_SERVICES_DIR=str(tmp_path / "s"), KIRBY_KAFKA_PORT="19092",
+        KIRBY_REDIS_PORT="16390", KIRBY_POSTGRES_PORT="15439", KIRBY_PYPI_PORT="18081",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092",
+        "export REDIS_URL=redis://127.0.0.1:16390/0",
+        "export KIRBY_PACKAGE_INDEX=http://127.0.0.1:18081/simple/",
+        f"export KIRBY_WHEELHOUSE={tmp_path / 's' / 'wheelhouse'}",
+        "export KIRBY_TEST_DATABASE_URI=postgresql+psycopg://kirby:kirby@127.0.0.1:15439/kirby_test",
+        "# export SQLALCHEMY_DATABASE_URI=postgresql+psycopg://kirby:kirby@127.0.0.1:15439/kirby",
+    ]
+
+
+def test_unknown_service_and_bad_port_are_refused(tmp_path):
+    unknown = run_services("up", "mongo", KIRBY_SERVICES_DIR=str(tmp_path))
+    assert unknown.returncode == 1
+    assert "unknown service 'mongo'" in unknown.stderr
+    bad_port = run_services("status", KIRBY_SERVICES_DIR=str(tmp_path), KIRBY_REDIS_PORT="63x")
+    assert bad_port.returncode == 1
+    assert "KIRBY_REDIS_PORT='63x' is not a port number" in bad_port.stderr
+
+
+@pytest.mark.redis
+def test_private_redis_up_status_down_is_idempotent(tmp_path, redis_url):
+    """A private instance in its own folder and port; the shared services are left alone."""
+    variables = {"KIRBY_SERVICES_DIR": str(tmp_path / "services"), "KIRBY_REDIS_PORT": str(free_port())}
+    address = f"127.0.0.1:{variables['KIRBY_REDIS_PORT']}"
+    try:
+        first = run_services("up", "redis", **variables)
+        assert first.returncode == 0, first.stderr
+        again = run_services("up", "redis", **variables)
+        assert again.returncode == 0 and "already running" in again.stderr
+
+        status = run_services("status", **variables)
+        assert status.returncode == 3  # the others are stopped in this private folder
+        lines = {line.split()[0]: line.split() for line in status.stdout.splitlines()}
+        assert lines["redis"][1:3] == ["running", address]
+        assert lines["kafka"][1] == "stopped"
+        pid = int(lines["redis"][-1])
+        assert redis.Redis.from_url(f"redis://{address}/0").ping() is True
+    finally:
+        down = run_services("down", "redis", **variables)
+    assert down.returncode == 0, down.stderr
+    assert not Path(f"/proc/{pid}").exists(), "redis-server still runs after down"
+    assert "stopped" in run_services("status", **variables).stdout.splitlines()[0]
+    assert "not running" in run_services("down", "redis", **variables).stderr
+    assert redis.Redis.from_url(redis_url).ping() is True  # the shared one still answers
