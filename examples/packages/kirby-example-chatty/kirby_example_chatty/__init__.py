@@ -1,0 +1,1 @@
+"""Kirby example: prints KIRBY_CHATTY_LINES lines (or one huge line)."""

@@ -1,0 +1,1 @@
+"""Kirby example: runs until SIGTERM with a heartbeat every second."""

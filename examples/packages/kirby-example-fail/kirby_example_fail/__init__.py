@@ -1,0 +1,1 @@
+"""Kirby example: prints to stderr and exits 1."""

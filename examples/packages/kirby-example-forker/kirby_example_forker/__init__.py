@@ -1,0 +1,1 @@
+"""Kirby example: forks children and a daemonized grandchild, then exits."""

@@ -1,0 +1,1 @@
+"""Kirby example: prints a few lines and exits 0."""

@@ -1,0 +1,1 @@
+"""Kirby example: sleeps KIRBY_SLEEP_SECONDS (default 300) with a heartbeat."""

@@ -1,0 +1,263 @@
+"""One run as a subprocess: environment, working directory, streamed output, timeout and cancel.
+
+The process tree is ``<venv>/bin/python -c <reaper> <module>`` (see reaper.py): a subreaper that
+runs the module like ``python -m`` and, when it ends, kills and reaps whatever it left behind. The
+run gets its own session and process group, an environment built from scratch (the run's config,
+PATH, HOME, LANG and the KIRBY_* variables: nothing of the supervisor's), and its own working
+directory. One thread per run reads stdout and stderr as they come (bounded memory: lines longer
+than MAX_LINE are cut), masks secrets, calls ``on_line`` per line, enforces the timeout, and calls
+``on_exit`` once at the end, after the last line.
+
+Stopping (timeout or cancel): SIGTERM to the process group; after ``grace`` SIGUSR1 to the reaper,
+which SIGKILLs every descendant; as a last resort SIGKILL to the group and to any process still
+carrying the run's KIRBY_RUN_ID in its environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from kirby.tasks.base import OutputLine, RunResult, RunSpec
+from kirby.tasks.install import SAFE_PATH, home_directory
+from kirby.tasks.masking import Masker
+
+MAX_LINE = 64 * 1024  # bytes; longer lines are cut with CUT_MARKER
+CUT_MARKER = " [... line cut by kirby: {} more bytes]"
+READ_SIZE = 256 * 1024
+LEFTOVER_GRACE = 2.0  # seconds processes left behind by an exited script get before SIGKILL
+BACKSTOP = 5.0  # seconds after the grace before the last resort
+DRAIN_AFTER_EXIT = 2.0  # seconds to wait for pipes still held open once the reaper has exited
+REAPER_SOURCE = (Path(__file__).parent / "reaper.py").read_text()
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def run_directory_for(root: Path, run_id: str) -> Path:
+    """The run's working directory: ``root/<run id made safe for a path>``."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", run_id).lstrip(".")[:120] or "run"
+    if safe != run_id:
+        safe += "-" + hashlib.sha256(run_id.encode()).hexdigest()[:8]
+    return root / safe
+
+
+def run_environment(spec: RunSpec, venv: Path) -> tuple[dict[str, str], list[str]]:
+    """The run's environment, built from scratch, and the config keys skipped as invalid."""
+    env: dict[str, str] = {"HOME": home_directory(), "LANG": "C.UTF-8"}
+    skipped = []
+    for key, value in spec.config.items():
+        if _ENV_NAME.match(key) and "\0" not in str(value):
+            env[key] = str(value)
+        else:
+            skipped.append(key)
+    env.update(
+        PATH=f"{venv / 'bin'}:{SAFE_PATH}",
+        PYTHONUNBUFFERED="1",
+        KIRBY_RUN_ID=spec.run_id,
+        KIRBY_JOB=spec.job,
+        KIRBY_ENVIRONMENT=spec.environment,
+        KIRBY_SCHEDULED_AT=spec.scheduled_at.astimezone(timezone.utc).isoformat(),
+        KIRBY_SUPERVISOR=spec.supervisor,
+    )
+    return env, skipped
+
+
+class _LineSplitter:
+    """Turns chunks of one stream into complete lines, cutting lines over MAX_LINE bytes."""
+
+    def __init__(self):
+        self.pending = bytearray()
+        self.dropped = 0  # bytes dropped from the current (cut) line
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        lines = []
+        parts = chunk.split(b"\n")
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            room = MAX_LINE - len(self.pending)
+            if len(part) > room:
+                self.dropped += len(part) - room
+                part = part[:room]
+            self.pending += part
+            if not last:
+                lines.append(self._take())
+        return lines
+
+    def flush(self) -> list[bytes]:
+        return [self._take()] if self.pending or self.dropped else []
+
+    def _take(self) -> bytes:
+        line = bytes(self.pending)
+        if self.dropped:
+            line += CUT_MARKER.format(self.dropped).encode()
+        self.pending.clear()
+        self.dropped = 0
+        return line
+
+
+class RunProcess:
+    """A started run; ``stop`` ends it (timeout and cancel both go through it)."""
+
+    def __init__(self, spec: RunSpec, venv: Path, module: str, run_root: Path,
+                 on_line: Callable[[OutputLine], None], on_exit: Callable[[RunResult], None],
+                 timeout_grace: float = 10.0):
+        self.spec = spec
+        self._timeout_grace = timeout_grace
+        self._on_line = on_line
+        self._on_exit = on_exit
+        self._mask = Masker(spec.config.get(name, "") for name in spec.secrets)
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._reason = ""  # "", "timed_out" or "cancelled"
+        self._kill_at: float | None = None  # when the grace ends
+        self._last_resort_at: float | None = None
+        env, skipped = run_environment(spec, venv)
+        self.workdir = run_directory_for(run_root, spec.run_id)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.started_at = datetime.now(timezone.utc)
+        self._started = time.monotonic()
+        self.process = subprocess.Popen(
+            [str(venv / "bin" / "python"), "-c", REAPER_SOURCE, module, str(LEFTOVER_GRACE)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=self.workdir, env=env, start_new_session=True, close_fds=True, pipesize=1024 * 1024,
+        )
+        for key in skipped:
+            self._emit_system(f"config key {key!r} skipped: not a valid environment variable name or value")
+        self.thread = threading.Thread(target=self._watch, name=f"run-{spec.run_id}", daemon=True)
+        self.thread.start()
+
+    def stop(self, reason: str, grace: float) -> None:
+        """SIGTERM the process group now, SIGKILL everything after ``grace`` seconds."""
+        with self._lock:
+            if self._reason or self.process.returncode is not None:
+                return
+            self._reason = reason
+            self._kill_at = time.monotonic() + grace
+            self._last_resort_at = self._kill_at + BACKSTOP
+        self._emit_system(f"{reason.replace('_', ' ')}: SIGTERM to the process group, SIGKILL after {grace:g} s")
+        self._signal_group(signal.SIGTERM)
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.process.pid, sig)
+        except OSError:
+            pass
+
+    def _emit_system(self, text: str) -> None:
+        self._emit("system", [text.encode()], datetime.now(timezone.utc))
+
+    def _emit(self, stream: str, lines: list[bytes], now: datetime) -> None:
+        with self._lock:
+            first = self._seq
+            self._seq += len(lines)
+        for offset, raw in enumerate(lines):
+            text = self._mask(raw.decode("utf-8", "replace"))
+            self._on_line(OutputLine(self.spec.run_id, first + offset, now, stream, text))
+
+    def _watch(self) -> None:
+        try:
+            self._pump()
+        finally:
+            self._finish()
+
+    def _pump(self) -> None:
+        selector = selectors.DefaultSelector()
+        for pipe, stream in ((self.process.stdout, "stdout"), (self.process.stderr, "stderr")):
+            os.set_blocking(pipe.fileno(), False)
+            selector.register(pipe, selectors.EVENT_READ, (stream, _LineSplitter()))
+        timeout = self.spec.timeout_seconds
+        drain_until = None
+        while selector.get_map():
+            now = time.monotonic()
+            if timeout is not None and now - self._started >= timeout:
+                self.stop("timed_out", self._timeout_grace)
+                timeout = None
+            self._escalate(now)
+            if drain_until is None and self.process.poll() is not None:
+                drain_until = now + DRAIN_AFTER_EXIT
+            if drain_until is not None and now >= drain_until:
+                self._kill_leftovers()
+                break
+            for key, _ in selector.select(self._wait_time(now, timeout, drain_until)):
+                stream, splitter = key.data
+                chunk = os.read(key.fileobj.fileno(), READ_SIZE)
+                stamp = datetime.now(timezone.utc)
+                if chunk:
+                    self._emit(stream, splitter.feed(chunk), stamp)
+                else:
+                    self._emit(stream, splitter.flush(), stamp)
+                    selector.unregister(key.fileobj)
+        selector.close()
+
+    def _wait_time(self, now: float, timeout: float | None, drain_until: float | None) -> float:
+        candidates = [1.0]
+        if timeout is not None:
+            candidates.append(self._started + timeout - now)
+        for moment in (self._kill_at, self._last_resort_at, drain_until):
+            if moment is not None:
+                candidates.append(moment - now)
+        if self.process.returncode is None and drain_until is None:
+            candidates.append(0.2)  # notice the exit of a script whose leftovers keep the pipes open
+        return max(0.0, min(candidates))
+
+    def _escalate(self, now: float) -> None:
+        if self._kill_at is not None and now >= self._kill_at:
+            self._kill_at = None
+            if self.process.poll() is None:
+                self._emit_system("grace period over: SIGKILL to every process of the run")
+                try:
+                    self.process.send_signal(signal.SIGUSR1)
+                except OSError:
+                    pass
+        if self._last_resort_at is not None and now >= self._last_resort_at:
+            self._last_resort_at = None
+            self._kill_leftovers()
+
+    def _kill_leftovers(self) -> None:
+        self._signal_group(signal.SIGKILL)
+        for pid in processes_of_run(self.spec.run_id):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def _finish(self) -> None:
+        for pipe in (self.process.stdout, self.process.stderr):
+            pipe.close()
+        code = self.process.wait()
+        finished = datetime.now(timezone.utc)
+        if self._reason:
+            state = self._reason
+        else:
+            state = "succeeded" if code == 0 else "failed"
+        exit_code, sig = (code, None) if code >= 0 else (None, -code)
+        error = ""
+        if state == "timed_out":
+            error = f"timed out after {self.spec.timeout_seconds:g} s"
+        elif state == "failed":
+            error = f"exit code {code}" if code >= 0 else f"killed by signal {signal.Signals(-code).name}"
+        self._on_exit(RunResult(self.spec.run_id, state, exit_code, sig, self.started_at, finished, error))
+
+
+def processes_of_run(run_id: str) -> list[int]:
+    """Pids of this user's processes whose environment holds KIRBY_RUN_ID=<run_id>."""
+    needle = f"KIRBY_RUN_ID={run_id}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as file:
+                if needle in file.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found

@@ -1,0 +1,128 @@
+"""The first process of every run: a subreaper that runs the script and leaves nothing behind.
+
+This file's source is passed to the venv's interpreter with ``python -c`` (the venv cannot import
+Kirby), with argv ``[module, leftover_grace]``. It makes itself a child subreaper (so orphans of
+the script, even double-forked daemons in another session, are reparented to it), forks, and the
+child runs ``module`` exactly as ``python -m`` would (one interpreter start-up for both). The parent:
+
+- reaps every process reparented to it while the script runs (no zombies);
+- on SIGTERM/SIGINT forwards the signal to descendants outside its process group (the supervisor
+  signals the group itself); on SIGUSR1 SIGKILLs every descendant (the supervisor's grace is over);
+- once the script's main process has exited, SIGTERMs what is left, SIGKILLs it after
+  ``leftover_grace`` seconds, reaps it all, and exits with the main process's status (same code,
+  or killed by the same signal).
+"""
+
+import os
+import signal
+import sys
+import time
+
+
+def _descendants(root):
+    """Pids of every live descendant of ``root``, from /proc."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as file:
+                fields = file.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _signal_all(pids, sig):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+
+
+def _reap_ready():
+    """Reap exited children without waiting; False once there is no child left."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if pid == 0:
+            return True
+
+
+def _kirby_reaper(module, leftover_grace):
+    me = os.getpid()
+    group = os.getpgid(0)
+
+    def forward(signum, frame):
+        _signal_all([p for p in _descendants(me) if _group_of(p) != group], signum)
+
+    def kill_all(signum, frame):
+        _signal_all(_descendants(me), signal.SIGKILL)
+
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+    defaults = {sig: signal.getsignal(sig) for sig in handled}
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGUSR1, kill_all)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except Exception as exc:  # still runs; orphans then go to init
+        print(f"kirby: cannot become a subreaper: {exc}", file=sys.stderr, flush=True)
+    main = os.fork()
+    if main == 0:
+        for sig, handler in defaults.items():
+            signal.signal(sig, handler)
+        sys.argv = [module]
+        sys.path[0] = os.getcwd()
+        import runpy
+
+        runpy._run_module_as_main(module, alter_argv=True)
+        return
+    status = 0
+    while True:
+        try:
+            pid, code = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        if pid == main:
+            status = code
+            break
+    deadline = time.monotonic() + leftover_grace
+    termed = set()
+    while _reap_ready() or _descendants(me):
+        left = _descendants(me)
+        if time.monotonic() < deadline:
+            _signal_all([p for p in left if p not in termed], signal.SIGTERM)
+            termed.update(left)
+        else:
+            _signal_all(left, signal.SIGKILL)
+        time.sleep(0.02)
+    sys.stdout.flush()
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        signal.signal(sig, signal.SIG_DFL) if sig != signal.SIGKILL else None
+        os.kill(me, sig)
+        os._exit(128 + sig)
+    os._exit(os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status >> 8)
+
+
+def _group_of(pid):
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+if __name__ == "__main__":
+    _kirby_reaper(sys.argv[1], float(sys.argv[2]))
