@@ -1,0 +1,161 @@
+"""Leader election through the lease store's leader lease.
+
+``Election.tick(now)`` is the whole protocol, called by the leader loop (``tick`` returns how long
+it may wait before the next call):
+
+* a follower tries ``acquire_leader`` every ``window`` seconds, and right after the current lease
+  expires (it reads the holder's expiry), so a dead leader is replaced within about ``ttl``;
+  winning increments the epoch, the fencing token every offer and cursor write carries;
+* the leader renews every ``renew_every`` seconds (``window / 2``), well before the lease's ``ttl``
+  (``ttl_factor × window``) runs out; a renewal that fails (refused, or the store unreachable)
+  makes it a follower at once, and the scheduler stops publishing;
+* a leader whose renewals failed only because the store was unreachable, and whose lease under
+  the same epoch is still live when the store comes back, resumes under that epoch (no one else
+  can have published meanwhile: the epoch did not change).
+
+Logs (``LOG_FORMAT``): "supervisor NAME became leader (epoch N)", "... stopped being leader (epoch N)".
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Callable
+
+from kirby.errors import LeaseError
+from kirby.lease.base import LeaseStore
+
+log = logging.getLogger(__name__)
+
+MIN_WAIT = 0.01  # seconds: never ask to be called back sooner than this
+
+
+@dataclass(frozen=True)
+class LeaderState:
+    """The outcome of a tick: leadership, its epoch, and seconds until the election's next tick."""
+
+    is_leader: bool
+    epoch: int | None
+    wait: float
+
+
+class Election:
+    """Supervisor ``owner``'s side of the leader election."""
+
+    def __init__(
+        self,
+        lease_store: LeaseStore,
+        owner: str,
+        window: float,
+        ttl_factor: float = 2.0,
+        on_elected: Callable[[int], None] | None = None,
+        on_deposed: Callable[[int], None] | None = None,
+    ):
+        if window <= 0:
+            raise ValueError(f"window={window!r}: the election window must be positive")
+        self.store = lease_store
+        self.owner = owner
+        self.window = window
+        self.ttl = ttl_factor * window
+        self.renew_every = window / 2
+        self.on_elected = on_elected
+        self.on_deposed = on_deposed
+        self._epoch: int | None = None  # the epoch we hold, while leader
+        self._last_epoch: int | None = None  # the last epoch we held (to resume it after a store outage)
+        self._next_action: datetime | None = None  # when the next renew or acquire is due
+
+    @property
+    def is_leader(self) -> bool:
+        return self._epoch is not None
+
+    @property
+    def epoch(self) -> int | None:
+        """The epoch we lead under, None when a follower."""
+        return self._epoch
+
+    def state(self, now: datetime) -> LeaderState:
+        wait = MIN_WAIT if self._next_action is None else (self._next_action - now).total_seconds()
+        return LeaderState(self.is_leader, self._epoch, max(MIN_WAIT, wait))
+
+    def tick(self, now: datetime) -> LeaderState:
+        """Renew (leader) or try to acquire (follower) if it is time; return the resulting state."""
+        if self._next_action is None or now >= self._next_action:
+            if self.is_leader:
+                self._renew(now)
+            else:
+                self._acquire(now)
+        return self.state(now)
+
+    def step_down(self, reason: str) -> None:
+        """Stop leading at once (e.g. a cursor write was refused as stale). The lease is left to expire."""
+        if self._epoch is not None:
+            log.warning("supervisor %s: %s", self.owner, reason)
+            self._lost()
+        self._next_action = None
+
+    def release(self) -> None:
+        """Give the lease up (shutdown), so another supervisor takes over at once."""
+        epoch = self._epoch
+        if epoch is None:
+            return
+        self._lost()
+        try:
+            self.store.release_leader(self.owner, epoch)
+        except LeaseError as exc:
+            log.warning("supervisor %s could not release the leader lease: %s", self.owner, exc)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _renew(self, now: datetime) -> None:
+        try:
+            renewed = self.store.renew_leader(self.owner, self._epoch, self.ttl)
+        except LeaseError as exc:
+            log.warning("supervisor %s could not renew the leader lease: %s", self.owner, exc)
+            renewed = False
+        if renewed:
+            self._next_action = self._after(now, self.renew_every)
+        else:
+            self._lost()
+            self._next_action = self._after(now, self.window)
+
+    def _acquire(self, now: datetime) -> None:
+        self._next_action = self._after(now, self.window)
+        try:
+            epoch = self.store.acquire_leader(self.owner, self.ttl)
+            if epoch is None:
+                epoch = self._resume_or_wait(now)
+        except LeaseError as exc:
+            log.warning("supervisor %s could not reach the lease store: %s", self.owner, exc)
+            return
+        if epoch is not None:
+            self._won(now, epoch)
+
+    def _resume_or_wait(self, now: datetime) -> int | None:
+        """Resume our own live lease under our last epoch; else plan the next try at the holder's expiry."""
+        holder = self.store.leader()
+        if holder is None:  # expired between the two calls: try again soon
+            self._next_action = self._after(now, self.window / 10)
+            return None
+        if holder.owner == self.owner and holder.epoch == self._last_epoch:
+            if self.store.renew_leader(self.owner, holder.epoch, self.ttl):
+                return holder.epoch
+        until_expiry = (holder.expires_at - now).total_seconds() + MIN_WAIT
+        self._next_action = self._after(now, min(self.window, max(self.window / 10, until_expiry)))
+        return None
+
+    def _won(self, now: datetime, epoch: int) -> None:
+        self._epoch = self._last_epoch = epoch
+        self._next_action = self._after(now, self.renew_every)
+        log.info("supervisor %s became leader (epoch %d)", self.owner, epoch)
+        if self.on_elected:
+            self.on_elected(epoch)
+
+    def _lost(self) -> None:
+        epoch, self._epoch = self._epoch, None
+        log.info("supervisor %s stopped being leader (epoch %d)", self.owner, epoch)
+        if self.on_deposed:
+            self.on_deposed(epoch)
+
+    @staticmethod
+    def _after(now: datetime, seconds: float) -> datetime:
+        return now + timedelta(seconds=seconds)
