@@ -1,0 +1,366 @@
+"""The lease store contract (kirby/lease/base.py), run on the embedded store and on the real Redis.
+
+Real time is used only where expiry or concurrency is the point (TTLs of a few tenths of a second,
+awaited with bounded waits). Subprocesses are real processes: paused with SIGSTOP, killed with
+SIGKILL, racing for the same run ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from helpers import wait_for
+from kirby.config import load_settings
+from kirby.errors import LeaseError, SupervisorNameTaken
+from kirby.lease.base import LeaseStore, StaleEpoch
+from kirby.lease.local import LocalLeaseStore
+from kirby.lease.redis import RedisLeaseStore
+
+T0 = datetime(2026, 11, 28, 3, 0, tzinfo=timezone.utc)
+TTL = 0.3  # seconds: short leases whose expiry the tests await
+
+# A child process: builds a store from the JSON spec in argv[1], then plays the role in argv[2].
+WORKER = r"""
+import json, sys, time
+from datetime import datetime, timezone
+from kirby.config import load_settings
+from kirby.lease.base import StaleEpoch
+
+spec = json.loads(sys.argv[1])
+settings = load_settings(environ=spec["environ"], cwd=spec["cwd"])
+if spec["kind"] == "redis":
+    from kirby.lease.redis import RedisLeaseStore
+    store = RedisLeaseStore(settings, prefix=spec["prefix"])
+else:
+    from kirby.lease.local import LocalLeaseStore
+    store = LocalLeaseStore(settings)
+role, name = sys.argv[2], sys.argv[3]
+
+def say(*words):
+    print(*words, flush=True)
+
+if role == "claim":  # claim each run id read from stdin, answer 1 (won) or 0
+    say("ready")
+    for line in sys.stdin:
+        say(int(store.claim_run(line.strip(), name)))
+elif role == "claim-forever":  # claim r0, r1, ... and report each claim after it committed
+    i = 0
+    while True:
+        if store.claim_run(f"r{i}", name):
+            say(f"r{i}")
+        i += 1
+elif role == "leader":  # take the lease, renew it every ttl/3 s; once renewal fails, try to act anyway
+    ttl = float(sys.argv[4])
+    epoch = store.acquire_leader(name, ttl)
+    say("epoch", epoch)
+    while store.renew_leader(name, epoch, ttl):
+        say("renewed")
+        time.sleep(ttl / 3)
+    say("renew-refused")
+    say("release", store.release_leader(name, epoch))
+    try:
+        store.set_cursor("schedule", datetime(2030, 1, 1, tzinfo=timezone.utc), epoch)
+        say("cursor written")
+    except StaleEpoch:
+        say("cursor refused")
+"""
+
+
+class Lines:
+    """The stdout lines of a child process, read by a thread, taken with a bounded wait."""
+
+    def __init__(self, process: subprocess.Popen):
+        self._queue: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, args=(process.stdout,), daemon=True).start()
+
+    def _pump(self, stream) -> None:
+        for line in stream:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put("<eof>")
+
+    def next(self, timeout: float = 10.0) -> str:
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no line from the child process within {timeout} s") from None
+
+
+@dataclass
+class Backend:
+    """Opens stores sharing one state (a SQLite file, or a Redis key prefix); closes them at teardown."""
+
+    kind: str
+    environ: dict[str, str]
+    cwd: Path
+    prefix: str = ""
+    opened: list[LeaseStore] = field(default_factory=list)
+    children: list[subprocess.Popen] = field(default_factory=list)
+
+    def open(self) -> LeaseStore:
+        settings = load_settings(environ=self.environ, cwd=self.cwd)
+        store = RedisLeaseStore(settings, prefix=self.prefix) if self.kind == "redis" else LocalLeaseStore(settings)
+        self.opened.append(store)
+        return store
+
+    def child(self, role: str, name: str, *args: str) -> tuple[subprocess.Popen, Lines]:
+        spec = json.dumps({"kind": self.kind, "environ": self.environ, "cwd": str(self.cwd), "prefix": self.prefix})
+        process = subprocess.Popen(
+            [sys.executable, "-c", WORKER, spec, role, name, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        self.children.append(process)
+        return process, Lines(process)
+
+    def close(self) -> None:
+        for process in self.children:
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+                process.kill()
+            process.wait(timeout=10)
+        for store in self.opened:
+            store.close()
+
+
+@pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.redis)])
+def backend(request, tmp_path: Path) -> Backend:
+    environ = {"KIRBY_EMBEDDED_PATH": str(tmp_path / "embedded.db")}
+    prefix = ""
+    if request.param == "redis":
+        environ["REDIS_URL"] = request.getfixturevalue("redis_url")
+        prefix = f"kirby-test:{uuid.uuid4().hex[:12]}:"
+    backend = Backend(request.param, environ, tmp_path, prefix)
+    yield backend
+    backend.close()
+    if request.param == "redis":
+        delete_keys(environ["REDIS_URL"], prefix)
+
+
+def delete_keys(url: str, prefix: str) -> None:
+    """Remove a test's keys (redis-cli, so that redis-py stays inside kirby/lease/redis.py)."""
+    listed = subprocess.run(["redis-cli", "-u", url, "--scan", "--pattern", prefix + "*"], capture_output=True, text=True)
+    keys = listed.stdout.split()
+    if keys:
+        subprocess.run(["redis-cli", "-u", url, "del", *keys], capture_output=True, check=True)
+
+
+@pytest.fixture
+def store(backend: Backend) -> LeaseStore:
+    return backend.open()
+
+
+def expire(store: LeaseStore) -> None:
+    wait_for(lambda: store.leader() is None, 5, "the leader lease expired")
+
+
+# -- leader lease --------------------------------------------------------------------------------
+def test_acquire_increments_the_epoch_and_a_live_lease_refuses_everyone_else(backend):
+    a, b = backend.open(), backend.open()
+    assert a.current_epoch() == 0 and a.leader() is None
+    epoch = a.acquire_leader("alpha", 30)
+    assert epoch == 1 and b.current_epoch() == 1
+    assert b.acquire_leader("beta", 30) is None
+    assert a.acquire_leader("alpha", 30) is None  # the holder renews instead
+    leader = b.leader()
+    assert (leader.owner, leader.epoch) == ("alpha", 1)
+    assert timedelta(seconds=25) < leader.expires_at - datetime.now(timezone.utc) <= timedelta(seconds=31)
+    assert a.release_leader("alpha", epoch) and b.leader() is None
+    assert b.acquire_leader("beta", 30) == 2 and a.current_epoch() == 2
+
+
+def test_renew_and_release_are_compare_and_set_on_owner_and_epoch(store):
+    epoch = store.acquire_leader("alpha", TTL)
+    assert not store.renew_leader("beta", epoch, 30)
+    assert not store.renew_leader("alpha", epoch + 1, 30)
+    assert not store.release_leader("beta", epoch)
+    assert not store.release_leader("alpha", epoch - 1)
+    assert store.renew_leader("alpha", epoch, 30)
+    time.sleep(TTL * 2)  # past the first TTL: the renewal is what keeps it alive
+    assert store.leader().owner == "alpha"
+    assert store.release_leader("alpha", epoch)
+    assert not store.release_leader("alpha", epoch) and not store.renew_leader("alpha", epoch, 30)
+    assert store.current_epoch() == epoch  # releasing keeps the epoch
+
+
+def test_after_expiry_a_new_owner_takes_over_and_the_old_one_can_neither_renew_nor_release(backend):
+    old, new = backend.open(), backend.open()
+    first = old.acquire_leader("alpha", TTL)
+    expire(new)
+    second = new.acquire_leader("beta", 30)
+    assert second == first + 1
+    assert not old.renew_leader("alpha", first, 30)
+    assert not old.release_leader("alpha", first)
+    assert (new.leader().owner, new.leader().epoch) == ("beta", second)
+
+
+def test_a_holder_frozen_past_its_lease_cannot_renew_release_or_write_with_its_epoch(backend):
+    store = backend.open()
+    process, lines = backend.child("leader", "frozen", "0.9")
+    epoch = int(lines.next().removeprefix("epoch "))
+    assert epoch == store.current_epoch() == 1
+    assert lines.next() == "renewed"  # printed after the renewal committed, before a 0.3 s sleep
+    process.send_signal(signal.SIGSTOP)
+    expire(store)
+    successor = store.acquire_leader("successor", 30)
+    assert successor == epoch + 1
+    process.send_signal(signal.SIGCONT)
+    answers = [lines.next()]
+    while not answers[-1].startswith(("cursor", "<eof>")):
+        answers.append(lines.next())
+    assert answers[-3:] == ["renew-refused", "release False", "cursor refused"], answers
+    assert process.wait(timeout=10) == 0
+    leader = store.leader()
+    assert (leader.owner, leader.epoch) == ("successor", successor)
+    assert store.get_cursor("schedule") is None
+    with pytest.raises(StaleEpoch):
+        store.set_cursor("schedule", T0, epoch)
+
+
+# -- cursors -------------------------------------------------------------------------------------
+def test_cursors_are_written_only_while_the_epoch_holds_the_lease(backend):
+    a, b = backend.open(), backend.open()
+    assert a.get_cursor("job:prod") is None
+    epoch = a.acquire_leader("alpha", TTL)
+    a.set_cursor("job:prod", T0, epoch)
+    a.set_cursor("other:prod", T0 + timedelta(hours=2), epoch)
+    assert b.get_cursor("job:prod") == T0 and b.get_cursor("job:prod").tzinfo is not None
+    with pytest.raises(StaleEpoch):
+        a.set_cursor("job:prod", T0 + timedelta(minutes=1), epoch + 1)  # not issued yet
+    expire(a)
+    with pytest.raises(StaleEpoch):  # expired without a successor: refused too
+        a.set_cursor("job:prod", T0 + timedelta(minutes=1), epoch)
+    newer = b.acquire_leader("beta", 30)
+    with pytest.raises(StaleEpoch):
+        a.set_cursor("job:prod", T0 + timedelta(minutes=1), epoch)
+    assert a.get_cursor("job:prod") == T0
+    b.set_cursor("job:prod", T0 + timedelta(minutes=5), newer)
+    assert a.get_cursor("job:prod") == T0 + timedelta(minutes=5)
+    assert a.get_cursor("other:prod") == T0 + timedelta(hours=2)
+
+
+def test_a_cursor_is_stored_in_utc_and_a_naive_datetime_is_refused(store):
+    epoch = store.acquire_leader("alpha", 30)
+    paris = timezone(timedelta(hours=1))
+    store.set_cursor("job:prod", datetime(2026, 11, 28, 4, 0, tzinfo=paris), epoch)
+    assert store.get_cursor("job:prod") == T0 and store.get_cursor("job:prod").utcoffset() == timedelta(0)
+    with pytest.raises(ValueError, match="naive"):
+        store.set_cursor("job:prod", datetime(2026, 11, 28, 5, 0), epoch)
+    assert store.get_cursor("job:prod") == T0
+
+
+# -- run claims ----------------------------------------------------------------------------------
+def test_a_run_id_is_claimed_once_and_the_claim_can_be_read_back(backend):
+    a, b = backend.open(), backend.open()
+    before = datetime.now(timezone.utc)
+    assert a.claim_run("job:prod:20261128T030000Z", "alpha", attempt=2)
+    assert not b.claim_run("job:prod:20261128T030000Z", "beta")
+    assert not a.claim_run("job:prod:20261128T030000Z", "alpha", attempt=2)
+    assert b.claim_run("job:prod:20261128T030100Z", "beta")
+    claim = b.get_claim("job:prod:20261128T030000Z")
+    assert (claim.run_id, claim.supervisor, claim.attempt) == ("job:prod:20261128T030000Z", "alpha", 2)
+    assert before - timedelta(seconds=1) <= claim.claimed_at <= datetime.now(timezone.utc) + timedelta(seconds=1)
+    assert a.get_claim("never-claimed") is None
+    listed = a.list_claims()
+    assert [(c.run_id, c.supervisor) for c in listed] == [
+        ("job:prod:20261128T030000Z", "alpha"),
+        ("job:prod:20261128T030100Z", "beta"),
+    ]
+
+
+def test_two_processes_racing_for_the_same_1000_run_ids_each_win_exactly_once(backend):
+    children = [backend.child("claim", name) for name in ("left", "right")]
+    for _, lines in children:
+        assert lines.next() == "ready"
+    winners = []
+    for i in range(1000):
+        for process, _ in children:  # both get the run id before either answers: a real race
+            process.stdin.write(f"r{i}\n")
+            process.stdin.flush()
+        answers = [lines.next() for _, lines in children]
+        assert sorted(answers) == ["0", "1"], f"run id r{i}: answers {answers}"
+        winners.append("left" if answers[0] == "1" else "right")
+    for process, _ in children:
+        process.stdin.close()
+        assert process.wait(timeout=10) == 0
+    store = backend.open()
+    claims = {claim.run_id: claim.supervisor for claim in store.list_claims()}
+    assert claims == {f"r{i}": winner for i, winner in enumerate(winners)}
+    assert 0 < winners.count("left") < 1000, "both processes should win some races"
+
+
+def test_threads_sharing_one_store_claim_each_run_id_once(store):
+    results: list[tuple[str, bool]] = []
+
+    def claim_all(name: str) -> None:
+        for i in range(200):
+            results.append((f"r{i}", store.claim_run(f"r{i}", name)))
+
+    threads = [threading.Thread(target=claim_all, args=(f"t{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(results) == 800
+    winners = [run_id for run_id, won in results if won]
+    assert sorted(winners) == sorted(f"r{i}" for i in range(200))
+
+
+# -- daemon leases -------------------------------------------------------------------------------
+def test_daemon_leases_have_one_holder_until_released_or_expired(backend):
+    a, b = backend.open(), backend.open()
+    assert a.acquire_daemon("mailer", "alpha", 30)
+    assert a.acquire_daemon("mailer", "alpha", 30)  # the holder may acquire again
+    assert not b.acquire_daemon("mailer", "beta", 30)
+    assert b.acquire_daemon("indexer", "beta", TTL)
+    assert a.daemon_holders() == {"mailer": "alpha", "indexer": "beta"}
+    assert not b.renew_daemon("mailer", "beta", 30) and not b.release_daemon("mailer", "beta")
+    assert a.renew_daemon("mailer", "alpha", 30)
+    wait_for(lambda: "indexer" not in a.daemon_holders(), 5, "the indexer lease expired")
+    assert not b.renew_daemon("indexer", "beta", 30)  # too late: expired
+    assert a.acquire_daemon("indexer", "alpha", 30)
+    assert not b.release_daemon("indexer", "beta")
+    assert a.release_daemon("mailer", "alpha") and not a.release_daemon("mailer", "alpha")
+    assert b.daemon_holders() == {"indexer": "alpha"}
+    assert b.acquire_daemon("mailer", "beta", 30)
+
+
+# -- supervisor registry -------------------------------------------------------------------------
+def test_a_live_supervisor_name_cannot_be_taken_but_an_expired_one_can(backend):
+    a, b = backend.open(), backend.open()
+    a.register_supervisor("alpha", "instance-1", TTL, {"host": "one"})
+    a.register_supervisor("alpha", "instance-1", 30, {"host": "one", "pid": 7})  # heartbeat
+    [info] = b.supervisors()
+    assert (info.name, info.instance, info.info) == ("alpha", "instance-1", {"host": "one", "pid": 7})
+    assert abs(info.last_heartbeat - datetime.now(timezone.utc)) < timedelta(seconds=5)
+    with pytest.raises(SupervisorNameTaken) as refused:
+        b.register_supervisor("alpha", "instance-2", 30)
+    message = str(refused.value)
+    assert "a supervisor named 'alpha' is already running (last heartbeat" in message
+    assert "choose another name or stop it" in message and "\n" not in message
+    assert isinstance(refused.value, LeaseError)
+    b.unregister_supervisor("alpha", "instance-2")  # not its registration: nothing happens
+    assert [s.instance for s in a.supervisors()] == ["instance-1"]
+    a.register_supervisor("alpha", "instance-1", TTL)
+    wait_for(lambda: not b.supervisors(), 5, "the registration of 'alpha' expired")
+    b.register_supervisor("alpha", "instance-2", 30)
+    b.register_supervisor("beta", "instance-3", 30)
+    assert [(s.name, s.instance) for s in a.supervisors()] == [("alpha", "instance-2"), ("beta", "instance-3")]
+    b.unregister_supervisor("alpha", "instance-2")
+    assert [s.name for s in a.supervisors()] == ["beta"]
