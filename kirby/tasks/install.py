@@ -96,8 +96,10 @@ class Installer:
             create = [self.uv, "venv", "--no-config", "--quiet", "--relocatable", "--python", self.python, str(venv)]
             install = [self.uv, "pip", "install", "--no-config", "--python", str(venv / "bin" / "python")]
         else:
-            create = [self.python, "-m", "venv", str(venv)]
-            install = [str(venv / "bin" / "python"), "-m", "pip", "install", "--isolated", "--no-input"]
+            # The supervisor's own pip installs into the venv (``--python``): no ensurepip, faster.
+            create = [self.python, "-m", "venv", "--without-pip", str(venv)]
+            install = [self.python, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
+                       "--isolated", "--no-input", "--no-warn-script-location"]
         install += [*index_arguments(self.index), requirement]
         output = self._run(create, requirement)
         return output + self._run(install, requirement)

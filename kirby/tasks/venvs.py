@@ -25,6 +25,7 @@ from pathlib import Path
 
 from filelock import FileLock
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from kirby.tasks.install import Installer, remove_tree
 from kirby.tasks.names import check_package, check_version, venv_name
@@ -77,7 +78,7 @@ def _has_distribution(venv: Path, package: str, version: str) -> bool:
     for entry in entries:
         if entry.endswith(".dist-info"):
             name, _, found = entry[: -len(".dist-info")].rpartition("-")
-            if canonicalize_name(name) == package and found == version:
+            if canonicalize_name(name) == package and _same_version(found, version):
                 return True
     return False
 
@@ -240,6 +241,13 @@ class VenvCache:
                     self._discard(venv)
                 log.info("removed unused venv %s", venv)
                 return True
+
+
+def _same_version(a: str, b: str) -> bool:
+    try:
+        return Version(a) == Version(b)
+    except InvalidVersion:
+        return False
 
 
 def _normal_version(version: str) -> str:

@@ -1,0 +1,110 @@
+"""Fixtures of the execution tests: example wheels, served by the real pypiserver or from a folder.
+
+The example wheels are built once per session (``examples/build.py``) into a session folder, and
+copied into pypiserver's wheelhouse when a test asks for ``example_index``. Venvs are cached in one
+session folder (``shared_venvs``) for tests that do not need a cold cache.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from kirby.tasks.executor import LocalExecutor
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "build.py"
+
+
+def _load_builder():
+    spec = importlib.util.spec_from_file_location("kirby_examples_build", EXAMPLES)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def example_wheels(tmp_path_factory) -> Path:
+    """A folder holding every example wheel: a local (folder) package index."""
+    folder = tmp_path_factory.mktemp("example-wheels")
+    _load_builder().build_examples(folder)
+    return folder
+
+
+@pytest.fixture
+def example_index(package_index: str, wheelhouse: Path, example_wheels: Path) -> str:
+    """The real pypiserver's URL, its wheelhouse holding every example wheel."""
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    for wheel in example_wheels.glob("*.whl"):
+        if not (wheelhouse / wheel.name).exists():
+            shutil.copy2(wheel, wheelhouse / f".{wheel.name}.part")
+            (wheelhouse / f".{wheel.name}.part").rename(wheelhouse / wheel.name)
+    return package_index
+
+
+@pytest.fixture(scope="session")
+def shared_venvs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("shared-venvs")
+
+
+@pytest.fixture
+def executor(make_settings, example_index: str, shared_venvs: Path):
+    """A LocalExecutor on the real pypiserver, with the session's venv cache and a 1 s grace."""
+    executor = LocalExecutor(
+        make_settings(KIRBY_PACKAGE_INDEX=example_index, KIRBY_VENV_DIRECTORY=str(shared_venvs)),
+        "test-supervisor",
+        timeout_grace=1.0,
+    )
+    yield executor
+    executor.shutdown(grace=1.0)
+
+
+class Collector:
+    """Collects a run's lines and result; ``wait`` bounds the wait with a clear failure."""
+
+    def __init__(self):
+        self.lines = []
+        self.results = []
+        self.done = threading.Event()
+        self.lines_after_exit = 0
+
+    def on_line(self, line) -> None:
+        if self.results:
+            self.lines_after_exit += 1
+        self.lines.append(line)
+
+    def on_exit(self, result) -> None:
+        self.results.append(result)
+        self.done.set()
+
+    def wait(self, seconds: float = 30.0):
+        assert self.done.wait(seconds), f"the run did not end within {seconds} s; lines so far: {self.texts()[-5:]}"
+        return self.results[0]
+
+    def texts(self, stream: str | None = None) -> list[str]:
+        return [line.text for line in self.lines if stream is None or line.stream == stream]
+
+
+@pytest.fixture
+def collector() -> Collector:
+    return Collector()
+
+
+@pytest.fixture
+def spec_for():
+    """Build a RunSpec with a fresh run id: ``spec_for("kirby-example-hello", config={...})``."""
+    import uuid
+    from datetime import datetime, timezone
+
+    from kirby.tasks.base import RunSpec
+
+    def build(package: str, version: str = "1.0.0", **fields) -> RunSpec:
+        fields.setdefault("run_id", f"test:{package}:{uuid.uuid4().hex[:8]}")
+        return RunSpec(job=fields.pop("job", "test-job"), environment="test", package=package, version=version,
+                       scheduled_at=datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc), supervisor="test-supervisor",
+                       **fields)
+
+    return build
