@@ -58,8 +58,9 @@ class RunReporter:
     def finished(self, result: RunResult, state: str | None = None) -> None:
         state = state or result.state
         error = result.error
-        if state == "cancelled":  # the runs table has no such state: a stopped run did not succeed
-            state, error = "failed", error or "stopped by its supervisor"
+        if state == "cancelled":  # the runs table has no such state: judge by how the process ended
+            state = "succeeded" if result.exit_code == 0 else "failed"
+            error = error or "stopped by its supervisor"
         data = {
             "state": state,
             "exit_code": result.exit_code,

@@ -230,9 +230,3 @@ class Runner:
                 self.executor.cancel(run_id)
             elif not self.leases.renew_daemon(key, run_id, OVERLAP_TTL):
                 log.warning("lost the overlap lease of run %s", run_id)
-
-    def close(self, grace: float) -> None:
-        """Stop consuming (unacked offers go to other members) and wait up to ``grace`` for runs."""
-        self.consumer.close()
-        self.executor.shutdown(grace)
-        self._pool.shutdown(wait=True, cancel_futures=True)
