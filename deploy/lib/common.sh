@@ -77,6 +77,13 @@ spawn() {
   echo $! >"$pidfile"
 }
 
+# require_free_port NAME VARIABLE PORT: fail with one clear line when something else listens there.
+require_free_port() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/$3") 2>/dev/null; then
+    die "$1: port $3 on 127.0.0.1 is taken by another process; choose another one with $2"
+  fi
+}
+
 APT_UPDATED=
 apt_install() {
   command -v apt-get >/dev/null || die "apt-get is missing: install $* yourself"
@@ -84,7 +91,14 @@ apt_install() {
   if [ -z "$APT_UPDATED" ]; then
     say "apt-get update"
     apt-get -o DPkg::Lock::Timeout=300 update -qq >&2 || die "apt-get update failed"
-    APT_UPDATED=1
+    # require_free_port NAME VARIABLE PORT: fail with one clear line when something else listens there.
+require_free_port() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/$3") 2>/dev/null; then
+    die "$1: port $3 on 127.0.0.1 is taken by another process; choose another one with $2"
+  fi
+}
+
+APT_UPDATED=1
   fi
   say "apt-get install $*"
   apt-get -o DPkg::Lock::Timeout=300 install -y -qq "$@" >&2 || die "apt-get install $* failed"

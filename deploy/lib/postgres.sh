@@ -36,7 +36,12 @@ postgres_ready() {
 postgres_make_reachable() {
   local dir=$SERVICES_DIR
   until as_postgres test -x "$SERVICES_DIR" 2>/dev/null || [ "$dir" = / ]; do
-    as_postgres test -x "$dir" 2>/dev/null || { say "postgres: chmod o+x $dir (so the postgres user reaches its data)"; chmod o+x "$dir"; }
+    local mode
+    mode=$(stat -c %A "$dir")
+    if [[ ${mode:9:1} != [xt] ]]; then
+      say "postgres: chmod o+x $dir (so the postgres user reaches its data)"
+      chmod o+x "$dir"
+    fi
     dir=$(dirname "$dir")
   done
 }
@@ -54,6 +59,7 @@ postgres_init() {
 }
 
 postgres_start() {
+  require_free_port postgres KIRBY_POSTGRES_PORT "$POSTGRES_PORT"
   mkdir -p "$POSTGRES_ROOT"
   touch "$POSTGRES_LOG"
   chown postgres:postgres "$POSTGRES_ROOT" "$POSTGRES_LOG"

@@ -31,6 +31,7 @@ pypi_ready() {
 }
 
 pypi_start() {
+  require_free_port pypi KIRBY_PYPI_PORT "$PYPI_PORT"
   mkdir -p "$PYPI_WHEELHOUSE"
   spawn "$PYPI_PIDFILE" "$PYPI_LOG" "$PYPI_VENV/bin/pypi-server" run -i 127.0.0.1 -p "$PYPI_PORT" \
     -a . -P . --disable-fallback --backend simple-dir "$PYPI_WHEELHOUSE"

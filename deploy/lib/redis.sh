@@ -19,6 +19,7 @@ redis_pid() {
 redis_ready() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
 
 redis_start() {
+  require_free_port redis KIRBY_REDIS_PORT "$REDIS_PORT"
   mkdir -p "$SERVICES_DIR/redis"
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
     --daemonize yes --pidfile "$REDIS_PIDFILE" --logfile "$REDIS_LOG" \
