@@ -1,0 +1,172 @@
+"""The runner on the embedded bus and lease store, with real runs of the example packages.
+
+Every offer is claimed exactly once, stale epochs are fenced, failed runs are retried as new
+attempts, and the overlap policies hold.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+import pytest
+
+from kirby.bus import open_bus
+from kirby.events import Offer
+from kirby.lease import open_lease_store
+from kirby.supervisor.reporting import RunReporter
+from kirby.supervisor.runner import Runner
+from kirby.tasks.executor import LocalExecutor
+from tests.helpers import wait_for
+
+SLOT = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def make_offer(package: str = "kirby-example-hello", run_id: str = "hello:dev:20260301T120000Z", **fields) -> Offer:
+    return Offer(run_id=run_id, slot_id=fields.pop("slot_id", run_id), job=fields.pop("job", "hello"),
+                 environment="dev", package=package, version="1.0.0", scheduled_at=SLOT, **fields)
+
+
+class Events:
+    """Collects run events from the bus in a background thread."""
+
+    def __init__(self, bus):
+        self.items = []
+        self._consumer = bus.event_consumer("test-events", "collector")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        while not self._stop.is_set():
+            for delivery in self._consumer.poll(0.2):
+                self.items.append(delivery.message)
+                self._consumer.ack(delivery)
+
+    def of(self, run_id: str, kind: str | None = None):
+        return [e for e in list(self.items) if e.run_id == run_id and (kind is None or e.kind == kind)]
+
+    def finished(self, run_id: str):
+        found = self.of(run_id, "finished")
+        return found[0] if found else None
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(5)
+        self._consumer.close()
+
+
+@pytest.fixture
+def cluster(make_settings, example_wheels, shared_venvs):
+    settings = make_settings(KIRBY_PACKAGE_INDEX=str(example_wheels), KIRBY_VENV_DIRECTORY=str(shared_venvs))
+    leases, bus = open_lease_store(settings), open_bus(settings)
+    events = Events(bus)
+    made = []
+
+    def runner(name: str) -> Runner:
+        executor = LocalExecutor(settings, name, timeout_grace=1.0)
+        reporter = RunReporter(bus, name)
+        made.append((executor, reporter))
+        return Runner(name, bus.offer_consumer(name), bus, leases, executor, reporter)
+
+    def pump(runners, until, message, timeout=60.0):
+        """Let ``runners`` consume until ``until()`` is true."""
+
+        def step():
+            for r in runners:
+                r.poll_once(timeout=0.05)
+                r.renew_overlaps()
+            return until()
+
+        return wait_for(step, timeout, message, interval=0.0)
+
+    yield SimpleNamespace(settings=settings, leases=leases, bus=bus, events=events, runner=runner, pump=pump)
+    for executor, reporter in made:
+        executor.shutdown(grace=1.0)
+        reporter.close()
+    events.close()
+    bus.close()
+    leases.close()
+
+
+def test_an_offer_published_twice_runs_once(cluster):
+    a, b = cluster.runner("alpha"), cluster.runner("beta")
+    offer = make_offer()
+    cluster.bus.publish_offer(offer)
+    cluster.bus.publish_offer(offer)
+    cluster.pump([a, b], lambda: a.counters.duplicates + b.counters.duplicates == 1, "the second copy was not dropped")
+    finished = cluster.pump([a, b], lambda: cluster.events.finished(offer.run_id), "the run did not finish")
+    assert a.counters.claimed + b.counters.claimed == 1
+    assert finished.data["state"] == "succeeded"
+    assert len(cluster.events.of(offer.run_id, "started")) == 1
+    claim = cluster.leases.get_claim(offer.run_id)
+    assert claim.supervisor == finished.supervisor
+    lines = [e.data["text"] for e in cluster.events.of(offer.run_id, "log")]
+    assert any(offer.run_id in line for line in lines), lines
+
+
+def test_an_offer_of_a_stale_epoch_is_dropped(cluster):
+    old = cluster.leases.acquire_leader("old-leader", ttl=30)
+    cluster.leases.release_leader("old-leader", old)
+    assert cluster.leases.acquire_leader("new-leader", ttl=30) == old + 1
+    runner = cluster.runner("alpha")
+    stale = make_offer(epoch=old)
+    cluster.bus.publish_offer(stale)
+    cluster.pump([runner], lambda: runner.counters.stale == 1, "the stale offer was not fenced")
+    assert runner.counters.claimed == 0
+    assert cluster.leases.get_claim(stale.run_id) is None
+
+
+def test_a_failed_run_is_retried_as_its_own_attempt(cluster):
+    runner = cluster.runner("alpha")
+    offer = make_offer("kirby-example-fail", run_id="fail:dev:20260301T120000Z", job="fail", retries=1)
+    cluster.bus.publish_offer(offer)
+    second = f"{offer.run_id}#2"
+    cluster.pump([runner], lambda: cluster.events.finished(second), "the second attempt did not finish")
+    assert cluster.events.finished(offer.run_id).data["exit_code"] == 1
+    assert cluster.events.finished(second).data["state"] == "failed"
+    assert cluster.leases.get_claim(second).attempt == 2
+    cluster.pump([runner], lambda: runner.counters.finished == 2, "attempts were not counted")
+    assert runner.poll_once(timeout=0.5) == 0, "a third attempt was published beyond the retries"
+
+
+def sleeper(run_id: str, overlap: str, seconds: str = "60") -> Offer:
+    return make_offer("kirby-example-sleep", run_id=run_id, job="sleep", overlap=overlap,
+                      config={"SLEEP_SECONDS": seconds})
+
+
+def test_overlap_forbid_skips_a_run_while_the_previous_one_runs(cluster):
+    a, b = cluster.runner("alpha"), cluster.runner("beta")
+    first, second = sleeper("sleep:dev:1", "forbid"), sleeper("sleep:dev:2", "forbid")
+    cluster.bus.publish_offer(first)
+    cluster.pump([a, b], lambda: cluster.events.of(first.run_id, "started"), "the first run did not start")
+    cluster.bus.publish_offer(second)
+    skipped = cluster.pump([a, b], lambda: cluster.events.of(second.run_id, "skipped"), "the overlap was not refused")
+    assert "sleep:dev:1" in skipped[0].data["error"]
+    assert not cluster.events.of(second.run_id, "started")
+    assert not cluster.events.finished(first.run_id), "the running run was disturbed"
+
+
+def test_overlap_replace_stops_the_previous_run(cluster):
+    a, b = cluster.runner("alpha"), cluster.runner("beta")
+    first, second = sleeper("sleep:dev:1", "replace"), sleeper("sleep:dev:2", "replace", seconds="0.5")
+    cluster.bus.publish_offer(first)
+    cluster.pump([a, b], lambda: cluster.events.of(first.run_id, "started"), "the first run did not start")
+    cluster.bus.publish_offer(second)
+    cluster.pump([a, b], lambda: cluster.events.finished(second.run_id), "the replacing run did not finish")
+    ended = cluster.events.finished(first.run_id)
+    assert ended is not None and ended.data["error"] == "stopped by its supervisor"
+    assert ended.time <= cluster.events.of(second.run_id, "started")[0].time
+
+
+def test_overlap_allow_runs_side_by_side(cluster):
+    runner = cluster.runner("alpha")
+    offers = [replace(sleeper(f"sleep:dev:{i}", "allow", seconds="1"), slot_id=f"s{i}") for i in range(2)]
+    for offer in offers:
+        cluster.bus.publish_offer(offer)
+    cluster.pump([runner], lambda: all(cluster.events.finished(o.run_id) for o in offers), "the runs did not finish")
+    starts = [cluster.events.of(o.run_id, "started")[0].time for o in offers]
+    ends = [cluster.events.finished(o.run_id).time for o in offers]
+    assert max(starts) < min(ends), "the runs did not overlap"
