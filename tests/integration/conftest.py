@@ -108,3 +108,9 @@ def spec_for():
                        **fields)
 
     return build
+
+
+@pytest.fixture
+def make_collector():
+    """Build more collectors in one test: ``make_collector()``."""
+    return Collector
