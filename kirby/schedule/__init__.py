@@ -12,7 +12,7 @@ from kirby.schedule.snapshot import (
     parse_entry,
     parse_schedule,
 )
-from kirby.schedule.source import DatabaseScheduleSource, ScheduleClient, ScheduleSource
+from kirby.schedule.source import DatabaseScheduleSource, ScheduleClient, ScheduleSource, StaticScheduleSource
 
 __all__ = [
     "DatabaseScheduleSource",
@@ -21,6 +21,7 @@ __all__ = [
     "ScheduleRule",
     "ScheduleSnapshot",
     "ScheduleSource",
+    "StaticScheduleSource",
     "SuspensionWindow",
     "build_schedule",
     "entry_offer",

@@ -5,6 +5,7 @@
   web server is down it returns its last good copy and says so once per outage; with no good
   copy yet it raises ``KirbyError``.
 * ``DatabaseScheduleSource``: the script database directly (one host, tests).
+* ``StaticScheduleSource``: a given snapshot (benchmarks, tests).
 """
 
 from __future__ import annotations
@@ -40,6 +41,16 @@ class DatabaseScheduleSource(ScheduleSource):
     def fetch(self, now: datetime) -> ScheduleSnapshot:
         with self.database.session() as session:
             return parse_schedule(build_schedule(session, now))
+
+
+class StaticScheduleSource(ScheduleSource):
+    """Always the snapshot it holds; replace ``snapshot`` to change the schedule."""
+
+    def __init__(self, snapshot: ScheduleSnapshot):
+        self.snapshot = snapshot
+
+    def fetch(self, now: datetime) -> ScheduleSnapshot:
+        return self.snapshot
 
 
 class _Transient(Exception):

@@ -1,0 +1,277 @@
+"""The leader loop: publishes each due slot as an offer at its due instant, fenced by the epoch.
+
+Why it never runs a slot twice and never misses one (DESIGN.md, "Semantics"):
+
+* **Cursor before offer.** Before publishing slot S of a schedule, the leader writes the
+  schedule's cursor (``<job>:<env>:<schedule id>``) to S under its epoch. The store refuses the
+  write (``StaleEpoch``) unless that epoch still holds a live leader lease, and the leader then
+  stops publishing at once and becomes a follower. So a deposed leader cannot publish new slots;
+  whatever it published before noticing carries its old epoch, and runners drop offers of a stale
+  epoch. Runs are claimed by their deterministic id, so a slot published twice still runs once.
+* **Re-publish on takeover.** The cursor write and the publication are not atomic: a leader that
+  dies between them loses S, and offers it published that no runner consumed before the failover
+  are dropped as stale. So a leader starting a new epoch re-publishes, under its own epoch, every
+  recent slot ``(now - misfire grace, cursor]`` that nobody has claimed yet. Duplicates are
+  harmless (claims); a slot older than its grace is not re-run.
+* **Resume from the cursor.** Slots after the cursor that fell into the failover gap are
+  published late if within the misfire grace; older ones follow the catch-up policy (``planning``).
+  A schedule seen for the first time starts from now (the past is not run).
+* **Disabled is not an outage.** At the end of its ticks (at most every ``wakeup``), the leader
+  writes an *alive mark* (cursor ``kirby:leader-alive``). Slots of a schedule at or before the
+  mark were not published while a leader was running, because the job, context or schedule was
+  disabled: re-enabling it does not catch them up.
+* Suspended slots and slots skipped by policy are published as ``skipped`` run events (bounded),
+  and every offer as an ``offered`` event, so the runs table shows them.
+
+``tick(now)`` does one pass and returns the seconds until the next due slot (at most ``wakeup``);
+``run(stop_event)`` ticks the election and this, sleeping exactly until the next due instant,
+while a background thread refreshes the schedule every ``wakeup`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from kirby.bus.base import OfferBus
+from kirby.cron import next_fire
+from kirby.errors import CronError, KirbyError
+from kirby.events import RunEvent
+from kirby.lease.base import LeaseStore, StaleEpoch
+from kirby.models import run_slot_id
+from kirby.recorder import offer_event
+from kirby.schedule.snapshot import ScheduleEntry, ScheduleRule, ScheduleSnapshot, offer_for_slot
+from kirby.schedule.source import ScheduleSource
+from kirby.supervisor.election import MIN_WAIT, Election
+from kirby.supervisor.planning import plan_slots
+
+log = logging.getLogger(__name__)
+
+ALIVE_KEY = "kirby:leader-alive"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class _Track:
+    """One schedule the leader follows in its current epoch."""
+
+    entry: ScheduleEntry
+    rule: ScheduleRule
+    key: str
+    done_until: datetime  # every slot at or before this was handled (published, skipped, or inactive)
+    next_due: datetime
+
+
+class Scheduler:
+    """Publishes due slots of ``source``'s schedule while ``election`` says this supervisor leads."""
+
+    def __init__(
+        self,
+        source: ScheduleSource,
+        lease_store: LeaseStore,
+        bus: OfferBus,
+        election: Election,
+        wakeup: float = 30.0,
+        clock: Callable[[], datetime] = utcnow,
+        max_publish: int = 1000,
+        max_skipped: int = 100,
+    ):
+        self.source, self.store, self.bus, self.election = source, lease_store, bus, election
+        self.wakeup, self.clock = wakeup, clock
+        self.max_publish, self.max_skipped = max_publish, max_skipped
+        self.published = 0  # offers published (counts re-publications)
+        self._latest: ScheduleSnapshot | None = None  # newest fetched snapshot
+        self._fetched_at: datetime | None = None
+        self._synced: ScheduleSnapshot | None = None  # the snapshot _tracks reflect
+        self._tracks: dict[str, _Track] = {}
+        self._epoch: int | None = None
+        self._alive: datetime | None = None
+        self._alive_written: datetime | None = None
+        self._background = False
+        self._bad: set[tuple[str, str, str]] = set()
+        self._wake = threading.Event()
+
+    # -- schedule -------------------------------------------------------------------------------
+    def refresh(self, now: datetime) -> None:
+        """Fetch the schedule; on failure keep the previous one (the source logs outages)."""
+        try:
+            self._latest, self._fetched_at = self.source.fetch(now), now
+        except KirbyError as exc:
+            log.error("cannot read the schedule: %s", exc)
+
+    def _stale(self, now: datetime) -> bool:
+        limit = self.wakeup * (2 if self._background else 1)
+        return self._fetched_at is None or (now - self._fetched_at).total_seconds() >= limit
+
+    # -- one pass -------------------------------------------------------------------------------
+    def tick(self, now: datetime) -> float:
+        """Publish everything due at ``now`` if leader; seconds until the next due slot (<= wakeup)."""
+        epoch = self.election.epoch
+        if epoch is None:
+            self._epoch = None
+            return self.wakeup
+        if self._latest is None or self._stale(now):
+            self.refresh(now)
+        if self._latest is None:
+            return min(self.wakeup, self.election.window)
+        events: list[RunEvent] = []
+        try:
+            if epoch != self._epoch:
+                self._begin_epoch(epoch)
+            if self._synced is not self._latest:
+                self._sync(now, epoch, events)
+            for track in self._tracks.values():
+                if track.next_due <= now:
+                    self._handle(track, now, epoch, events)
+            self._mark_alive(now, epoch)
+        except StaleEpoch as exc:
+            self._epoch = None
+            self.election.step_down(f"stopped publishing: {exc}")
+            return MIN_WAIT
+        except KirbyError as exc:  # the store or the bus failed after its retries: start over from the cursors
+            log.error("leader could not publish (will re-read the cursors and re-publish): %s", exc)
+            self._epoch = None
+            return min(self.wakeup, self.election.window / 2)
+        finally:
+            self._publish_events(events)
+        return self._delay(now)
+
+    def _delay(self, now: datetime) -> float:
+        soonest = min((t.next_due for t in self._tracks.values()), default=None)
+        if soonest is None:
+            return self.wakeup
+        return max(0.0, min(self.wakeup, (soonest - now).total_seconds()))
+
+    def _begin_epoch(self, epoch: int) -> None:
+        self._tracks, self._synced, self._epoch = {}, None, epoch
+        self._alive = self.store.get_cursor(ALIVE_KEY)
+        self._alive_written = None
+
+    def _sync(self, now: datetime, epoch: int, events: list[RunEvent]) -> None:
+        """Follow the schedules of the newest snapshot; new ones start from their stored cursor or now."""
+        snapshot, tracks = self._latest, {}
+        for entry in snapshot.scheduled:
+            for rule in entry.schedules:
+                if not rule.enabled:
+                    continue
+                key = entry.schedule_key(rule)
+                track = self._tracks.get(key)
+                if track is None:
+                    track = self._load(entry, rule, key, now, epoch, events)
+                elif track.rule != rule:  # new cron, time zone or grace: recompute from where it is
+                    next_due = self._next(rule, key, track.done_until)
+                    track = _Track(entry, rule, key, track.done_until, next_due) if next_due else None
+                else:
+                    track.entry = entry  # new version, config...: the next offers carry it
+                if track is not None:
+                    tracks[key] = track
+        self._tracks, self._synced = tracks, snapshot
+
+    def _load(self, entry, rule, key, now, epoch, events) -> _Track | None:
+        cursor = self.store.get_cursor(key)
+        next_due = self._next(rule, key, cursor or now)
+        if next_due is None:
+            return None
+        if cursor is None:  # a new schedule starts from now: the past is not run
+            self.store.set_cursor(key, now, epoch)
+            return _Track(entry, rule, key, now, next_due)
+        track = _Track(entry, rule, key, cursor, next_due)
+        self._republish(track, now, epoch, events)
+        return track
+
+    def _next(self, rule: ScheduleRule, key: str, after: datetime) -> datetime | None:
+        try:
+            return next_fire(rule.cron, rule.timezone, after)
+        except CronError as exc:
+            if (key, rule.cron, rule.timezone) not in self._bad:
+                self._bad.add((key, rule.cron, rule.timezone))
+                log.error("schedule %s is not scheduled: %s", key, exc)
+            return None
+
+    def _republish(self, track: _Track, now: datetime, epoch: int, events: list[RunEvent]) -> None:
+        """Re-offer, under ``epoch``, the recent slots up to the cursor that nobody has claimed."""
+        start = now - timedelta(seconds=track.rule.misfire_grace_seconds, microseconds=1)
+        end = min(track.done_until, now)
+        if end <= start:
+            return
+        plan = plan_slots(track.entry, track.rule, start, None, end, self.max_publish, 0)
+        for slot in plan.slots:
+            if slot.publish and self.store.get_claim(run_slot_id(track.entry.job, track.entry.environment, slot.instant)) is None:
+                self._offer(track, slot.instant, now, epoch, events)
+                log.info("re-published unclaimed slot %s of %s under epoch %d", slot.instant.isoformat(), track.key, epoch)
+
+    def _handle(self, track: _Track, now: datetime, epoch: int, events: list[RunEvent]) -> None:
+        """Publish or skip every slot of ``track`` in (done_until, now]; the cursor always goes first."""
+        plan = plan_slots(track.entry, track.rule, track.done_until, self._alive, now, self.max_publish, self.max_skipped)
+        if plan.missed or plan.more_missed:
+            log.warning(
+                "schedule %s missed %s%d slot(s) beyond its misfire grace; catch-up policy %s",
+                track.key,
+                "more than " if plan.more_missed else "",
+                plan.missed,
+                track.rule.catchup,
+            )
+        written = None
+        for slot in plan.slots:
+            if slot.publish:
+                self.store.set_cursor(track.key, slot.instant, epoch)
+                written = slot.instant
+                self._offer(track, slot.instant, now, epoch, events)
+            else:
+                offer = offer_for_slot(track.entry, track.rule, slot.instant, epoch, now)
+                events.append(offer_event("skipped", offer, now, self.election.owner, error=slot.skip_reason))
+        if plan.slots and plan.slots[-1].instant != written:
+            self.store.set_cursor(track.key, plan.slots[-1].instant, epoch)
+        track.done_until = now
+        track.next_due = self._next(track.rule, track.key, now) or datetime.max.replace(tzinfo=timezone.utc)
+
+    def _offer(self, track: _Track, instant: datetime, now: datetime, epoch: int, events: list[RunEvent]) -> None:
+        offer = offer_for_slot(track.entry, track.rule, instant, epoch, now)
+        self.bus.publish_offer(offer)
+        self.published += 1
+        log.info("offered run %s (epoch %d)", offer.run_id, epoch)
+        events.append(offer_event("offered", offer, now, self.election.owner))
+
+    def _mark_alive(self, now: datetime, epoch: int) -> None:
+        if self._alive_written is None or (now - self._alive_written).total_seconds() >= self.wakeup:
+            self.store.set_cursor(ALIVE_KEY, now, epoch)
+            self._alive = self._alive_written = now
+
+    def _publish_events(self, events: list[RunEvent]) -> None:
+        for event in events:
+            try:
+                self.bus.publish_event(event)
+            except KirbyError as exc:
+                log.error("could not publish the %s event of run %s: %s", event.kind, event.run_id, exc)
+                return
+
+    # -- loop -----------------------------------------------------------------------------------
+    def run(self, stop_event: threading.Event) -> None:
+        """Lead or follow until ``stop_event`` is set; then release the leader lease."""
+        self._background = True
+        refresher = threading.Thread(target=self._refresh_loop, args=(stop_event,), name="schedule-refresh", daemon=True)
+        refresher.start()
+        try:
+            while not stop_event.is_set():
+                now = self.clock()
+                wait = self.election.tick(now).wait
+                if self.election.is_leader:
+                    wait = min(wait, self.tick(now))
+                self._wake.wait(wait)
+                self._wake.clear()
+        finally:
+            self.election.release()
+            refresher.join(timeout=self.wakeup)
+
+    def _refresh_loop(self, stop_event: threading.Event) -> None:
+        while not stop_event.wait(self.wakeup):
+            if self.election.is_leader:
+                self.refresh(self.clock())
+                self._wake.set()
+        self._wake.set()
