@@ -74,7 +74,8 @@ def client_config(settings: Settings) -> dict:
 def bus_error(settings: Settings, what: str, exc: Exception) -> BusError:
     """One line naming the address, the variables to check and the fix."""
     servers = settings.kafka_bootstrap_servers
-    reason = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
+    name, detail = type(exc).__name__, str(exc).strip()
+    reason = (detail if detail.startswith(name) else f"{name}: {detail}" if detail else name).splitlines()[0]
     ssl = " and KAFKA_USE_SSL / KAFKA_SSL_* files" if settings.kafka_use_ssl else ""
     if isinstance(exc, UNREACHABLE):
         return BusError(
