@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -103,12 +104,13 @@ class Arbiter:
         now = self.clock().timestamp()
         wanted = {d.key: d for d in daemons}
         with self._lock:
+            fenced = set()  # not taken again in the same tick: others get their chance first
             for key, held in list(self._held.items()):
                 if key not in wanted:
                     log.info("daemon %s is disabled or deleted; stopping it", key)
                     self._give_up(key, release=True)
                 elif not self._renew(key, held, now):
-                    continue
+                    fenced.add(key)
                 elif wanted[key].identity != held.spec.identity:
                     log.info("daemon %s changed (%s); restarting it", key, wanted[key].offer.version)
                     self._stop_process(held)
@@ -120,7 +122,7 @@ class Arbiter:
             for key, spec in wanted.items():
                 if len(self._held) >= share:
                     break
-                if key not in self._held and key not in holders:
+                if key not in self._held and key not in holders and key not in fenced:
                     if self.leases.acquire_daemon(key, self.name, self.ttl):
                         log.info("took daemon %s", key)
                         self._held[key] = _Held(spec=spec, last_renewed=now, next_start=now)
@@ -187,10 +189,19 @@ class Arbiter:
         held.next_start = self.clock().timestamp() + delay
         log.info("daemon %s restarts in %.0f s", held.spec.key, delay)
 
+    def _cancel_and_wait(self, run_id: str, grace: float) -> None:
+        """Stop ``run_id`` (SIGTERM, SIGKILL after ``grace``) and wait until it is gone."""
+        self.executor.cancel(run_id, grace=grace)
+        deadline = time.monotonic() + grace + 5.0
+        while run_id in self.executor.running() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if run_id in self.executor.running():
+            log.error("daemon run %s did not stop within %.0f s", run_id, grace + 5.0)
+
     def _stop_process(self, held: _Held) -> None:
         if held.run_id:
             held.stopping = True
-            self.executor.cancel(held.run_id)
+            self._cancel_and_wait(held.run_id, grace=10.0)
             held.run_id = None
             held.stopping = False
 
@@ -198,7 +209,7 @@ class Arbiter:
         held = self._held.pop(key)
         held.stopping = True
         if held.run_id:  # within the fence margin, so the process is gone before the lease expires
-            self.executor.cancel(held.run_id, grace=self.fence_margin / 2)
+            self._cancel_and_wait(held.run_id, grace=self.fence_margin / 2)
         if release:
             self.leases.release_daemon(key, self.name)
 
