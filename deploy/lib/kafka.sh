@@ -35,7 +35,7 @@ kafka_pid() {
 
 kafka_ready() { python3 "$DEPLOY_DIR/kafka/ready.py" "127.0.0.1:$KAFKA_PORT"; }
 
-kafka_java() { java -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$DEPLOY_DIR/kafka/log4j2.properties" "$@"; }
+kafka_java() { java -XX:TieredStopAtLevel=1 -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$DEPLOY_DIR/kafka/log4j2.properties" "$@"; }
 
 kafka_configure() {
   mkdir -p "$KAFKA_ROOT/data"
@@ -43,7 +43,7 @@ kafka_configure() {
     -e "s|@LOG_DIRS@|$KAFKA_ROOT/data|g" "$DEPLOY_DIR/kafka/server.properties.template" >"$KAFKA_CONFIG"
   [ -f "$KAFKA_ROOT/data/meta.properties" ] && return 0
   local cluster_id
-  cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid 2>>"$KAFKA_LOG" | tail -n1)
+  cluster_id=$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
   say "kafka: formatting storage (cluster $cluster_id)"
   kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_CONFIG" >>"$KAFKA_LOG" 2>&1 \
     || fail_with_log kafka "$KAFKA_LOG" "formatting the storage failed"

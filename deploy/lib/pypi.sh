@@ -9,6 +9,7 @@ PYPI_LOG=$LOG_DIR/pypi.log
 pypi_address() { echo "127.0.0.1:$PYPI_PORT"; }
 
 pypi_install() {
+  command -v curl >/dev/null || apt_install curl  # the readiness check
   [ -f "$PYPI_VENV/.installed" ] && return 0  # written last, so a broken install is redone
   local python=${PYTHON:-python3}
   command -v "$python" >/dev/null || apt_install python3 python3-venv
