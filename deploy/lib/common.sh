@@ -73,7 +73,7 @@ stop_pid() {
 spawn() {
   local pidfile=$1 log=$2
   shift 2
-  setsid nohup "$@" </dev/null >>"$log" 2>&1 &
+  setsid nohup "$@" </dev/null >>"$log" 2>&1 9>&- &  # fd 9: deploy/services' lock
   echo $! >"$pidfile"
 }
 

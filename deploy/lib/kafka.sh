@@ -18,13 +18,13 @@ kafka_install() {
   [ -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ] && return 0
   command -v mvn >/dev/null || apt_install maven
   say "kafka: downloading Kafka $KAFKA_VERSION's jars from Maven Central into $KAFKA_LIBS"
-  local partial=$KAFKA_LIBS.partial
+  local partial=$KAFKA_LIBS.partial.$$
   rm -rf "$partial"
   local log=$LOG_DIR/kafka-download.log
   mvn -B -Dstyle.color=never -f "$DEPLOY_DIR/kafka/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
     -DoutputDirectory="$partial" -Dmaven.repo.local="$CACHE_DIR/maven-repository" >"$log" 2>&1 \
     || fail_with_log kafka "$log" "downloading the jars with mvn failed"
-  mv "$partial" "$KAFKA_LIBS"
+  mv -T "$partial" "$KAFKA_LIBS" 2>/dev/null || rm -rf "$partial"  # another clone won the race
 }
 
 kafka_pid() {

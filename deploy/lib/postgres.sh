@@ -68,7 +68,7 @@ postgres_start() {
   # Tests only: no fsync. Socket inside the data folder, TCP on 127.0.0.1 only.
   as_postgres "$(postgres_bin)/pg_ctl" -D "$POSTGRES_DATA" -l "$POSTGRES_LOG" -w -t 60 start \
     -o "-p $POSTGRES_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$POSTGRES_DATA -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
-    >>"$POSTGRES_LOG" 2>&1 || fail_with_log postgres "$POSTGRES_LOG" "pg_ctl start failed"
+    >>"$POSTGRES_LOG" 2>&1 9>&- || fail_with_log postgres "$POSTGRES_LOG" "pg_ctl start failed"
   wait_until 60 postgres "$POSTGRES_LOG" postgres_ready
   postgres_provision
 }

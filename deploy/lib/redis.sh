@@ -23,7 +23,7 @@ redis_start() {
   mkdir -p "$SERVICES_DIR/redis"
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
     --daemonize yes --pidfile "$REDIS_PIDFILE" --logfile "$REDIS_LOG" \
-    --dir "$SERVICES_DIR/redis" >>"$REDIS_LOG" 2>&1 || fail_with_log redis "$REDIS_LOG" "redis-server failed"
+    --dir "$SERVICES_DIR/redis" >>"$REDIS_LOG" 2>&1 9>&- || fail_with_log redis "$REDIS_LOG" "redis-server failed"
   local i
   for ((i = 0; i < 20; i++)); do  # the daemon writes its pid file right after forking
     redis_pid >/dev/null && break
