@@ -13,7 +13,7 @@ redis_install() {
 redis_pid() {
   local pid
   pid=$(read_pid "$REDIS_PIDFILE")
-  pid_alive "$pid" "redis-server 127.0.0.1:$REDIS_PORT" && echo "$pid"
+  pid_alive "$pid" "redis-server 127.0.0.1:" && echo "$pid"
 }
 
 redis_ready() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
