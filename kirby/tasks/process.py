@@ -78,18 +78,22 @@ class _LineSplitter:
         self.dropped = 0  # bytes dropped from the current (cut) line
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        lines = []
         parts = chunk.split(b"\n")
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            room = MAX_LINE - len(self.pending)
-            if len(part) > room:
-                self.dropped += len(part) - room
-                part = part[:room]
-            self.pending += part
-            if not last:
-                lines.append(self._take())
+        if len(parts) == 1:
+            self._append(chunk)
+            return []
+        self._append(parts[0])
+        lines = [self._take()]
+        lines += [part if len(part) <= MAX_LINE else _cut(part) for part in parts[1:-1]]
+        self._append(parts[-1])
         return lines
+
+    def _append(self, part: bytes) -> None:
+        room = MAX_LINE - len(self.pending)
+        if len(part) > room:
+            self.dropped += len(part) - room
+            part = part[:room]
+        self.pending += part
 
     def flush(self) -> list[bytes]:
         return [self._take()] if self.pending or self.dropped else []
@@ -101,6 +105,10 @@ class _LineSplitter:
         self.pending.clear()
         self.dropped = 0
         return line
+
+
+def _cut(line: bytes) -> bytes:
+    return line[:MAX_LINE] + CUT_MARKER.format(len(line) - MAX_LINE).encode()
 
 
 class RunProcess:
@@ -158,9 +166,12 @@ class RunProcess:
         with self._lock:
             first = self._seq
             self._seq += len(lines)
-        for offset, raw in enumerate(lines):
-            text = self._mask(raw.decode("utf-8", "replace"))
-            self._on_line(OutputLine(self.spec.run_id, first + offset, now, stream, text))
+        if not lines:
+            return
+        texts = self._mask(b"\n".join(lines).decode("utf-8", "replace")).split("\n")  # one decode per chunk
+        run_id, on_line = self.spec.run_id, self._on_line
+        for seq, text in enumerate(texts, first):
+            on_line(OutputLine(run_id, seq, now, stream, text))
 
     def _watch(self) -> None:
         try:
