@@ -15,13 +15,24 @@ from kirby.config import load_settings
 from kirby.errors import KirbyError
 
 
-@click.group()
+class KirbyGroup(click.Group):
+    """Turns a KirbyError (raised while building settings or by a command) into click's one-line error."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KirbyError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=KirbyGroup)
 @click.version_option(package_name="kirby")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """Kirby runs Python scripts on a cluster: scheduled (cron) or daemons."""
     settings = load_settings()
     logging.basicConfig(level=logging.INFO, format=settings.log_format)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # no migration chatter in dialogues
     ctx.obj = settings
 
 

@@ -1,0 +1,101 @@
+"""Local users: password hashing, creation and authentication.
+
+Passwords are hashed with werkzeug's scrypt (a random salt per hash). ``SECURITY_PASSWORD_SALT``
+is a pepper: the password is first HMAC-SHA256'd with it, so a stolen database alone is not enough
+to test guesses. Changing the pepper therefore invalidates every existing password.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from functools import lru_cache
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from kirby.config import Settings
+from kirby.errors import UserError
+from kirby.models import Role, User
+
+USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+HASH_METHOD = "scrypt"
+
+
+def _peppered(password: str, settings: Settings) -> str:
+    pepper = (settings.security_password_salt or "").encode()
+    return hmac.new(pepper, password.encode(), hashlib.sha256).hexdigest()
+
+
+def hash_password(password: str, settings: Settings) -> str:
+    """A salted scrypt hash of ``password`` peppered with SECURITY_PASSWORD_SALT."""
+    return generate_password_hash(_peppered(password, settings), method=HASH_METHOD)
+
+
+def verify_password(password_hash: str, password: str, settings: Settings) -> bool:
+    """True if ``password`` matches ``password_hash`` (False for a malformed hash)."""
+    try:
+        return check_password_hash(password_hash, _peppered(password, settings))
+    except (ValueError, TypeError):
+        return False
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    return generate_password_hash("kirby-no-such-user", method=HASH_METHOD)
+
+
+def check_username(username: str) -> str:
+    """Return ``username`` if it is a valid user name, else raise UserError."""
+    if not isinstance(username, str) or not USERNAME.fullmatch(username):
+        raise UserError(
+            f"{username!r} is not a valid user name: use 1 to 64 letters, digits, '.', '_', '-' or '@', "
+            "starting with a letter or digit"
+        )
+    return username
+
+
+def find_user(session: Session, username: str) -> User | None:
+    """The user called ``username``, compared without regard to case."""
+    return session.scalars(select(User).where(func.lower(User.username) == username.lower())).first()
+
+
+def add_user(session: Session, settings: Settings, username: str, password: str, admin: bool) -> User:
+    """Create an active user (admin or viewer) in ``session``; never overwrites an existing one.
+
+    Raises UserError for a bad name, an empty password or a name already taken (case-insensitive).
+    """
+    check_username(username)
+    if not password:
+        raise UserError(f"refusing an empty password for user {username!r}; choose a password")
+    if find_user(session, username) is not None:
+        raise UserError(f"user {username!r} already exists; choose another name")
+    user = User(
+        username=username,
+        password_hash=hash_password(password, settings),
+        role=Role.ADMIN if admin else Role.VIEWER,
+        active=True,
+    )
+    try:
+        with session.begin_nested():
+            session.add(user)
+    except IntegrityError:  # created concurrently by someone else
+        raise UserError(f"user {username!r} already exists; choose another name") from None
+    return user
+
+
+def authenticate(session: Session, settings: Settings, username: str, password: str) -> User | None:
+    """The active user ``username`` if ``password`` is right, else None.
+
+    An unknown name costs one hash verification too, so timing does not reveal which names exist.
+    """
+    user = session.scalars(select(User).where(User.username == username)).first() if username else None
+    if user is None:
+        verify_password(_dummy_hash(), password or "", settings)
+        return None
+    if not verify_password(user.password_hash, password or "", settings) or not user.active:
+        return None
+    return user
