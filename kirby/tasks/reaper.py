@@ -13,8 +13,8 @@ child runs ``module`` exactly as ``python -m`` would (one interpreter start-up f
   or killed by the same signal).
 """
 
+import _signal as signal  # the C module: ``signal`` would import enum (slow start-up)
 import os
-import signal
 import sys
 import time
 
@@ -74,9 +74,7 @@ def _kirby_reaper(module, leftover_grace):
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGUSR1, kill_all)
     try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+        _become_subreaper()
     except Exception as exc:  # still runs; orphans then go to init
         print(f"kirby: cannot become a subreaper: {exc}", file=sys.stderr, flush=True)
     main = os.fork()
@@ -115,6 +113,22 @@ def _kirby_reaper(module, leftover_grace):
         os.kill(me, sig)
         os._exit(128 + sig)
     os._exit(os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status >> 8)
+
+
+def _become_subreaper():
+    """prctl(PR_SET_CHILD_SUBREAPER, 1) through _ctypes (``import ctypes`` costs ~10 ms)."""
+    import _ctypes
+
+    class Int(_ctypes._SimpleCData):
+        _type_ = "i"
+
+    class Function(_ctypes.CFuncPtr):
+        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+        _restype_ = Int
+
+    prctl = Function(_ctypes.dlsym(_ctypes.dlopen(None), "prctl"))
+    if prctl(36, 1, 0, 0, 0) != 0:  # 36: PR_SET_CHILD_SUBREAPER
+        raise OSError(_ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
 
 
 def _group_of(pid):

@@ -161,6 +161,7 @@ def test_an_unknown_version_fails_clearly(tmp_path, example_index):
         VenvCache(tmp_path, default_installer(example_index)).ensure("kirby-example-hello", "9.9.9")
 
 
+@pytest.mark.slow
 def test_the_pip_fallback_installs_from_the_real_index(tmp_path, example_index):
     cache = VenvCache(tmp_path, Installer(index=example_index, uv=None))
     venv = cache.ensure("kirby-example-hello", "1.1.0")
