@@ -67,6 +67,12 @@ class OfferBus(ABC):
     def publish_offer(self, offer: Offer) -> None:
         """Publish ``offer`` keyed by its run id; returns once the bus has stored it durably."""
 
+    def publish_offers(self, offers: list[Offer]) -> None:
+        """Publish each offer, in order; returns once all are stored. Backends may override to batch
+        them (e.g. send all, then wait once)."""
+        for offer in offers:
+            self.publish_offer(offer)
+
     @abstractmethod
     def offer_consumer(self, member: str) -> Consumer[Offer]:
         """Join the supervisors' group as ``member`` and return its offer consumer."""

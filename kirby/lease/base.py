@@ -98,6 +98,17 @@ class LeaseStore(ABC):
     def set_cursor(self, schedule_key: str, instant: datetime, epoch: int) -> None:
         """Record ``instant`` for ``schedule_key``; raises StaleEpoch unless ``epoch`` is current."""
 
+    def get_cursors(self, schedule_keys: list[str]) -> dict[str, datetime]:
+        """The cursors of ``schedule_keys`` that exist. Backends may override to read in one round trip."""
+        cursors = {key: self.get_cursor(key) for key in schedule_keys}
+        return {key: instant for key, instant in cursors.items() if instant is not None}
+
+    def set_cursors(self, cursors: dict[str, datetime], epoch: int) -> None:
+        """``set_cursor`` for each item (StaleEpoch stops at the first refusal). Backends may override
+        to write them in one round trip (then all or none)."""
+        for key, instant in cursors.items():
+            self.set_cursor(key, instant, epoch)
+
     # -- run claims -----------------------------------------------------------------------------
     @abstractmethod
     def claim_run(self, run_id: str, supervisor: str, attempt: int = 1) -> bool:

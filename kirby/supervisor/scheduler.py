@@ -2,22 +2,23 @@
 
 Why it never runs a slot twice and never misses one (DESIGN.md, "Semantics"):
 
-* **Cursor before offer.** Before publishing slot S of a schedule, the leader writes the
-  schedule's cursor (``<job>:<env>:<schedule id>``) to S under its epoch. The store refuses the
-  write (``StaleEpoch``) unless that epoch still holds a live leader lease, and the leader then
-  stops publishing at once and becomes a follower. So a deposed leader cannot publish new slots;
-  whatever it published before noticing carries its old epoch, and runners drop offers of a stale
-  epoch. Runs are claimed by their deterministic id, so a slot published twice still runs once.
+* **Cursor before offer.** Before publishing the slots due at a tick, the leader writes each
+  schedule's cursor (``<job>:<env>:<schedule id>``) to its last due slot, in one call under its
+  epoch. The store refuses the write (``StaleEpoch``) unless that epoch still holds a live leader
+  lease; the leader then publishes nothing and becomes a follower at once. So a deposed leader
+  cannot publish new slots; whatever it published before noticing carries its old epoch, and
+  runners drop offers of a stale epoch. Runs are claimed by their deterministic id, so a slot
+  published twice still runs once.
 * **Re-publish on takeover.** The cursor write and the publication are not atomic: a leader that
-  dies between them loses S, and offers it published that no runner consumed before the failover
+  dies between them loses those slots, and offers it published that no runner consumed before the failover
   are dropped as stale. So a leader starting a new epoch re-publishes, under its own epoch, every
   recent slot ``(now - misfire grace, cursor]`` that nobody has claimed yet. Duplicates are
   harmless (claims); a slot older than its grace is not re-run.
 * **Resume from the cursor.** Slots after the cursor that fell into the failover gap are
   published late if within the misfire grace; older ones follow the catch-up policy (``planning``).
   A schedule seen for the first time starts from now (the past is not run).
-* **Disabled is not an outage.** At the end of its ticks (at most every ``wakeup``), the leader
-  writes an *alive mark* (cursor ``kirby:leader-alive``). Slots of a schedule at or before the
+* **Disabled is not an outage.** With its cursors (and at least every ``wakeup``), the leader
+  writes an *alive mark* (cursor ``kirby:leader-alive``), which also fences re-publications. Slots of a schedule at or before the
   mark were not published while a leader was running, because the job, context or schedule was
   disabled: re-enabling it does not catch them up.
 * Suspended slots and slots skipped by policy are published as ``skipped`` run events (bounded),
@@ -32,25 +33,26 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from kirby.bus.base import OfferBus
 from kirby.cron import next_fire
 from kirby.errors import CronError, KirbyError
-from kirby.events import RunEvent
+from kirby.events import Offer
 from kirby.lease.base import LeaseStore, StaleEpoch
 from kirby.models import run_slot_id
-from kirby.recorder import offer_event
 from kirby.schedule.snapshot import ScheduleEntry, ScheduleRule, ScheduleSnapshot, offer_for_slot
 from kirby.schedule.source import ScheduleSource
 from kirby.supervisor.election import MIN_WAIT, Election
 from kirby.supervisor.planning import plan_slots
+from kirby.supervisor.reporting import RunReporter
 
 log = logging.getLogger(__name__)
 
 ALIVE_KEY = "kirby:leader-alive"
+NEVER = datetime.max.replace(tzinfo=timezone.utc)
 
 
 def utcnow() -> datetime:
@@ -68,6 +70,15 @@ class _Track:
     next_due: datetime
 
 
+@dataclass
+class _Batch:
+    """What one tick writes: cursors first, then offers, then skipped-run events."""
+
+    cursors: dict[str, datetime] = field(default_factory=dict)
+    offers: list[Offer] = field(default_factory=list)
+    skipped: list[tuple[Offer, str]] = field(default_factory=list)
+
+
 class Scheduler:
     """Publishes due slots of ``source``'s schedule while ``election`` says this supervisor leads."""
 
@@ -81,6 +92,7 @@ class Scheduler:
         clock: Callable[[], datetime] = utcnow,
         max_publish: int = 1000,
         max_skipped: int = 100,
+        reporter: RunReporter | None = None,
     ):
         self.source, self.store, self.bus, self.election = source, lease_store, bus, election
         self.wakeup, self.clock = wakeup, clock
@@ -96,6 +108,8 @@ class Scheduler:
         self._background = False
         self._bad: set[tuple[str, str, str]] = set()
         self._wake = threading.Event()
+        self._own_reporter = reporter is None
+        self.reporter = reporter or RunReporter(bus, election.owner)
 
     # -- schedule -------------------------------------------------------------------------------
     def refresh(self, now: datetime) -> None:
@@ -120,16 +134,16 @@ class Scheduler:
             self.refresh(now)
         if self._latest is None:
             return min(self.wakeup, self.election.window)
-        events: list[RunEvent] = []
+        batch = _Batch()
         try:
             if epoch != self._epoch:
                 self._begin_epoch(epoch)
             if self._synced is not self._latest:
-                self._sync(now, epoch, events)
-            for track in self._tracks.values():
-                if track.next_due <= now:
-                    self._handle(track, now, epoch, events)
-            self._mark_alive(now, epoch)
+                self._sync(now, epoch, batch)
+            due = [track for track in self._tracks.values() if track.next_due <= now]
+            for track in due:
+                self._plan(track, now, epoch, batch)
+            self._commit(batch, now, epoch)
         except StaleEpoch as exc:
             self._epoch = None
             self.election.step_down(f"stopped publishing: {exc}")
@@ -138,14 +152,27 @@ class Scheduler:
             log.error("leader could not publish (will re-read the cursors and re-publish): %s", exc)
             self._epoch = None
             return min(self.wakeup, self.election.window / 2)
-        finally:
-            self._publish_events(events)
+        for track in due:
+            track.done_until = now
+            track.next_due = self._next(track.rule, track.key, now) or NEVER
         return self._delay(now)
 
+    def _commit(self, batch: _Batch, now: datetime, epoch: int) -> None:
+        """Cursors (fenced by the epoch, with the alive mark) first, then the offers, then their events."""
+        if batch.offers or batch.cursors or self._alive_written is None or (now - self._alive_written).total_seconds() >= self.wakeup:
+            self.store.set_cursors({**batch.cursors, ALIVE_KEY: now}, epoch)
+            self._alive = self._alive_written = now
+        if batch.offers:
+            self.bus.publish_offers(batch.offers)
+            self.published += len(batch.offers)
+        for offer in batch.offers:
+            log.info("offered run %s (epoch %d)", offer.run_id, epoch)
+            self.reporter.offered(offer)
+        for offer, reason in batch.skipped:
+            self.reporter.skipped(offer, reason)
+
     def _delay(self, now: datetime) -> float:
-        soonest = min((t.next_due for t in self._tracks.values()), default=None)
-        if soonest is None:
-            return self.wakeup
+        soonest = min((t.next_due for t in self._tracks.values()), default=NEVER)
         return max(0.0, min(self.wakeup, (soonest - now).total_seconds()))
 
     def _begin_epoch(self, epoch: int) -> None:
@@ -153,37 +180,37 @@ class Scheduler:
         self._alive = self.store.get_cursor(ALIVE_KEY)
         self._alive_written = None
 
-    def _sync(self, now: datetime, epoch: int, events: list[RunEvent]) -> None:
+    def _sync(self, now: datetime, epoch: int, batch: _Batch) -> None:
         """Follow the schedules of the newest snapshot; new ones start from their stored cursor or now."""
-        snapshot, tracks = self._latest, {}
+        snapshot, tracks, new = self._latest, {}, []
         for entry in snapshot.scheduled:
             for rule in entry.schedules:
-                if not rule.enabled:
-                    continue
                 key = entry.schedule_key(rule)
                 track = self._tracks.get(key)
+                if not rule.enabled:
+                    continue
                 if track is None:
-                    track = self._load(entry, rule, key, now, epoch, events)
-                elif track.rule != rule:  # new cron, time zone or grace: recompute from where it is
+                    new.append((entry, rule, key))
+                    continue
+                if track.rule != rule:  # new cron, time zone or grace: recompute from where it is
                     next_due = self._next(rule, key, track.done_until)
                     track = _Track(entry, rule, key, track.done_until, next_due) if next_due else None
                 else:
                     track.entry = entry  # new version, config...: the next offers carry it
                 if track is not None:
                     tracks[key] = track
+        cursors = self.store.get_cursors([key for _, _, key in new]) if new else {}
+        for entry, rule, key in new:
+            cursor = cursors.get(key)
+            next_due = self._next(rule, key, cursor or now)
+            if next_due is None:
+                continue
+            tracks[key] = _Track(entry, rule, key, cursor or now, next_due)
+            if cursor is None:  # a new schedule starts from now: the past is not run
+                batch.cursors[key] = now
+            else:
+                self._republish(tracks[key], now, epoch, batch)
         self._tracks, self._synced = tracks, snapshot
-
-    def _load(self, entry, rule, key, now, epoch, events) -> _Track | None:
-        cursor = self.store.get_cursor(key)
-        next_due = self._next(rule, key, cursor or now)
-        if next_due is None:
-            return None
-        if cursor is None:  # a new schedule starts from now: the past is not run
-            self.store.set_cursor(key, now, epoch)
-            return _Track(entry, rule, key, now, next_due)
-        track = _Track(entry, rule, key, cursor, next_due)
-        self._republish(track, now, epoch, events)
-        return track
 
     def _next(self, rule: ScheduleRule, key: str, after: datetime) -> datetime | None:
         try:
@@ -194,20 +221,19 @@ class Scheduler:
                 log.error("schedule %s is not scheduled: %s", key, exc)
             return None
 
-    def _republish(self, track: _Track, now: datetime, epoch: int, events: list[RunEvent]) -> None:
+    def _republish(self, track: _Track, now: datetime, epoch: int, batch: _Batch) -> None:
         """Re-offer, under ``epoch``, the recent slots up to the cursor that nobody has claimed."""
         start = now - timedelta(seconds=track.rule.misfire_grace_seconds, microseconds=1)
         end = min(track.done_until, now)
         if end <= start:
             return
-        plan = plan_slots(track.entry, track.rule, start, None, end, self.max_publish, 0)
-        for slot in plan.slots:
+        for slot in plan_slots(track.entry, track.rule, start, None, end, self.max_publish, 0).slots:
             if slot.publish and self.store.get_claim(run_slot_id(track.entry.job, track.entry.environment, slot.instant)) is None:
-                self._offer(track, slot.instant, now, epoch, events)
-                log.info("re-published unclaimed slot %s of %s under epoch %d", slot.instant.isoformat(), track.key, epoch)
+                batch.offers.append(offer_for_slot(track.entry, track.rule, slot.instant, epoch, now))
+                log.info("re-publishing unclaimed slot %s of %s under epoch %d", slot.instant.isoformat(), track.key, epoch)
 
-    def _handle(self, track: _Track, now: datetime, epoch: int, events: list[RunEvent]) -> None:
-        """Publish or skip every slot of ``track`` in (done_until, now]; the cursor always goes first."""
+    def _plan(self, track: _Track, now: datetime, epoch: int, batch: _Batch) -> None:
+        """Add every slot of ``track`` in (done_until, now] to ``batch``, with the cursor at the last one."""
         plan = plan_slots(track.entry, track.rule, track.done_until, self._alive, now, self.max_publish, self.max_skipped)
         if plan.missed or plan.more_missed:
             log.warning(
@@ -217,39 +243,14 @@ class Scheduler:
                 plan.missed,
                 track.rule.catchup,
             )
-        written = None
         for slot in plan.slots:
+            offer = offer_for_slot(track.entry, track.rule, slot.instant, epoch, now)
             if slot.publish:
-                self.store.set_cursor(track.key, slot.instant, epoch)
-                written = slot.instant
-                self._offer(track, slot.instant, now, epoch, events)
+                batch.offers.append(offer)
             else:
-                offer = offer_for_slot(track.entry, track.rule, slot.instant, epoch, now)
-                events.append(offer_event("skipped", offer, now, self.election.owner, error=slot.skip_reason))
-        if plan.slots and plan.slots[-1].instant != written:
-            self.store.set_cursor(track.key, plan.slots[-1].instant, epoch)
-        track.done_until = now
-        track.next_due = self._next(track.rule, track.key, now) or datetime.max.replace(tzinfo=timezone.utc)
-
-    def _offer(self, track: _Track, instant: datetime, now: datetime, epoch: int, events: list[RunEvent]) -> None:
-        offer = offer_for_slot(track.entry, track.rule, instant, epoch, now)
-        self.bus.publish_offer(offer)
-        self.published += 1
-        log.info("offered run %s (epoch %d)", offer.run_id, epoch)
-        events.append(offer_event("offered", offer, now, self.election.owner))
-
-    def _mark_alive(self, now: datetime, epoch: int) -> None:
-        if self._alive_written is None or (now - self._alive_written).total_seconds() >= self.wakeup:
-            self.store.set_cursor(ALIVE_KEY, now, epoch)
-            self._alive = self._alive_written = now
-
-    def _publish_events(self, events: list[RunEvent]) -> None:
-        for event in events:
-            try:
-                self.bus.publish_event(event)
-            except KirbyError as exc:
-                log.error("could not publish the %s event of run %s: %s", event.kind, event.run_id, exc)
-                return
+                batch.skipped.append((offer, slot.skip_reason))
+        if plan.slots:
+            batch.cursors[track.key] = plan.slots[-1].instant
 
     # -- loop -----------------------------------------------------------------------------------
     def run(self, stop_event: threading.Event) -> None:
@@ -268,6 +269,11 @@ class Scheduler:
         finally:
             self.election.release()
             refresher.join(timeout=self.wakeup)
+
+    def close(self) -> None:
+        """Publish the queued run events (when the reporter is this scheduler's own)."""
+        if self._own_reporter:
+            self.reporter.close()
 
     def _refresh_loop(self, stop_event: threading.Event) -> None:
         while not stop_event.wait(self.wakeup):

@@ -45,10 +45,19 @@ class Cluster:
         self.bus = open_bus(settings)
         self.offers = self.bus.offer_consumer("reader")
         self.events = self.bus.event_consumer("recorder", "reader")
+        self.schedulers: list[Scheduler] = []
 
     def leader(self, name: str, source, window: float = 60.0, wakeup: float = 60.0, **options) -> Scheduler:
         election = Election(self.store, name, window=window)
-        return Scheduler(source, self.store, self.bus, election, wakeup=wakeup, **options)
+        scheduler = Scheduler(source, self.store, self.bus, election, wakeup=wakeup, **options)
+        self.schedulers.append(scheduler)
+        return scheduler
+
+    def recorded(self, kind: str):
+        """The run events of ``kind`` the leaders published (their reporters are flushed first)."""
+        for scheduler in self.schedulers:
+            scheduler.close()
+        return [event for event in self.drain(self.events) if event.kind == kind]
 
     def drain(self, consumer):
         received = []
@@ -62,6 +71,8 @@ class Cluster:
         return self.drain(self.offers)
 
     def close(self):
+        for scheduler in self.schedulers:
+            scheduler.close()
         self.offers.close()
         self.events.close()
         self.bus.close()
@@ -116,7 +127,7 @@ def test_each_slot_is_published_once_at_its_instant_and_tick_returns_the_exact_d
     assert scheduler.tick(end - timedelta(seconds=5)) == pytest.approx(5)
     assert cluster.published() == []
     # Every offer is recorded as an ``offered`` run event (without config or secrets).
-    offered = [e for e in cluster.drain(cluster.events) if e.kind == "offered"]
+    offered = cluster.recorded("offered")
     assert [e.run_id for e in offered] == [o.run_id for o in offers]
     assert offered[0].supervisor == "alpha" and offered[0].data["epoch"] == epoch
     assert "config" not in offered[0].data and "secrets" not in offered[0].data
@@ -181,8 +192,7 @@ def test_catch_up_policies_after_an_outage(cluster, policy, published_minutes, s
     beta.tick(T0 + timedelta(minutes=60, seconds=30))
     minutes = [round((o.scheduled_at - T0).total_seconds() / 60) for o in cluster.published()]
     assert minutes == published_minutes
-    events = cluster.drain(cluster.events)
-    skips = [e for e in events if e.kind == "skipped"]
+    skips = cluster.recorded("skipped")
     assert len(skips) == skipped
     if skips:
         assert "catch-up policy" in skips[0].data["error"] and skips[0].data["job"] == "report"
@@ -210,7 +220,7 @@ def test_suspended_slots_are_skipped_and_recorded(cluster):
         if seconds == 30:  # the cursor moves past skipped slots too
             assert cluster.store.get_cursor("report:prod:1") == T0 + timedelta(seconds=30)
     assert [o.scheduled_at.second for o in cluster.published()] == [10, 40]
-    skips = [e for e in cluster.drain(cluster.events) if e.kind == "skipped"]
+    skips = cluster.recorded("skipped")
     assert [e.run_id[-3:-1] for e in skips] == ["20", "30"]
     assert skips[0].data["error"] == f"suspended until {window.ends_at.isoformat()}: db upgrade"
 
@@ -299,7 +309,7 @@ def test_skipped_events_are_capped_for_long_outages(cluster):
     alpha.tick(T0 + timedelta(days=1))
     offers = cluster.published()
     assert [o.scheduled_at for o in offers] == [T0 + timedelta(days=1, seconds=-s) for s in range(5, -1, -1)]  # 5 s late is in time
-    skips = [e for e in cluster.drain(cluster.events) if e.kind == "skipped"]
+    skips = cluster.recorded("skipped")
     assert len(skips) == 21  # the latest max_skipped + 1 missed slots, not 86,000 of them
     assert skips[-1].run_id == run_slot_id("report", "prod", T0 + timedelta(days=1, seconds=-6))
     assert skips[0].run_id == run_slot_id("report", "prod", T0 + timedelta(days=1, seconds=-26))
