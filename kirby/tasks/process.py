@@ -16,6 +16,7 @@ carrying the run's KIRBY_RUN_ID in its environment.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import selectors
@@ -37,6 +38,7 @@ READ_SIZE = 256 * 1024
 LEFTOVER_GRACE = 2.0  # seconds processes left behind by an exited script get before SIGKILL
 BACKSTOP = 5.0  # seconds after the grace before the last resort
 DRAIN_AFTER_EXIT = 2.0  # seconds to wait for pipes still held open once the reaper has exited
+log = logging.getLogger(__name__)
 REAPER_SOURCE = (Path(__file__).parent / "reaper.py").read_text()
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -171,7 +173,10 @@ class RunProcess:
         texts = self._mask(b"\n".join(lines).decode("utf-8", "replace")).split("\n")  # one decode per chunk
         run_id, on_line = self.spec.run_id, self._on_line
         for seq, text in enumerate(texts, first):
-            on_line(OutputLine(run_id, seq, now, stream, text))
+            try:
+                on_line(OutputLine(run_id, seq, now, stream, text))
+            except Exception:  # a failing callback must not stop the reading (the script would block)
+                log.exception("on_line failed for run %s line %d; output goes on", run_id, seq)
 
     def _watch(self) -> None:
         try:
@@ -255,7 +260,10 @@ class RunProcess:
             error = f"timed out after {self.spec.timeout_seconds:g} s"
         elif state == "failed":
             error = f"exit code {code}" if code >= 0 else f"killed by signal {signal.Signals(-code).name}"
-        self._on_exit(RunResult(self.spec.run_id, state, exit_code, sig, self.started_at, finished, error))
+        try:
+            self._on_exit(RunResult(self.spec.run_id, state, exit_code, sig, self.started_at, finished, error))
+        except Exception:
+            log.exception("on_exit failed for run %s", self.spec.run_id)
 
 
 def processes_of_run(run_id: str) -> list[int]:

@@ -39,7 +39,8 @@ def example_index(package_index: str, wheelhouse: Path, example_wheels: Path) ->
     """The real pypiserver's URL, its wheelhouse holding every example wheel."""
     wheelhouse.mkdir(parents=True, exist_ok=True)
     for wheel in example_wheels.glob("*.whl"):
-        if not (wheelhouse / wheel.name).exists():
+        served = wheelhouse / wheel.name
+        if not served.exists() or served.read_bytes() != wheel.read_bytes():  # new or changed example
             shutil.copy2(wheel, wheelhouse / f".{wheel.name}.part")
             (wheelhouse / f".{wheel.name}.part").rename(wheelhouse / wheel.name)
     return package_index

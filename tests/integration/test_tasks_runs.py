@@ -164,6 +164,45 @@ def test_cancel_escalates_to_sigkill_after_the_grace(executor, collector, spec_f
     assert [pid for pid in _recorded_pids(pidfile) if _alive(pid)] == []
 
 
+def test_a_script_ignoring_sigterm_is_killed_after_the_grace(executor, collector, spec_for):
+    spec = spec_for("kirby-example-sleep", config={"SLEEP_SECONDS": "60", "SLEEP_IGNORE_SIGTERM": "1"})
+    executor.start(spec, collector.on_line, collector.on_exit)
+    _wait_until(lambda: collector.texts("stdout"), 20, "the sleeper started")
+    executor.cancel(spec.run_id, grace=0.5)
+    result = collector.wait(10)
+    assert (result.state, result.signal, result.exit_code) == ("cancelled", 9, None)
+    assert any("grace period over" in text for text in collector.texts("system"))
+
+
+def test_leftovers_are_killed_even_if_the_reaper_itself_is_killed(executor, collector, spec_for, tmp_path):
+    pidfile = tmp_path / "pids"
+    spec = spec_for("kirby-example-forker", config={"FORKER_PIDFILE": str(pidfile), "FORKER_STAY": "1"})
+    executor.start(spec, collector.on_line, collector.on_exit)
+    _wait_until(lambda: collector.texts("stdout"), 20, "the forker reported its children")
+    reaper = executor._runs[spec.run_id].process.pid
+    os.kill(reaper, 9)  # nothing reaps the orphans now: the executor's last resort must kill them
+    result = collector.wait(15)
+    assert result.signal == 9
+    states = {pid: _state(pid) for pid in _recorded_pids(pidfile)}
+    _wait_until(lambda: all(_state(pid) in ("gone", "Z") for pid in states), 5, f"every leftover dead: {states}")
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_a_failing_callback_does_not_stop_the_run(executor, collector, spec_for):
+    def explode(line):
+        collector.on_line(line)
+        raise RuntimeError("callback bug")
+
+    executor.start(spec_for("kirby-example-hello"), explode, collector.on_exit)
+    assert collector.wait().state == "succeeded" and len(collector.texts()) == 5
+
+
 def test_shutdown_cancels_every_run(executor, make_collector, spec_for):
     runs = [make_collector() for _ in range(2)]
     for collector in runs:

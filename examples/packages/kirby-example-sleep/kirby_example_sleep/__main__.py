@@ -1,7 +1,14 @@
-"""Sleep SLEEP_SECONDS (default 300), printing a heartbeat line every second."""
+"""Sleep SLEEP_SECONDS (default 300), printing a heartbeat line every second.
+
+With SLEEP_IGNORE_SIGTERM set, SIGTERM is ignored (only SIGKILL stops it).
+"""
 
 import os
+import signal
 import time
+
+if os.environ.get("SLEEP_IGNORE_SIGTERM"):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 seconds = float(os.environ.get("SLEEP_SECONDS", "300"))
 print(f"sleeping {seconds:g} s", flush=True)
