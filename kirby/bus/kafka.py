@@ -236,6 +236,17 @@ class KafkaBus(OfferBus):
     def publish_offer(self, offer: Offer) -> None:
         self._send(self._settings.topic_job_offers, offer.run_id, offer.to_json())
 
+    def publish_offers(self, offers: list[Offer]) -> None:
+        """Send them all, then wait for every acknowledgement (a retry sends them all again)."""
+        topic = self._settings.topic_job_offers
+
+        def send_all() -> None:
+            futures = [self._producer.send(topic, key=o.run_id.encode(), value=o.to_json()) for o in offers]
+            for future in futures:
+                future.get(timeout=SEND_TIMEOUT + 1)
+
+        call(self._settings, f"publish to {topic}", send_all)
+
     def publish_event(self, event: RunEvent) -> None:
         self._send(self._settings.topic_run_events, event.run_id, event.to_json())
 

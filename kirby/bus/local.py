@@ -22,111 +22,23 @@ default, which does not fsync each message); a power loss may lose the last ones
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from kirby.bus.base import Consumer, Delivery, M, OfferBus
+from kirby.bus.sqlite import SCHEMA, STREAMS, SqliteFile, prune
 from kirby.config import Settings
 from kirby.errors import BusError
 from kirby.events import Offer, RunEvent
 
 log = logging.getLogger(__name__)
 
-STREAMS = {"offers": "bus_offers", "events": "bus_events"}  # stream -> message table
 POLL_INTERVAL = 0.02  # seconds between looks at the file while a poll waits
 HEARTBEAT_INTERVAL = 1.0
 PRUNE_INTERVAL = 60.0
-
-SCHEMA = [
-    *(
-        f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY AUTOINCREMENT,"
-        " run_id TEXT NOT NULL, payload BLOB NOT NULL, created_at REAL NOT NULL)"
-        for table in STREAMS.values()
-    ),
-    "CREATE TABLE IF NOT EXISTS bus_groups (stream TEXT NOT NULL, grp TEXT NOT NULL,"
-    " cursor INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (stream, grp))",
-    "CREATE TABLE IF NOT EXISTS bus_inflight (stream TEXT NOT NULL, grp TEXT NOT NULL,"
-    " message_id INTEGER NOT NULL, owner TEXT, delivered_at REAL NOT NULL,"
-    " PRIMARY KEY (stream, grp, message_id))",
-    "CREATE INDEX IF NOT EXISTS bus_inflight_owner ON bus_inflight (stream, grp, owner)",
-    "CREATE TABLE IF NOT EXISTS bus_members (stream TEXT NOT NULL, grp TEXT NOT NULL,"
-    " member TEXT NOT NULL, last_seen REAL NOT NULL, PRIMARY KEY (stream, grp, member))",
-]
-
-
-class SqliteFile:
-    """One connection to the bus file, shared by threads under a lock; errors become BusError."""
-
-    def __init__(self, path: Path, busy_timeout: float):
-        self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(
-                str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise self._error(exc) from None
-        self._lock = threading.RLock()
-        with self._lock, self._translated():
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-
-    def _error(self, exc: Exception) -> BusError:
-        return BusError(
-            f"embedded bus file {self.path} (KIRBY_EMBEDDED_PATH) failed: {exc}; "
-            "check that the folder is writable and that no process holds the file locked"
-        )
-
-    @contextmanager
-    def _translated(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise self._error(exc) from None
-
-    def execute(self, sql: str, params: tuple = ()) -> list[tuple]:
-        """Run one statement (its own transaction) and return its rows."""
-        with self._lock, self._translated():
-            return self._conn.execute(sql, params).fetchall()
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (BEGIN IMMEDIATE), committed on success, rolled back on error."""
-        with self._lock, self._translated():
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-
-def prune(db: SqliteFile, stream: str, now: float, retention: float, max_age: float) -> None:
-    """Delete messages every group acknowledged more than ``retention`` s ago, and all older than ``max_age``."""
-    table = STREAMS[stream]
-    with db.transaction() as c:
-        c.execute(
-            f"DELETE FROM {table} WHERE created_at < ?"
-            " AND id <= (SELECT COALESCE(MIN(cursor), 0) FROM bus_groups WHERE stream = ?)"
-            " AND id NOT IN (SELECT message_id FROM bus_inflight WHERE stream = ?)",
-            (now - retention, stream, stream),
-        )
-        c.execute(f"DELETE FROM {table} WHERE created_at < ?", (now - max_age,))
-        c.execute(
-            f"DELETE FROM bus_inflight WHERE stream = ? AND message_id NOT IN (SELECT id FROM {table})",
-            (stream,),
-        )
 
 
 class LocalConsumer(Consumer[M]):
@@ -280,20 +192,26 @@ class LocalBus(OfferBus):
         self._consumers_lock = threading.Lock()
         self._last_prune = 0.0
 
-    def _publish(self, stream: str, run_id: str, payload: bytes) -> None:
+    def _publish(self, stream: str, messages: list[tuple[str, bytes]]) -> None:
+        """Insert ``(run_id, payload)`` messages in one transaction."""
         now = time.time()
-        self._db.execute(
-            f"INSERT INTO {STREAMS[stream]} (run_id, payload, created_at) VALUES (?, ?, ?)", (run_id, payload, now)
-        )
+        with self._db.transaction() as c:
+            c.executemany(
+                f"INSERT INTO {STREAMS[stream]} (run_id, payload, created_at) VALUES (?, ?, ?)",
+                [(run_id, payload, now) for run_id, payload in messages],
+            )
         if time.monotonic() - self._last_prune > PRUNE_INTERVAL:
             self._last_prune = time.monotonic()
             prune(self._db, stream, now, self.retention, self.max_age)
 
     def publish_offer(self, offer: Offer) -> None:
-        self._publish("offers", offer.run_id, offer.to_json())
+        self._publish("offers", [(offer.run_id, offer.to_json())])
+
+    def publish_offers(self, offers: list[Offer]) -> None:
+        self._publish("offers", [(offer.run_id, offer.to_json()) for offer in offers])
 
     def publish_event(self, event: RunEvent) -> None:
-        self._publish("events", event.run_id, event.to_json())
+        self._publish("events", [(event.run_id, event.to_json())])
 
     def offer_consumer(self, member: str) -> Consumer[Offer]:
         return self._consumer("offers", self.group_id, member, Offer.from_json)

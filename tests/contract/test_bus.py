@@ -80,6 +80,14 @@ def test_offer_and_event_round_trip_keep_every_field(bus_factory):
     assert receive(events, 1, 30) == [event]
 
 
+def test_publish_offers_stores_a_batch(bus_factory):
+    bus = bus_factory()
+    consumer = bus.offer_consumer("a")
+    batch = [make_offer(f"r-{n}", epoch=n) for n in range(25)]
+    bus.publish_offers(batch)
+    assert sorted(receive(consumer, 25, 30), key=lambda offer: offer.epoch) == batch
+
+
 def test_each_offer_goes_to_exactly_one_member(bus_factory):
     bus = bus_factory()
     members = [bus.offer_consumer("a"), bus.offer_consumer("b")]
