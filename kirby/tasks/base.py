@@ -31,7 +31,12 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class OutputLine:
-    """One line of a run's output (``stream``: stdout | stderr | system), secrets already masked."""
+    """One line of a run's output (``stream``: stdout | stderr | system), secrets already masked.
+
+    ``seq`` counts from 0 over the whole run; lines read together share one ``time``; a line over
+    64 KiB is cut, with a marker saying how many bytes were dropped. ``system`` lines are Kirby's
+    own (timeout, cancel, skipped config keys).
+    """
 
     run_id: str
     seq: int
@@ -42,7 +47,11 @@ class OutputLine:
 
 @dataclass(frozen=True)
 class RunResult:
-    """How a run ended. ``state``: succeeded | failed | timed_out | cancelled."""
+    """How a run ended. ``state``: succeeded | failed | timed_out | cancelled.
+
+    ``exit_code`` is set when the process exited, ``signal`` (and no exit code) when a signal
+    killed it; ``error`` is one line for failed and timed out runs.
+    """
 
     run_id: str
     state: str
@@ -72,7 +81,10 @@ class Executor(ABC):
         """Start ``spec`` in the background (venv must be prepared); returns once the process runs.
 
         ``on_line`` is called for each output line as it comes, ``on_exit`` exactly once at the
-        end (after the last ``on_line``), from the executor's threads.
+        end (after the last ``on_line``), from the executor's threads (one thread per run, so a
+        run's callbacks never overlap). An exception in a callback is logged, not propagated.
+        Raises PackageError for an invalid module, package or version (nothing started) and
+        ValueError if ``spec.run_id`` already runs on this executor.
         """
 
     @abstractmethod
