@@ -1,1 +1,43 @@
-"""Kirby's admin package."""
+"""Kirby's Flask-Admin panel: ``init_admin(app, state)`` mounts every view under /admin.
+
+One module per view group: ``jobs`` (jobs, contexts, run now), ``schedules`` (validation and
+preview), ``config`` (global keys, inline keys, masking), ``catalog`` (environments, suspensions,
+notification groups, exts), ``users``, ``runs`` (history), ``pages`` (home, supervisors, logs).
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_admin import Admin
+from flask_admin.theme import Bootstrap4Theme
+
+from kirby.admin.catalog import EnvironmentView, ExtView, NotificationGroupView, SuspensionView
+from kirby.admin.config import GlobalConfigView
+from kirby.admin.jobs import ContextView, JobView
+from kirby.admin.pages import HomeView, LogsView, SupervisorsView
+from kirby.admin.runs import RunView
+from kirby.admin.schedules import ScheduleView
+from kirby.admin.users import UserView
+from kirby.models import ConfigKey, Context, Environment, Ext, Job, NotificationGroup, Schedule, Suspension, User
+from kirby.web.security import csp_nonce
+
+
+def init_admin(app: Flask, state) -> Admin:
+    session = state.scoped
+    admin = Admin(
+        app, name="Kirby", theme=Bootstrap4Theme(base_template="kirby_admin/base.html", fluid=True),
+        index_view=HomeView(name="Home", url="/admin"), csp_nonce_generator=csp_nonce,
+    )
+    admin.add_view(JobView(Job, session, name="Jobs", category="Scripts"))
+    admin.add_view(ContextView(Context, session, name="Contexts", category="Scripts"))
+    admin.add_view(ScheduleView(Schedule, session, name="Schedules", category="Scripts"))
+    admin.add_view(SuspensionView(Suspension, session, name="Suspensions", category="Scripts"))
+    admin.add_view(EnvironmentView(Environment, session, name="Environments", category="Scripts"))
+    admin.add_view(GlobalConfigView(ConfigKey, session, name="Config keys", endpoint="config", category="Settings"))
+    admin.add_view(NotificationGroupView(NotificationGroup, session, name="Notification groups", category="Settings"))
+    admin.add_view(ExtView(Ext, session, name="Exts", category="Settings"))
+    admin.add_view(UserView(User, session, name="Users", category="Settings"))
+    admin.add_view(RunView(session))
+    admin.add_view(LogsView(name="Logs", endpoint="logs"))
+    admin.add_view(SupervisorsView(name="Supervisors", endpoint="supervisors"))
+    return admin

@@ -1,3 +1,20 @@
-"""`kirby web`: not built yet."""
+"""`kirby web`: serve the web UI, the JSON API and live logs (waitress; Flask's debugger with --debug)."""
 
-COMMANDS: list = []
+from __future__ import annotations
+
+import click
+
+from kirby.web.server import serve
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.option("--debug", is_flag=True, help="Flask's development server with the debugger (never in production).")
+@click.pass_obj
+def web(settings, host: str, port: int, debug: bool) -> None:
+    """Serve the web UI on HOST:PORT."""
+    serve(settings, host=host, port=port, debug=debug)
+
+
+COMMANDS = [web]

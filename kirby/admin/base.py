@@ -1,0 +1,74 @@
+"""Base classes of every admin view: login required, and writes for admins only.
+
+* ``KirbyForm``: Flask-Admin's ``SecureForm`` carrying Flask-WTF's CSRF token, so the same token
+  satisfies ``CSRFProtect`` (checked on every POST) and the form's own validation.
+* ``KirbyModelView``: anonymous users are redirected to the login page; viewers read; create,
+  edit, delete and actions need the ``admin`` role (checked again on every request: a viewer who
+  posts to an edit URL gets 403). No export (lists could carry secrets).
+* ``AdminOnlyModelView``: the whole view (read included) is for admins (users).
+"""
+
+from __future__ import annotations
+
+from flask import abort, has_request_context, redirect, request, url_for
+from flask_admin import BaseView
+from flask_admin.contrib.sqla import ModelView
+from flask_admin.form import SecureForm
+from flask_login import current_user
+from flask_wtf import FlaskForm
+
+
+class KirbyForm(SecureForm):
+    class Meta(FlaskForm.Meta):
+        pass
+
+
+def is_admin() -> bool:
+    return has_request_context() and current_user.is_authenticated and current_user.is_admin
+
+
+class _Access:
+    admin_only = False
+
+    def is_accessible(self) -> bool:
+        if not current_user.is_authenticated:
+            return False
+        return is_admin() if self.admin_only else True
+
+    def inaccessible_callback(self, name, **kwargs):
+        if not current_user.is_authenticated:
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+        abort(403)
+
+
+class KirbyBaseView(_Access, BaseView):
+    """A custom page (not a model list) for logged-in users."""
+
+
+class KirbyModelView(_Access, ModelView):
+    form_base_class = KirbyForm
+    can_export = False
+    can_view_details = True
+    page_size = 50
+    create_modal = False
+    edit_modal = False
+    details_modal = False
+
+    @property
+    def can_create(self) -> bool:
+        return is_admin()
+
+    @property
+    def can_edit(self) -> bool:
+        return is_admin()
+
+    @property
+    def can_delete(self) -> bool:
+        return is_admin()
+
+    def is_action_allowed(self, name: str) -> bool:
+        return is_admin() and super().is_action_allowed(name)
+
+
+class AdminOnlyModelView(KirbyModelView):
+    admin_only = True

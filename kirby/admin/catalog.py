@@ -1,0 +1,50 @@
+"""Simple lists: environments, notification groups (with their emails), exts, suspensions."""
+
+from __future__ import annotations
+
+from flask_admin.model.form import InlineFormAdmin
+from wtforms.validators import Regexp, ValidationError
+
+from kirby.admin.base import KirbyModelView
+from kirby.models import NotificationEmail
+
+
+class EnvironmentView(KirbyModelView):
+    column_list = ("name", "description")
+    column_searchable_list = ("name",)
+    form_columns = ("name", "description")
+
+
+class ExtView(KirbyModelView):
+    column_list = ("name",)
+    column_searchable_list = ("name",)
+    form_columns = ("name",)
+
+
+class NotificationGroupView(KirbyModelView):
+    column_list = ("name", "emails")
+    column_formatters = {"emails": lambda v, c, m, n: ", ".join(e.email for e in m.emails)}
+    form_columns = ("name", "emails")
+    inline_models = (InlineFormAdmin(NotificationEmail, form_columns=("id", "email"),
+                                     form_args={"email": {"validators": [Regexp(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", message="not an email address, e.g. ops@example.com")]}}),)
+
+
+def _window_ordered(form, field) -> None:
+    if form.starts_at.data and field.data and field.data <= form.starts_at.data:
+        raise ValidationError("the window must end after it starts")
+
+
+class SuspensionView(KirbyModelView):
+    column_list = ("job", "starts_at", "ends_at", "reason")
+    column_labels = {"job": "Job (empty: every job)", "starts_at": "Starts (UTC)", "ends_at": "Ends (UTC)"}
+    column_default_sort = ("starts_at", True)
+    form_columns = ("job", "starts_at", "ends_at", "reason")
+    form_args = {"ends_at": {"validators": [_window_ordered]}}
+
+    def on_model_change(self, form, model, is_created) -> None:
+        from datetime import timezone
+
+        for name in ("starts_at", "ends_at"):  # the form's naive datetimes are UTC
+            value = getattr(model, name)
+            if value is not None and value.tzinfo is None:
+                setattr(model, name, value.replace(tzinfo=timezone.utc))

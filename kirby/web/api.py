@@ -1,0 +1,127 @@
+"""The JSON API: /schedule (for the leader), runs and their logs, run-now, /healthz, /metrics.
+
+Auth (see ``kirby.web.security``): the API token, or a logged-in session. No response carries a
+secret config value, except /schedule to the token holder (the leader needs them to run scripts);
+a logged-in admin asking for /schedule sees secret values masked.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from flask_login import current_user
+from flask_wtf.csrf import CSRFError, validate_csrf
+from sqlalchemy import text
+from wtforms import ValidationError
+
+from kirby.errors import KirbyError
+from kirby.models import Run
+from kirby.web.metrics import render_metrics
+from kirby.web.queries import BadQuery, RunFilter, line_dict, log_lines_after, parse_int, run_dict, runs_page
+from kirby.web.run_now import context_for, run_now
+from kirby.web.security import api_auth, api_error, bearer_token_ok
+from kirby.web.state import web_state
+
+blueprint = Blueprint("api", __name__)
+MASK = "********"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@blueprint.errorhandler(BadQuery)
+def _bad_query(exc: BadQuery):
+    return api_error(400, str(exc))
+
+
+@blueprint.route("/healthz")
+def healthz():
+    try:
+        with web_state().database.session() as s:
+            s.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any database failure means unhealthy
+        return api_error(503, f"database unreachable: {type(exc).__name__}")
+    return jsonify({"status": "ok"})
+
+
+@blueprint.route("/schedule")
+def schedule():
+    from kirby.schedule.document import build_schedule
+
+    state = web_state()
+    token_ok = bearer_token_ok(state.settings.api_token)
+    admin_session = current_user.is_authenticated and current_user.is_admin
+    if not token_ok and not admin_session:
+        if not state.settings.api_token:
+            return api_error(503, "the schedule API is disabled: set KIRBY_API_TOKEN for kirby web and the supervisors")
+        return api_error(401, "send Authorization: Bearer <KIRBY_API_TOKEN>")
+    with state.database.session() as s:
+        document = build_schedule(s, _now())
+    if not token_ok:
+        for entry in document["contexts"]:
+            entry["config"] = {k: (MASK if k in entry["secrets"] else v) for k, v in entry["config"].items()}
+    return jsonify(document)
+
+
+@blueprint.route("/api/runs")
+@api_auth()
+def runs():
+    run_filter = RunFilter.from_args(request.args)
+    page = parse_int("page", request.args.get("page"), 1, minimum=1)
+    per_page = parse_int("per_page", request.args.get("per_page"), 50, minimum=1, maximum=500)
+    with web_state().database.session() as s:
+        rows, more = runs_page(s, run_filter, page, per_page)
+        return jsonify({"runs": [run_dict(r) for r in rows], "page": page, "per_page": per_page, "has_next": more})
+
+
+@blueprint.route("/api/runs/<path:run_id>/logs")
+@api_auth()
+def run_logs(run_id: str):
+    after = parse_int("after", request.args.get("after"), 0)
+    limit = parse_int("limit", request.args.get("limit"), 1000, minimum=1, maximum=10_000)
+    with web_state().database.session() as s:
+        if s.get(Run, run_id) is None:
+            return api_error(404, f"no run {run_id!r}")
+        lines = log_lines_after(s, run_id, after, limit)
+        return jsonify({"run_id": run_id, "lines": [line_dict(line) for line in lines]})
+
+
+@blueprint.route("/api/runs/<path:run_id>")
+@api_auth()
+def run_detail(run_id: str):
+    with web_state().database.session() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            return api_error(404, f"no run {run_id!r}")
+        return jsonify(run_dict(run))
+
+
+@blueprint.route("/api/jobs/<name>/run", methods=["POST"])
+@api_auth(admin=True)
+def job_run_now(name: str):
+    state = web_state()
+    if not bearer_token_ok(state.settings.api_token) and current_app.config["WTF_CSRF_ENABLED"]:  # a session
+        try:
+            validate_csrf(request.headers.get("X-CSRFToken") or request.form.get("csrf_token"))
+        except (ValidationError, CSRFError) as exc:
+            return api_error(400, f"CSRF check failed: {exc}")
+    body = request.get_json(silent=True) or {}
+    environment = body.get("environment") or request.form.get("environment") or request.args.get("environment")
+    try:
+        with state.database.session() as s:
+            context_id = context_for(s, name, environment).id
+        offer = run_now(state, context_id, _now())
+    except KirbyError as exc:
+        return api_error(400, str(exc))
+    return jsonify({"run_id": offer.run_id, "job": offer.job, "environment": offer.environment}), 202
+
+
+@blueprint.route("/metrics")
+@api_auth()
+def metrics():
+    state = web_state()
+    with state.database.session() as s:
+        body = render_metrics(s, state.lease_store, _now())
+    return Response(body, mimetype="text/plain; version=0.0.4")

@@ -1,0 +1,72 @@
+"""The web app factory: ``create_app(settings, database=None, bus=None, lease_store=None)``.
+
+Builds the Flask app over the script database: login (``auth``), the Flask-Admin panel
+(``kirby.admin``), the JSON API (``api``) and live logs (``logs``), with CSRF protection on every
+form and security headers on every response. It does not start the run events consumer; ``kirby
+web`` (``kirby.web.server``) does. Bus and lease store are opened on first use unless given.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from flask import Flask, redirect, url_for
+from flask_wtf.csrf import CSRFProtect
+
+from kirby.config import Settings
+from kirby.db import Database, open_database
+from kirby.web import api, auth, logs
+from kirby.web.security import SessionInterface, add_security_headers
+from kirby.web.state import WebState
+
+log = logging.getLogger(__name__)
+csrf = CSRFProtect()
+
+
+def create_app(settings: Settings, database: Database | None = None, bus=None, lease_store=None) -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        TESTING=settings.testing,
+        WTF_CSRF_ENABLED=not settings.testing,
+        WTF_CSRF_TIME_LIMIT=None,  # tokens live as long as the session
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_NAME="kirby_session",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        REMEMBER_COOKIE_HTTPONLY=True,
+        MAX_CONTENT_LENGTH=2 * 1024 * 1024,
+        KIRBY_SSE_POLL=0.5,
+        KIRBY_SSE_LIFETIME=300.0,
+    )
+    if settings.secret_key_is_default and not settings.testing:
+        log.warning("SECRET_KEY is the insecure development default: set SECRET_KEY before exposing kirby web")
+    app.session_interface = SessionInterface()
+
+    state = WebState(settings, database or open_database(settings), _bus=bus, _lease_store=lease_store)
+    if database is None:
+        state.owns.add("database")
+    app.extensions["kirby"] = state
+
+    csrf.init_app(app)
+    csrf.exempt(api.job_run_now)  # checks CSRF itself for sessions; token clients have no CSRF token
+    auth.login_manager.init_app(app)
+    app.register_blueprint(auth.blueprint)
+    app.register_blueprint(api.blueprint)
+    app.register_blueprint(logs.blueprint)
+
+    from kirby.admin import init_admin
+
+    init_admin(app, state)
+    app.after_request(add_security_headers)
+
+    @app.teardown_appcontext
+    def _remove_session(_exc=None) -> None:
+        state.scoped.remove()
+
+    @app.route("/")
+    def root():
+        return redirect(url_for("admin.index"))
+
+    return app

@@ -1,0 +1,119 @@
+"""Live logs over Server-Sent Events, read from the log_lines table.
+
+``GET /logs/stream?run=<run id>``: that run's lines in ``seq`` order; each event's ``id`` is the
+line's ``seq``, so a reconnecting browser resumes after the last line it got (``Last-Event-ID``).
+The stream sends ``event: end`` and closes once the run is finished and every line was sent.
+``GET /logs/stream?job=<name>`` (or no filter): the newest lines of every run (of that job), then
+new ones as they are stored; each event's ``id`` is the line's row id. Streams close after
+``KIRBY_SSE_LIFETIME`` seconds (the browser reconnects and resumes), freeing the server thread.
+
+Each event's data is JSON (``run_id``, ``job``, ``seq``, ``time``, ``stream``, ``text``): the page
+inserts ``text`` with ``textContent``, so a line is always shown as text, never as HTML.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Iterator
+
+from flask import Blueprint, Response, current_app, request
+from sqlalchemy import select
+
+from kirby.models import LogLine, Run
+from kirby.web.queries import parse_int
+from kirby.web.security import api_auth, api_error
+from kirby.web.state import WebState, web_state
+
+blueprint = Blueprint("logstream", __name__)
+BACKLOG = 200
+BATCH = 500
+
+
+def _event(event_id: int, data: dict) -> str:
+    return f"id: {event_id}\ndata: {json.dumps(data)}\n\n"
+
+
+def _resume_point() -> int | None:
+    raw = request.headers.get("Last-Event-ID") or request.args.get("last_id")
+    if raw in (None, ""):
+        return None
+    return parse_int("Last-Event-ID", raw, 0)
+
+
+def run_events(state: WebState, run_id: str, after: int, poll: float, lifetime: float) -> Iterator[str]:
+    deadline = time.monotonic() + lifetime
+    last_beat = time.monotonic()
+    while True:
+        with state.database.session() as s:
+            run = s.get(Run, run_id)
+            finished = run is not None and run.state.finished
+            job = run.job_name if run else ""
+            lines = list(s.scalars(
+                select(LogLine).where(LogLine.run_id == run_id, LogLine.seq > after).order_by(LogLine.seq).limit(BATCH)
+            ))
+        for line in lines:
+            after = line.seq
+            yield _event(line.seq, {"run_id": run_id, "job": job, "seq": line.seq, "time": line.time.isoformat(),
+                                    "stream": line.stream, "text": line.text})
+        if len(lines) == BATCH:
+            continue
+        if finished:
+            yield f"event: end\ndata: {json.dumps({'run_id': run_id, 'state': run.state.value})}\n\n"
+            return
+        if time.monotonic() >= deadline:
+            return
+        if time.monotonic() - last_beat > 15:
+            last_beat = time.monotonic()
+            yield ": keep-alive\n\n"
+        time.sleep(poll)
+
+
+def _tail_query(job: str | None):
+    query = select(LogLine, Run.job_name).join(Run, Run.id == LogLine.run_id)
+    return query.where(Run.job_name == job) if job else query
+
+
+def tail_events(state: WebState, job: str | None, after: int | None, poll: float, lifetime: float) -> Iterator[str]:
+    deadline = time.monotonic() + lifetime
+    last_beat = time.monotonic()
+    if after is None:  # start with the newest BACKLOG lines
+        with state.database.session() as s:
+            newest = s.execute(_tail_query(job).order_by(LogLine.id.desc()).limit(BACKLOG)).all()
+        after = (newest[-1][0].id - 1) if newest else 0
+    while True:
+        with state.database.session() as s:
+            rows = s.execute(_tail_query(job).where(LogLine.id > after).order_by(LogLine.id).limit(BATCH)).all()
+        for line, job_name in rows:
+            after = line.id
+            yield _event(line.id, {"run_id": line.run_id, "job": job_name, "seq": line.seq,
+                                   "time": line.time.isoformat(), "stream": line.stream, "text": line.text})
+        if len(rows) == BATCH:
+            continue
+        if time.monotonic() >= deadline:
+            return
+        if time.monotonic() - last_beat > 15:
+            last_beat = time.monotonic()
+            yield ": keep-alive\n\n"
+        time.sleep(poll)
+
+
+@blueprint.route("/logs/stream")
+@api_auth()
+def stream():
+    state = web_state()
+    poll = float(current_app.config["KIRBY_SSE_POLL"])
+    lifetime = float(current_app.config["KIRBY_SSE_LIFETIME"])
+    after = _resume_point()
+    run_id = request.args.get("run") or None
+    if run_id:
+        with state.database.session() as s:
+            if s.get(Run, run_id) is None:
+                return api_error(404, f"no run {run_id!r}")
+        events = run_events(state, run_id, after or 0, poll, lifetime)
+    else:
+        events = tail_events(state, request.args.get("job") or None, after, poll, lifetime)
+    response = Response(events, mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response

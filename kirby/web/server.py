@@ -1,0 +1,42 @@
+"""Serve the web app: waitress (a production WSGI server), or Flask's debugger with ``debug``.
+
+The process also runs the run events consumer (``events_consumer``) so that run events reach the
+script database. waitress gets enough threads for many open log streams (each SSE stream holds
+one thread while it lasts) and trusts ``X-Forwarded-Proto`` from a reverse proxy on 127.0.0.1, so
+cookies are marked Secure behind HTTPS.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from kirby.config import Settings
+from kirby.web.app import create_app
+from kirby.web.events_consumer import EventsConsumer
+
+log = logging.getLogger(__name__)
+THREADS = 48
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, debug: bool = False) -> None:
+    app = create_app(settings)
+    state = app.extensions["kirby"]
+    if not settings.api_token:
+        log.warning("KIRBY_API_TOKEN is not set: /schedule answers 503 until it is (the leader needs it)")
+    consumer = EventsConsumer(state)
+    consumer.start()
+    log.info("kirby web on http://%s:%d/ (database %s)", host, port, state.database.engine.url.render_as_string(hide_password=True))
+    try:
+        if debug:
+            app.run(host=host, port=port, debug=True, use_reloader=False, threaded=True)
+        else:
+            from waitress import serve as waitress_serve
+
+            waitress_serve(
+                app, host=host, port=port, threads=THREADS, ident="kirby",
+                trusted_proxy="127.0.0.1", trusted_proxy_headers={"x-forwarded-proto"},
+                clear_untrusted_proxy_headers=True, channel_timeout=120,
+            )
+    finally:
+        consumer.stop()
+        state.close()

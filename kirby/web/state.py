@@ -1,0 +1,63 @@
+"""What the web app holds: settings, the script database, and (opened on first use) bus and leases."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from flask import current_app
+from sqlalchemy.orm import scoped_session
+
+from kirby.bus.base import OfferBus
+from kirby.config import Settings
+from kirby.db import Database
+from kirby.lease.base import LeaseStore
+from kirby.web.throttle import LoginThrottle
+
+
+@dataclass
+class WebState:
+    settings: Settings
+    database: Database
+    _bus: OfferBus | None = None
+    _lease_store: LeaseStore | None = None
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    owns: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        # Flask-Admin's views share one thread-local session, removed after each request.
+        self.scoped = scoped_session(self.database.sessions)
+
+    @property
+    def bus(self) -> OfferBus:
+        with self._lock:
+            if self._bus is None:
+                from kirby.bus import open_bus
+
+                self._bus = open_bus(self.settings)
+                self.owns.add("bus")
+            return self._bus
+
+    @property
+    def lease_store(self) -> LeaseStore:
+        with self._lock:
+            if self._lease_store is None:
+                from kirby.lease import open_lease_store
+
+                self._lease_store = open_lease_store(self.settings)
+                self.owns.add("lease_store")
+            return self._lease_store
+
+    def close(self) -> None:
+        """Close what the app opened itself (not what the caller passed in)."""
+        if "bus" in self.owns and self._bus is not None:
+            self._bus.close()
+        if "lease_store" in self.owns and self._lease_store is not None:
+            self._lease_store.close()
+        if "database" in self.owns:
+            self.database.dispose()
+
+
+def web_state() -> WebState:
+    return current_app.extensions["kirby"]

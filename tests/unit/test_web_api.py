@@ -1,0 +1,152 @@
+"""JSON API, live logs over SSE (escaping, resume), run now on the embedded bus, metrics."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from test_web_support import T0, TOKEN, admin_client, app, seed, settings, viewer_client, web  # noqa: F401
+from kirby.events import RunEvent
+from kirby.models import Run, RunState
+from kirby.recorder import record
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+XSS = "<script>alert(1)</script>"
+
+
+def finished_run(app, run_id: str = "backup:prod:20260102T030405Z", lines=("one", XSS, "three"), state="succeeded"):
+    events = [RunEvent("claimed", run_id, T0, "sup-a", {"job": "backup", "environment": "prod"}),
+              RunEvent("started", run_id, T0 + timedelta(seconds=1), "sup-a")]
+    events += [RunEvent("log", run_id, T0 + timedelta(seconds=2), "sup-a", {"seq": i, "stream": "stdout", "text": t})
+               for i, t in enumerate(lines, 1)]
+    if state:
+        events.append(RunEvent("finished", run_id, T0 + timedelta(seconds=3), "sup-a", {"state": state, "exit_code": 0}))
+    with app.extensions["kirby"].database.session() as s:
+        record(s, events)
+    return run_id
+
+
+def sse_events(response) -> list[dict]:
+    body = b"".join(response.response).decode()
+    events = []
+    for block in filter(None, body.strip().split("\n\n")):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        events.append({"id": fields.get("id"), "event": fields.get("event", "message"), "data": json.loads(fields["data"])})
+    return events
+
+
+def test_runs_api_filters_and_paginates(app, viewer_client):
+    for i in range(7):
+        finished_run(app, f"backup:prod:20260102T03040{i}Z", lines=(), state="failed" if i % 2 else "succeeded")
+    page = viewer_client.get("/api/runs?job=backup&state=failed&per_page=2").get_json()
+    assert [r["state"] for r in page["runs"]] == ["failed", "failed"] and page["has_next"] is True
+    last = viewer_client.get("/api/runs?job=backup&state=failed&per_page=2&page=2").get_json()
+    assert len(last["runs"]) == 1 and last["has_next"] is False
+    assert page["runs"][0]["scheduled_at"] > page["runs"][1]["scheduled_at"]
+    bad = viewer_client.get("/api/runs?state=exploded")
+    assert bad.status_code == 400 and "state='exploded'" in bad.get_json()["error"]
+    assert viewer_client.get("/api/runs?since=yesterday").status_code == 400
+
+
+def test_run_detail_and_logs_api(app):
+    run_id = finished_run(app)
+    client = app.test_client()
+    detail = client.get(f"/api/runs/{run_id}", headers=AUTH).get_json()
+    assert detail["state"] == "succeeded" and detail["supervisor"] == "sup-a" and "config" not in detail
+    logs = client.get(f"/api/runs/{run_id}/logs?after=1", headers=AUTH).get_json()
+    assert [line["text"] for line in logs["lines"]] == [XSS, "three"]
+    assert client.get("/api/runs/nope:x:y", headers=AUTH).status_code == 404
+
+
+def test_sse_streams_a_run_and_resumes_after_the_last_event_id(app, viewer_client):
+    run_id = finished_run(app)
+    events = sse_events(viewer_client.get(f"/logs/stream?run={run_id}"))
+    assert [(e["id"], e["data"].get("text")) for e in events[:3]] == [("1", "one"), ("2", XSS), ("3", "three")]
+    assert events[-1]["event"] == "end" and events[-1]["data"]["state"] == "succeeded"
+    resumed = sse_events(viewer_client.get(f"/logs/stream?run={run_id}", headers={"Last-Event-ID": "2"}))
+    assert [e["id"] for e in resumed] == ["3", None] and resumed[0]["data"]["text"] == "three"
+
+
+def test_sse_follows_new_lines_of_a_running_run(app, viewer_client):
+    app.config["KIRBY_SSE_LIFETIME"] = 0.3
+    app.config["KIRBY_SSE_POLL"] = 0.05
+    run_id = finished_run(app, lines=("first",), state=None)
+    response = viewer_client.get(f"/logs/stream?run={run_id}")
+    stream = response.response
+    first = next(stream).decode()
+    assert first.startswith("id: 1\n")
+    with app.extensions["kirby"].database.session() as s:
+        record(s, [RunEvent("log", run_id, T0, "sup-a", {"seq": 2, "stream": "stderr", "text": "second"})])
+    rest = b"".join(stream).decode()  # ends after the lifetime: the browser reconnects
+    assert "id: 2\n" in rest and '"second"' in rest and "event: end" not in rest
+
+
+def test_sse_tail_of_a_job_uses_row_ids(app, viewer_client):
+    finished_run(app, "backup:prod:20260102T030405Z", lines=("a", "b"))
+    finished_run(app, "backup:prod:20260102T030406Z", lines=("c",))
+    app.config["KIRBY_SSE_LIFETIME"] = 0
+    events = sse_events(viewer_client.get("/logs/stream?job=backup"))
+    assert [e["data"]["text"] for e in events] == ["a", "b", "c"]
+    ids = [int(e["id"]) for e in events]
+    resumed = sse_events(viewer_client.get("/logs/stream?job=backup", headers={"Last-Event-ID": str(ids[1])}))
+    assert [e["data"]["text"] for e in resumed] == ["c"]
+    assert sse_events(viewer_client.get("/logs/stream?job=other")) == []
+
+
+def test_log_lines_are_escaped_in_pages(app, viewer_client):
+    run_id = finished_run(app)
+    page = viewer_client.get(f"/admin/run/details/?id={run_id}").get_data(as_text=True)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and XSS not in page
+
+
+def test_run_now_publishes_an_offer_and_records_it(app):
+    ids = seed(app)
+    state = app.extensions["kirby"]
+    consumer = state.bus.offer_consumer("test-member")
+    try:
+        response = app.test_client().post("/api/jobs/backup/run", headers=AUTH)
+        assert response.status_code == 202
+        run_id = response.get_json()["run_id"]
+        assert run_id.startswith("backup:prod:manual-")
+        deliveries = consumer.poll(timeout=5)
+        assert [d.message.run_id for d in deliveries] == [run_id]
+        offer = deliveries[0].message
+        assert offer.trigger == "manual" and offer.epoch is None and offer.config["CTX_SECRET"] == "hunter2-ctx"
+        consumer.ack(deliveries[0])
+    finally:
+        consumer.close()
+    with state.database.session() as s:
+        run = s.get(Run, run_id)
+        assert run.state == RunState.OFFERED and run.trigger == "manual" and run.context_id == ids["context_id"]
+
+
+def test_run_now_from_the_contexts_page(app, admin_client):
+    ids = seed(app)
+    response = admin_client.post(f"/admin/context/run-now/{ids['context_id']}")
+    assert response.status_code == 302 and "/admin/logs/?run=backup" in response.headers["Location"]
+    with app.extensions["kirby"].database.session() as s:
+        assert s.query(Run).filter(Run.trigger == "manual").count() == 1
+
+
+def test_run_now_of_an_unknown_job_is_a_clear_error(app, admin_client):
+    response = admin_client.post("/api/jobs/ghost/run")
+    assert response.status_code == 400 and "no job named 'ghost'" in response.get_json()["error"]
+
+
+def test_metrics_in_prometheus_format(app, viewer_client):
+    finished_run(app)
+    finished_run(app, "backup:prod:20260102T030406Z", lines=(), state="failed")
+    text = viewer_client.get("/metrics").get_data(as_text=True)
+    assert 'kirby_runs{state="succeeded"} 1' in text and 'kirby_runs{state="failed"} 1' in text
+    assert 'kirby_dispatch_lag_seconds{quantile="0.5"} 1.000000' in text
+    assert "kirby_dispatch_lag_seconds_count 2" in text
+    assert "kirby_leader_epoch 0" in text and "kirby_supervisors_alive 0" in text
+    assert app.test_client().get("/metrics").status_code == 401
+
+
+def test_the_schedule_document_for_the_token_holder(app):
+    seed(app)
+    document = app.test_client().get("/schedule", headers=AUTH).get_json()
+    [entry] = document["contexts"]
+    assert entry["job"] == "backup" and entry["config"]["CTX_SECRET"] == "hunter2-ctx"
+    assert entry["schedules"][0]["cron"] == "0 3 * * *"

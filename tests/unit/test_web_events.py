@@ -1,0 +1,80 @@
+"""The web's run events consumer: events from the embedded bus become rows, acknowledged after the
+commit; runs of a vanished supervisor are marked lost after a grace, with a system log line."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from test_web_support import T0, app, settings, web  # noqa: F401
+from kirby.events import RunEvent
+from kirby.models import LogLine, Run, RunState
+from kirby.web.events_consumer import EventsConsumer
+
+
+def claim(run_id: str, supervisor: str) -> list[RunEvent]:
+    return [RunEvent("claimed", run_id, T0, supervisor, {"job": "backup", "environment": "prod", "scheduled_at": T0}),
+            RunEvent("started", run_id, T0 + timedelta(seconds=1), supervisor)]
+
+
+def test_events_are_recorded_and_acknowledged_after_commit(app):
+    state = app.extensions["kirby"]
+    run_id = "backup:prod:20260102T030405Z"
+    events = claim(run_id, "sup-a") + [
+        RunEvent("log", run_id, T0, "sup-a", {"seq": 1, "stream": "stdout", "text": "hi"}),
+        RunEvent("log", run_id, T0, "sup-a", {"seq": 1, "stream": "stdout", "text": "hi"}),  # redelivered
+        RunEvent("finished", run_id, T0 + timedelta(seconds=2), "sup-a", {"state": "failed", "exit_code": 3}),
+    ]
+    for event in events:
+        state.bus.publish_event(event)
+    consumer = EventsConsumer(state, member="web-test")
+    recorded = 0
+    for _ in range(20):
+        recorded += consumer.consume_once(timeout=0.5)
+        if recorded >= len(events):
+            break
+    consumer.stop()
+    assert recorded == len(events)
+    with state.database.session() as s:
+        run = s.get(Run, run_id)
+        assert (run.state, run.exit_code, run.supervisor) == (RunState.FAILED, 3, "sup-a")
+        assert s.scalars(select(LogLine.text)).all() == ["hi"]
+    again = EventsConsumer(state, member="web-test-2")  # everything was acknowledged: nothing comes back
+    assert again.consume_once(timeout=0.3) == 0
+    again.stop()
+
+
+def test_runs_of_a_vanished_supervisor_are_marked_lost_after_the_grace(app):
+    state = app.extensions["kirby"]
+    state.lease_store.register_supervisor("alive", "instance-1", ttl=60)
+    with state.database.session() as s:
+        from kirby.recorder import record
+
+        record(s, claim("backup:prod:20260102T030405Z", "alive") + claim("backup:prod:20260102T030406Z", "ghost"))
+    consumer = EventsConsumer(state, grace=30)
+    assert consumer.check_lost(T0) == []  # ghost is missing since T0: within the grace
+    assert consumer.check_lost(T0 + timedelta(seconds=29)) == []
+    assert consumer.check_lost(T0 + timedelta(seconds=30)) == ["backup:prod:20260102T030406Z"]
+    assert consumer.check_lost(T0 + timedelta(seconds=90)) == []  # already lost; the live one untouched
+    with state.database.session() as s:
+        lost = s.get(Run, "backup:prod:20260102T030406Z")
+        assert lost.state == RunState.LOST and "ghost" in lost.error
+        assert s.get(Run, "backup:prod:20260102T030405Z").state == RunState.RUNNING
+        line = s.scalar(select(LogLine).where(LogLine.run_id == lost.id))
+        assert line.stream == "system" and "stopped heartbeating" in line.text
+
+
+def test_a_supervisor_that_comes_back_in_time_keeps_its_runs(app):
+    state = app.extensions["kirby"]
+    with state.database.session() as s:
+        from kirby.recorder import record
+
+        record(s, claim("backup:prod:20260102T030405Z", "flaky"))
+    consumer = EventsConsumer(state, grace=30)
+    assert consumer.check_lost(T0) == []
+    state.lease_store.register_supervisor("flaky", "instance-1", ttl=60)
+    assert consumer.check_lost(T0 + timedelta(seconds=20)) == []
+    state.lease_store.unregister_supervisor("flaky", "instance-1")
+    assert consumer.check_lost(T0 + timedelta(seconds=40)) == []  # missing again: the grace restarts
+    assert consumer.check_lost(T0 + timedelta(seconds=70)) == ["backup:prod:20260102T030405Z"]
