@@ -35,7 +35,9 @@ kafka_pid() {
 
 kafka_ready() { python3 "$DEPLOY_DIR/kafka/ready.py" "127.0.0.1:$KAFKA_PORT"; }
 
-kafka_java() { java -XX:TieredStopAtLevel=1 -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$DEPLOY_DIR/kafka/log4j2.properties" "$@"; }
+# java with Kafka's jars and our logging configuration (an array: it is also run through nohup).
+KAFKA_JAVA=(java -Djava.awt.headless=true -Dlog4j2.configurationFile="$DEPLOY_DIR/kafka/log4j2.properties"
+  -cp "$KAFKA_LIBS/*")
 
 kafka_configure() {
   mkdir -p "$KAFKA_ROOT/data"
@@ -45,7 +47,9 @@ kafka_configure() {
   local cluster_id
   cluster_id=$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
   say "kafka: formatting storage (cluster $cluster_id)"
-  kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_CONFIG" >>"$KAFKA_LOG" 2>&1 \
+  # --cluster-id=ID, not -t ID: an id may start with "-".
+  "${KAFKA_JAVA[@]}" -XX:TieredStopAtLevel=1 kafka.tools.StorageTool format --cluster-id="$cluster_id" \
+    --config="$KAFKA_CONFIG" >>"$KAFKA_LOG" 2>&1 \
     || fail_with_log kafka "$KAFKA_LOG" "formatting the storage failed"
 }
 
@@ -53,9 +57,7 @@ kafka_start() {
   require_free_port kafka KIRBY_KAFKA_PORT "$KAFKA_PORT"
   require_free_port kafka KIRBY_KAFKA_CONTROLLER_PORT "$KAFKA_CONTROLLER_PORT"
   kafka_configure
-  spawn "$KAFKA_PIDFILE" "$KAFKA_LOG" java "${KAFKA_JAVA_OPTS[@]}" -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$DEPLOY_DIR/kafka/log4j2.properties" -cp "$KAFKA_LIBS/*" \
-    kafka.Kafka "$KAFKA_CONFIG"
+  spawn "$KAFKA_PIDFILE" "$KAFKA_LOG" "${KAFKA_JAVA[@]}" "${KAFKA_JAVA_OPTS[@]}" kafka.Kafka "$KAFKA_CONFIG"
   wait_until "$KAFKA_READY_SECONDS" kafka "$KAFKA_LOG" kafka_ready
 }
 
