@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from datetime import datetime
 
 import requests
+from sqlalchemy.exc import SQLAlchemyError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from kirby.config import Settings
@@ -39,8 +40,12 @@ class DatabaseScheduleSource(ScheduleSource):
         self.database = database
 
     def fetch(self, now: datetime) -> ScheduleSnapshot:
-        with self.database.session() as session:
-            return parse_schedule(build_schedule(session, now))
+        try:
+            with self.database.session() as session:
+                return parse_schedule(build_schedule(session, now))
+        except SQLAlchemyError as exc:
+            url = self.database.engine.url.render_as_string(hide_password=True)
+            raise KirbyError(f"cannot read the schedule from {url}: {exc}; check SQLALCHEMY_DATABASE_URI") from None
 
 
 class StaticScheduleSource(ScheduleSource):

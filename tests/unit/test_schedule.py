@@ -190,3 +190,14 @@ def test_parse_schedule_names_the_bad_field(mutate, message):
     mutate(document)
     with pytest.raises(KirbyError, match=message):
         parse_schedule(document)
+
+
+def test_database_source_names_the_database_when_it_cannot_read(make_settings, tmp_path):
+    from kirby.db import open_database
+
+    database = open_database(make_settings(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'empty.db'}"), migrate=False)
+    try:
+        with pytest.raises(KirbyError, match=r"cannot read the schedule from sqlite:///.*empty\.db: .*SQLALCHEMY_DATABASE_URI"):
+            DatabaseScheduleSource(database).fetch(NOW)
+    finally:
+        database.dispose()
