@@ -147,8 +147,12 @@ class RedisLeaseStore(LeaseStore):
             raise LeaseError("REDIS_URL is not set: set it to e.g. redis://127.0.0.1:6379/0")
         self._url = settings.redis_url
         self._prefix = prefix
-        self._retries = settings.ext_retries
-        self._wait = settings.ext_wait_between_retries
+        self._retrying = Retrying(  # its per-call state is thread-local: one instance serves all threads
+            stop=stop_after_attempt(settings.ext_retries + 1),
+            wait=wait_fixed(settings.ext_wait_between_retries),
+            retry=retry_if_exception(_is_transient),
+            reraise=True,
+        )
         self._redis = redis.Redis.from_url(
             settings.redis_url,
             decode_responses=True,
@@ -170,23 +174,21 @@ class RedisLeaseStore(LeaseStore):
 
     def _call(self, operation: Callable[[], T]) -> T:
         """Run ``operation`` with retries on connection errors; any Redis failure -> LeaseError."""
-        retrying = Retrying(
-            stop=stop_after_attempt(self._retries + 1),
-            wait=wait_fixed(self._wait),
-            retry=retry_if_exception(_is_transient),
-            reraise=True,
-        )
-        address = f"Redis at {masked_url(self._url)} (REDIS_URL)"
         try:
-            return retrying(operation)
-        except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as error:
-            raise LeaseError(f"{address} refused the credentials: {_reason(error)}; fix the password in REDIS_URL") from None
-        except (redis.ConnectionError, redis.TimeoutError) as error:
-            raise LeaseError(
-                f"cannot reach {address}: {_reason(error)}; check the address or start Redis (deploy/services up redis)"
-            ) from None
+            return self._retrying(operation)
         except redis.RedisError as error:
-            raise LeaseError(f"{address} failed: {_reason(error)}") from None
+            raise self._failure(error) from None
+
+    def _failure(self, error: Exception) -> LeaseError:
+        """One line naming the address (password masked), the variable and the fix."""
+        address = f"Redis at {masked_url(self._url)} (REDIS_URL)"
+        if isinstance(error, (redis.AuthenticationError, redis.exceptions.AuthorizationError)):
+            return LeaseError(f"{address} refused the credentials: {_reason(error)}; fix the password in REDIS_URL")
+        if isinstance(error, (redis.ConnectionError, redis.TimeoutError)):
+            return LeaseError(
+                f"cannot reach {address}: {_reason(error)}; check the address or start Redis (deploy/services up redis)"
+            )
+        return LeaseError(f"{address} failed: {_reason(error)}")
 
     def _scan(self, kind: str) -> list[str]:
         """Names of the live keys ``<prefix><kind>:<name>``."""

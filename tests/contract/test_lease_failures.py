@@ -28,25 +28,26 @@ from lease_support import Backend, Lines, delete_keys, free_port
 class PrivateRedis:
     """A redis-server of this test's own, on a free port, without persistence, to kill and restart."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, *options: str):
         self.port = free_port()
         self.directory = directory
+        self.options = list(options)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory)],
+             "--dir", str(self.directory), *self.options],
             stdout=subprocess.DEVNULL,
         )
-        wait_for(self.answers, 10, f"the private redis-server on port {self.port} answered PING")
+        wait_for(self.answers, 10, f"the private redis-server on port {self.port} answered")
 
     def answers(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as connection:
                 connection.sendall(b"PING\r\n")
-                return connection.recv(16).startswith(b"+PONG")
+                return connection.recv(16).startswith((b"+PONG", b"-NOAUTH"))  # up (maybe with a password)
         except OSError:
             return False
 
@@ -56,15 +57,27 @@ class PrivateRedis:
 
 
 @pytest.fixture
-def private_redis(redis_url, tmp_path: Path):
-    """Needs the redis-server binary that ``deploy/services up redis`` installs (hence ``redis_url``)."""
+def start_private_redis(redis_url, tmp_path: Path):
+    """Starts private servers. Needs the redis-server that ``deploy/services up redis`` installs."""
     if not shutil.which("redis-server"):
         pytest.fail("redis-server is not installed: run `deploy/services up redis` (it installs Debian's package)")
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    if server.process.poll() is None:
-        server.kill()
+    servers: list[PrivateRedis] = []
+
+    def start(*options: str) -> PrivateRedis:
+        server = PrivateRedis(tmp_path, *options)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        if server.process.poll() is None:
+            server.kill()
+
+
+@pytest.fixture
+def private_redis(start_private_redis) -> PrivateRedis:
+    return start_private_redis()
 
 
 def settings_for(make_settings, url: str, retries: int, wait: float):
@@ -116,6 +129,35 @@ def test_redis_restarted_while_in_use_the_client_reconnects_and_then_fails_clear
         f"cannot reach Redis at {private_redis.url} (REDIS_URL): Connection refused; "
         "check the address or start Redis (deploy/services up redis)"
     )
+
+
+@pytest.mark.redis
+def test_a_password_and_tls_in_redis_url_are_honoured(start_private_redis, tmp_path: Path, make_settings):
+    key, certificate = tmp_path / "server.key", tmp_path / "server.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(certificate)],
+        check=True, capture_output=True,
+    )
+    tls_port = free_port()
+    start_private_redis(
+        "--requirepass", "s3cret", "--tls-port", str(tls_port), "--tls-auth-clients", "no",
+        "--tls-cert-file", str(certificate), "--tls-key-file", str(key), "--tls-ca-cert-file", str(certificate),
+    )
+    url = f"rediss://:s3cret@127.0.0.1:{tls_port}/0?ssl_ca_certs={certificate}"
+    store = RedisLeaseStore(settings_for(make_settings, url, retries=0, wait=0))
+    assert store.claim_run("r1", "alpha") and not store.claim_run("r1", "beta")
+    assert store.acquire_leader("alpha", 30) == 1
+    store.close()
+    wrong = RedisLeaseStore(settings_for(make_settings, url.replace("s3cret", "guess"), retries=3, wait=1))
+    started = time.monotonic()
+    with pytest.raises(LeaseError) as refused:
+        wrong.claim_run("r2", "alpha")
+    assert time.monotonic() - started < 1  # a wrong password is not retried
+    message = str(refused.value)
+    assert message.startswith(f"Redis at rediss://:***@127.0.0.1:{tls_port}/0?ssl_ca_certs={certificate} (REDIS_URL) refused")
+    assert "fix the password in REDIS_URL" in message and "guess" not in message
+    wrong.close()
 
 
 class ReplyDropper:
