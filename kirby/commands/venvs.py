@@ -18,7 +18,7 @@ def _cache(settings) -> VenvCache:
 
 
 def _size(size: int) -> str:
-    return f"{size / 1024 / 1024:.1f} MB"
+    return f"{size / 1024 / 1024:.1f} MB" if size >= 1024 * 1024 else f"{size / 1024:.0f} KB"
 
 
 def _when(moment: float) -> str:

@@ -1,0 +1,81 @@
+"""The reaper (first process of a run) with this interpreter and a module of the test's own."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kirby.tasks.process import REAPER_SOURCE
+
+DAEMONIZER = """
+import os, sys, time
+pids = open("pids", "a")
+if os.fork() == 0:
+    pids.write(f"child {os.getpid()}\\n"); pids.flush()
+    time.sleep(60)
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        pids.write(f"daemon {os.getpid()}\\n"); pids.flush()
+        time.sleep(60)
+    os._exit(0)
+while len(open("pids").read().splitlines()) < 2:
+    time.sleep(0.01)
+print("main done", sys.argv[0].endswith("daemonizer.py"), flush=True)
+sys.exit(int(os.environ.get("EXIT_CODE", "0")))
+"""
+
+
+def _run(tmp_path: Path, env: dict, timeout: float = 20) -> subprocess.CompletedProcess:
+    (tmp_path / "daemonizer.py").write_text(DAEMONIZER)
+    return subprocess.run([sys.executable, "-c", REAPER_SOURCE, "daemonizer", "0.5"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _pids(tmp_path: Path) -> list[int]:
+    return [int(line.split()[1]) for line in (tmp_path / "pids").read_text().splitlines()]
+
+
+def test_the_module_runs_like_python_m_and_its_exit_code_is_kept(tmp_path):
+    done = _run(tmp_path, {"EXIT_CODE": "3"})
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "main done True\n"
+
+
+def test_children_and_a_double_forked_daemon_are_killed_and_reaped(tmp_path):
+    started = time.monotonic()
+    done = _run(tmp_path, {})
+    assert done.returncode == 0, done.stderr
+    pids = _pids(tmp_path)
+    assert len(pids) == 2
+    assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []  # not even zombies
+    assert time.monotonic() - started < 10
+
+
+def test_a_signal_that_kills_the_script_kills_the_reaper_the_same_way(tmp_path):
+    (tmp_path / "selfkill.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n")
+    done = subprocess.run([sys.executable, "-c", REAPER_SOURCE, "selfkill", "0.5"], cwd=tmp_path, env={},
+                          capture_output=True, timeout=20)
+    assert done.returncode == -signal.SIGTERM
+
+
+def test_an_uncaught_exception_prints_a_traceback_and_exits_1(tmp_path):
+    (tmp_path / "boom.py").write_text("raise ValueError('boom')\n")
+    done = subprocess.run([sys.executable, "-c", REAPER_SOURCE, "boom", "0.5"], cwd=tmp_path, env={},
+                          capture_output=True, text=True, timeout=20)
+    assert done.returncode == 1 and done.stderr.rstrip().endswith("ValueError: boom")
+
+
+def test_sigusr1_kills_everything_at_once(tmp_path):
+    (tmp_path / "stubborn.py").write_text(
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(60)\n")
+    process = subprocess.Popen([sys.executable, "-c", REAPER_SOURCE, "stubborn", "0.5"], cwd=tmp_path, env={},
+                               stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert process.stdout.readline() == "up\n"
+    os.killpg(process.pid, signal.SIGTERM)  # ignored by the script; the reaper survives it too
+    time.sleep(0.2)
+    assert process.poll() is None
+    process.send_signal(signal.SIGUSR1)
+    assert process.wait(10) == -signal.SIGKILL
