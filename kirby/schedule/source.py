@@ -45,7 +45,8 @@ class DatabaseScheduleSource(ScheduleSource):
                 return parse_schedule(build_schedule(session, now))
         except SQLAlchemyError as exc:
             url = self.database.engine.url.render_as_string(hide_password=True)
-            raise KirbyError(f"cannot read the schedule from {url}: {exc}; check SQLALCHEMY_DATABASE_URI") from None
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise KirbyError(f"cannot read the schedule from {url}: {reason}; check SQLALCHEMY_DATABASE_URI") from None
 
 
 class StaticScheduleSource(ScheduleSource):
