@@ -5,8 +5,8 @@ Kafka is measured when KAFKA_BOOTSTRAP_SERVERS is set (``eval "$(deploy/services
 fresh topics of Kirby's partition count, deleted afterwards. Each figure is the best of R rounds
 (kirby and baseline alternate), after a warm-up.
 
-Kirby's figures: ``publish_offer`` one by one (each returns once stored), then one consumer
-polling (at most 100 per poll) and acknowledging every offer. Baselines, on the same payloads:
+Kirby's figures: ``publish_offer`` one by one (each returns once stored), ``publish_offers`` of
+the whole batch, then one consumer polling (at most 100 per poll) and acknowledging every offer. Baselines, on the same payloads:
 * embedded: bare sqlite3 on a WAL file with the same pragmas: one INSERT per offer; SELECTs of
   100 rows by id, alone and with one DELETE per row (what an acknowledgement costs);
 * Kafka: kafka-python alone: a producer (acks=all) waiting for each send (like-for-like) or
@@ -69,9 +69,11 @@ class KirbyBus:
         self.round(WARMUP)
 
     def round(self, count: int) -> dict[str, float]:
-        batch = offers(count, uuid.uuid4().hex[:6])
-        publish = rate(count, lambda: [self.bus.publish_offer(offer) for offer in batch])
-        return {"publish": publish, "consume": rate(count, lambda: consume_all(self.consumer, count))}
+        one_by_one, batch = offers(count, uuid.uuid4().hex[:6]), offers(count, uuid.uuid4().hex[:6])
+        results = {"publish": rate(count, lambda: [self.bus.publish_offer(offer) for offer in one_by_one])}
+        results["publish_offers"] = rate(count, lambda: self.bus.publish_offers(batch))
+        results["consume"] = rate(2 * count, lambda: consume_all(self.consumer, 2 * count))
+        return results
 
     def close(self) -> None:
         self.consumer.close()
@@ -90,9 +92,15 @@ class SqliteBaseline:
         insert = "INSERT INTO raw (run_id, payload, created_at) VALUES (?, ?, ?)"
         results = {"insert": rate(len(payloads), lambda: [self.connection.execute(insert, ("r", p, time.time())) for p in payloads])}
         start = self.cursor
+        results["insert-batch"] = rate(len(payloads), lambda: self.insert_batch(insert, payloads))
         results["select"] = rate(len(payloads), lambda: self.select(start, delete=False))
         results["select+delete"] = rate(len(payloads), lambda: self.select(start, delete=True))
         return results
+
+    def insert_batch(self, insert: str, payloads: list[bytes]) -> None:
+        self.connection.execute("BEGIN")
+        self.connection.executemany(insert, [("r", p, time.time()) for p in payloads])
+        self.connection.execute("COMMIT")
 
     def select(self, cursor: int, delete: bool) -> None:
         query = "SELECT id, payload FROM raw WHERE id > ? ORDER BY id LIMIT 100"
@@ -175,9 +183,9 @@ def best(rounds: int, kirby, baseline, payloads) -> tuple[dict[str, float], dict
     return ours, theirs
 
 
-def report(backend: str, ours: dict, theirs: dict, labels: dict[str, tuple[str, str]]) -> None:
-    for key, (step, description) in labels.items():
-        print(f"{backend:<9}{step:<9}{ours[step]:>10,.0f}/s {theirs[key]:>10,.0f}/s {ours[step] / theirs[key]:>7.2f}x   {description}")
+def report(backend: str, ours: dict, theirs: dict, rows: list[tuple[str, str, str]]) -> None:
+    for step, key, description in rows:
+        print(f"{backend:<9}{step:<15}{ours[step]:>10,.0f}/s {theirs[key]:>10,.0f}/s {ours[step] / theirs[key]:>7.2f}x   {description}")
 
 
 def main() -> None:
@@ -191,18 +199,19 @@ def main() -> None:
     decode = rate(len(batch), lambda: [Offer.from_json(payload) for payload in payloads])
     print(f"{arguments.count:,} offers of {len(payloads[0])} bytes per round, best of {arguments.rounds}")
     print(f"Offer.to_json alone: {encode:,.0f}/s; Offer.from_json alone: {decode:,.0f}/s")
-    print(f"{'backend':<9}{'step':<9}{'kirby':>12} {'baseline':>12} {'ratio':>8}   baseline")
+    print(f"{'backend':<9}{'kirby step':<15}{'kirby':>12} {'baseline':>12} {'ratio':>8}   baseline")
     with tempfile.TemporaryDirectory() as folder:
         settings = load_settings(environ={"KIRBY_EMBEDDED_PATH": f"{folder}/bus.db"}, cwd=Path(folder))
         kirby, baseline = KirbyBus(settings), SqliteBaseline(Path(folder) / "raw.db")
         ours, theirs = best(arguments.rounds, kirby, baseline, payloads)
         kirby.close()
         baseline.close()
-    report("embedded", ours, theirs, {
-        "insert": ("publish", "sqlite3 INSERT per offer (WAL, synchronous=NORMAL)"),
-        "select": ("consume", "sqlite3 SELECT 100 rows at a time"),
-        "select+delete": ("consume", "sqlite3 SELECT 100 at a time + DELETE per row"),
-    })
+    report("embedded", ours, theirs, [
+        ("publish", "insert", "sqlite3 INSERT per offer (WAL, synchronous=NORMAL)"),
+        ("publish_offers", "insert-batch", "sqlite3 executemany in one transaction"),
+        ("consume", "select", "sqlite3 SELECT 100 rows at a time"),
+        ("consume", "select+delete", "sqlite3 SELECT 100 at a time + DELETE per row"),
+    ])
     servers = load_settings(cwd=Path.cwd()).kafka_bootstrap_servers
     if not servers:
         print('kafka: skipped (KAFKA_BOOTSTRAP_SERVERS is not set; eval "$(deploy/services env)")')
@@ -221,13 +230,12 @@ def main() -> None:
         baseline.close()
     finally:
         delete_topics(settings)
-    report("kafka", ours, theirs, {
-        "send+get": ("publish", "kafka-python producer, acks=all, waiting for each send"),
-        "batched": ("publish", "kafka-python producer, acks=all, one flush at the end"),
-        "poll+commit": ("consume", "kafka-python consumer, commit per message"),
-        "poll": ("consume", "kafka-python consumer, no commits"),
-    })
-
+    report("kafka", ours, theirs, [
+        ("publish", "send+get", "kafka-python producer, acks=all, waiting for each send"),
+        ("publish_offers", "batched", "kafka-python producer, acks=all, one flush at the end"),
+        ("consume", "poll+commit", "kafka-python consumer, commit per message"),
+        ("consume", "poll", "kafka-python consumer, no commits"),
+    ])
 
 if __name__ == "__main__":
     main()
