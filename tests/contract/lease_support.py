@@ -76,7 +76,7 @@ class Lines:
             self._queue.put(line.rstrip("\n"))
         self._queue.put("<eof>")
 
-    def next(self, timeout: float = 10.0) -> str:
+    def next(self, timeout: float = 30.0) -> str:  # generous: a loaded 2-core CI machine starts Python slowly
         try:
             return self._queue.get(timeout=timeout)
         except queue.Empty:
