@@ -30,6 +30,11 @@ def run_services(*arguments: str, **variables: str) -> subprocess.CompletedProce
     )
 
 
+def status_of(result: subprocess.CompletedProcess) -> dict[str, list[str]]:
+    """The words of each line of ``deploy/services status``, by service name."""
+    return {line.split()[0]: line.split() for line in result.stdout.splitlines()}
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -39,11 +44,7 @@ def free_port() -> int:
 @pytest.mark.kafka
 def test_kafka_round_trip_on_a_fresh_topic(kafka_servers):
     topic = f"services-test-{uuid.uuid4().hex[:10]}"
-    admin = KafkaAdminClient(bootstrap_servers=kafka_servers)
-    try:
-        admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-    finally:
-        admin.close()
+    create_topic(kafka_servers, topic)
     producer = KafkaProducer(bootstrap_servers=kafka_servers, acks="all")
     try:
         producer.send(topic, key=b"k", value=b"hello kirby").get(timeout=30)
@@ -141,6 +142,15 @@ def test_unknown_service_and_bad_port_are_refused(tmp_path):
 
 
 @pytest.mark.redis
+def test_up_refuses_a_port_taken_by_another_process(tmp_path, redis_url):
+    taken = redis_url.split(":")[2].split("/")[0]  # the shared Redis listens there
+    result = run_services("up", "redis", KIRBY_SERVICES_DIR=str(tmp_path), KIRBY_REDIS_PORT=taken)
+    assert result.returncode == 1
+    assert f"port {taken} on 127.0.0.1 is taken by another process" in result.stderr
+    assert "KIRBY_REDIS_PORT" in result.stderr
+
+
+@pytest.mark.redis
 def test_private_redis_up_status_down_is_idempotent(tmp_path, redis_url):
     """A private instance in its own folder and port; the shared services are left alone."""
     variables = {"KIRBY_SERVICES_DIR": str(tmp_path / "services"), "KIRBY_REDIS_PORT": str(free_port())}
@@ -153,7 +163,7 @@ def test_private_redis_up_status_down_is_idempotent(tmp_path, redis_url):
 
         status = run_services("status", **variables)
         assert status.returncode == 3  # the others are stopped in this private folder
-        lines = {line.split()[0]: line.split() for line in status.stdout.splitlines()}
+        lines = status_of(status)
         assert lines["redis"][1:3] == ["running", address]
         assert lines["kafka"][1] == "stopped"
         pid = int(lines["redis"][-1])
@@ -165,3 +175,62 @@ def test_private_redis_up_status_down_is_idempotent(tmp_path, redis_url):
     assert "stopped" in run_services("status", **variables).stdout.splitlines()[0]
     assert "not running" in run_services("down", "redis", **variables).stderr
     assert redis.Redis.from_url(redis_url).ping() is True  # the shared one still answers
+
+
+def create_topic(servers: str, topic: str) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=servers)
+    try:
+        admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    finally:
+        admin.close()
+
+
+def produce(servers: str, topic: str, value: bytes) -> None:
+    producer = KafkaProducer(bootstrap_servers=servers, acks="all")
+    try:
+        producer.send(topic, value=value).get(timeout=30)
+    finally:
+        producer.close()
+
+
+def consume_one(servers: str, topic: str) -> bytes | None:
+    consumer = KafkaConsumer(topic, bootstrap_servers=servers, group_id=topic, auto_offset_reset="earliest")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                return records[0].value
+        return None
+    finally:
+        consumer.close()
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_private_kafka_formats_starts_and_keeps_its_data_across_restart(tmp_path, kafka_servers):
+    variables = {
+        "KIRBY_SERVICES_DIR": str(tmp_path / "services"),
+        "KIRBY_KAFKA_PORT": str(free_port()),
+        "KIRBY_KAFKA_CONTROLLER_PORT": str(free_port()),
+    }
+    servers = f"127.0.0.1:{variables['KIRBY_KAFKA_PORT']}"
+    try:
+        up = run_services("up", "kafka", **variables)
+        assert up.returncode == 0, up.stderr
+        assert "formatting storage" in up.stderr
+        create_topic(servers, "restart-check")
+        produce(servers, "restart-check", b"kept")
+        restart = run_services("restart", "kafka", **variables)
+        assert restart.returncode == 0, restart.stderr
+        assert "formatting storage" not in restart.stderr
+        assert consume_one(servers, "restart-check") == b"kept"
+    finally:
+        down = run_services("down", "kafka", **variables)
+    assert down.returncode == 0, down.stderr
+    assert status_of(run_services("status", **variables))["kafka"][1] == "stopped"
+    assert ready_check(kafka_servers), "the shared Kafka must still answer"
+
+
+def ready_check(servers: str) -> bool:
+    ready = SERVICES.parent / "kafka" / "ready.py"
+    return subprocess.run(["python3", str(ready), servers], timeout=30).returncode == 0
