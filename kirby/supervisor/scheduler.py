@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
@@ -254,21 +255,37 @@ class Scheduler:
 
     # -- loop -----------------------------------------------------------------------------------
     def run(self, stop_event: threading.Event) -> None:
-        """Lead or follow until ``stop_event`` is set; then release the leader lease."""
+        """Lead or follow until ``stop_event`` is set; then release the leader lease.
+
+        Due slots are published first (the cursor write fences them), then the election ticks;
+        the loop sleeps exactly until the next due slot or election action, at most ``wakeup``.
+        """
         self._background = True
         refresher = threading.Thread(target=self._refresh_loop, args=(stop_event,), name="schedule-refresh", daemon=True)
         refresher.start()
         try:
             while not stop_event.is_set():
-                now = self.clock()
-                wait = self.election.tick(now).wait
-                if self.election.is_leader:
-                    wait = min(wait, self.tick(now))
-                self._wake.wait(wait)
+                started = time.monotonic()
+                wait = self._loop_once()
+                self._wake.wait(max(0.0, wait - (time.monotonic() - started)))
                 self._wake.clear()
         finally:
             self.election.release()
             refresher.join(timeout=self.wakeup)
+            self.close()
+
+    def _loop_once(self) -> float:
+        try:
+            wait = self.tick(self.clock()) if self.election.is_leader else self.wakeup
+            state = self.election.tick(self.clock())
+            if state.is_leader and state.epoch != self._epoch:
+                return 0.0  # just elected: publish at once
+            return min(wait, state.wait)
+        except Exception:  # a bug must not leave the cluster without a leader: hand the lease over
+            log.exception("leader loop failed; giving up the leader lease")
+            self.election.release()
+            self._epoch = None
+            return self.election.window
 
     def close(self) -> None:
         """Publish the queued run events (when the reporter is this scheduler's own)."""
