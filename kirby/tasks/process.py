@@ -127,6 +127,7 @@ class RunProcess:
         self._seq = 0
         self._lock = threading.Lock()
         self._reason = ""  # "", "timed_out" or "cancelled"
+        self._notices: list[str] = []  # system lines from other threads, emitted by the run's thread
         self._kill_at: float | None = None  # when the grace ends
         self._last_resort_at: float | None = None
         env, skipped = run_environment(spec, venv)
@@ -152,7 +153,7 @@ class RunProcess:
             self._reason = reason
             self._kill_at = time.monotonic() + grace
             self._last_resort_at = self._kill_at + BACKSTOP
-        self._emit_system(f"{reason.replace('_', ' ')}: SIGTERM to the process group, SIGKILL after {grace:g} s")
+            self._notices.append(f"{reason.replace('_', ' ')}: SIGTERM to the process group, SIGKILL after {grace:g} s")
         self._signal_group(signal.SIGTERM)
 
     def _signal_group(self, sig: int) -> None:
@@ -160,6 +161,12 @@ class RunProcess:
             os.killpg(self.process.pid, sig)
         except OSError:
             pass
+
+    def _emit_notices(self) -> None:
+        with self._lock:
+            notices, self._notices = self._notices, []
+        for text in notices:
+            self._emit_system(text)
 
     def _emit_system(self, text: str) -> None:
         self._emit("system", [text.encode()], datetime.now(timezone.utc))
@@ -202,7 +209,9 @@ class RunProcess:
             if drain_until is not None and now >= drain_until:
                 self._kill_leftovers()
                 break
-            for key, _ in selector.select(self._wait_time(now, timeout, drain_until)):
+            events = selector.select(self._wait_time(now, timeout, drain_until))
+            self._emit_notices()  # queued before their signal was sent: before the output it causes
+            for key, _ in events:
                 stream, splitter = key.data
                 chunk = os.read(key.fileobj.fileno(), READ_SIZE)
                 stamp = datetime.now(timezone.utc)
@@ -249,6 +258,7 @@ class RunProcess:
         for pipe in (self.process.stdout, self.process.stderr):
             pipe.close()
         code = self.process.wait()
+        self._emit_notices()  # a stop() that raced with the end (no new one can come: returncode is set)
         finished = datetime.now(timezone.utc)
         if self._reason:
             state = self._reason

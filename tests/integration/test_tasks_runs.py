@@ -150,6 +150,9 @@ def test_cancel_stops_a_daemon_gracefully(executor, collector, spec_for, tmp_pat
     assert result.state == "cancelled" and result.exit_code == 0  # it handled SIGTERM and exited
     events = [line.split()[0] for line in pidfile.read_text().splitlines()]
     assert events == ["start", "stop"]
+    assert "cancelled: SIGTERM to the process group, SIGKILL after 5 s" in collector.texts("system")
+    assert [line.seq for line in collector.lines] == list(range(len(collector.lines)))  # delivered in order
+    assert collector.texts()[-1] == "daemon stopping" and collector.lines_after_exit == 0
     assert executor.cancel(spec.run_id) is False and executor.running() == []
 
 
