@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from kirby.cron import previous_fire, slots_between
+from kirby.cron import previous_fire
 from kirby.models import CatchUp
 from kirby.schedule.snapshot import ScheduleEntry, ScheduleRule
 

@@ -314,3 +314,35 @@ def test_skipped_events_are_capped_for_long_outages(cluster):
     assert skips[-1].run_id == run_slot_id("report", "prod", T0 + timedelta(days=1, seconds=-6))
     assert skips[0].run_id == run_slot_id("report", "prod", T0 + timedelta(days=1, seconds=-26))
     assert cluster.store.get_cursor("report:prod:7") == T0 + timedelta(days=1)
+
+
+def test_edits_take_effect_at_the_next_refresh(cluster):
+    source = StaticScheduleSource(snapshot(entry(EVERY_10S)))
+    alpha = cluster.leader("alpha", source)
+    lead(alpha)
+    alpha.tick(T0)
+    alpha.tick(T0 + timedelta(seconds=10))
+    # A new version, and the schedule moved to every 30 seconds.
+    every_30s = ScheduleRule(id=1, cron="* * * * * */30", misfire_grace_seconds=30)
+    source.snapshot = snapshot(ScheduleEntry(**{**entry(every_30s).__dict__, "version": "2.0"}))
+    alpha.refresh(T0 + timedelta(seconds=12))
+    assert alpha.tick(T0 + timedelta(seconds=12)) == pytest.approx(18)  # next slot :30, not :20
+    alpha.tick(T0 + timedelta(seconds=30))
+    assert [(o.scheduled_at.second, o.version) for o in cluster.published()] == [(10, "1.0"), (30, "2.0")]
+    # A disabled schedule stops at once; the rest of the entry keeps running.
+    source.snapshot = snapshot(entry(ScheduleRule(id=1, cron="* * * * * */30", enabled=False)))
+    alpha.refresh(T0 + timedelta(seconds=40))
+    assert alpha.tick(T0 + timedelta(seconds=60)) == 60.0
+    assert cluster.published() == []
+
+
+def test_a_bad_cron_in_the_schedule_is_logged_and_skipped(cluster, caplog):
+    bad = ScheduleRule(id=9, cron="99 * * * *")
+    source = StaticScheduleSource(snapshot(entry(bad, EVERY_10S)))
+    alpha = cluster.leader("alpha", source)
+    lead(alpha)
+    caplog.set_level(logging.ERROR)
+    alpha.tick(T0)
+    alpha.tick(T0 + timedelta(seconds=10))
+    assert [o.scheduled_at.second for o in cluster.published()] == [10]
+    assert any(m.startswith("schedule report:prod:9 is not scheduled: ") for m in caplog.messages)
