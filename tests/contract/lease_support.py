@@ -47,13 +47,13 @@ elif role == "claim-forever":  # claim <name>-0, <name>-1, ... and report each c
         if store.claim_run(f"{name}-{i}", name):
             say(f"{name}-{i}")
         i += 1
-elif role == "leader":  # take the lease, renew it every ttl/3 s; once renewal fails, try to act anyway
-    ttl = float(sys.argv[4])
+elif role == "leader":  # take the lease, renew it periodically; once renewal fails, try to act anyway
+    ttl, period = float(sys.argv[4]), float(sys.argv[5])
     epoch = store.acquire_leader(name, ttl)
     say("epoch", epoch)
     while store.renew_leader(name, epoch, ttl):
         say("renewed")
-        time.sleep(ttl / 3)
+        time.sleep(period)
     say("renew-refused")
     say("release", store.release_leader(name, epoch))
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -63,14 +62,14 @@ def test_acquire_increments_the_epoch_and_a_live_lease_refuses_everyone_else(bac
 
 
 def test_renew_and_release_are_compare_and_set_on_owner_and_epoch(store):
-    epoch = store.acquire_leader("alpha", TTL)
-    assert not store.renew_leader("beta", epoch, 30)
-    assert not store.renew_leader("alpha", epoch + 1, 30)
+    epoch = store.acquire_leader("alpha", 10)
+    assert not store.renew_leader("beta", epoch, 60)
+    assert not store.renew_leader("alpha", epoch + 1, 60)
     assert not store.release_leader("beta", epoch)
     assert not store.release_leader("alpha", epoch - 1)
-    assert store.renew_leader("alpha", epoch, 30)
-    time.sleep(TTL * 2)  # past the first TTL: the renewal is what keeps it alive
-    assert store.leader().owner == "alpha"
+    assert store.leader().expires_at < datetime.now(timezone.utc) + timedelta(seconds=11)  # nothing extended it
+    assert store.renew_leader("alpha", epoch, 60)
+    assert store.leader().expires_at > datetime.now(timezone.utc) + timedelta(seconds=50)  # extended from now
     assert store.release_leader("alpha", epoch)
     assert not store.release_leader("alpha", epoch) and not store.renew_leader("alpha", epoch, 30)
     assert store.current_epoch() == epoch  # releasing keeps the epoch
@@ -89,10 +88,10 @@ def test_after_expiry_a_new_owner_takes_over_and_the_old_one_can_neither_renew_n
 
 def test_a_holder_frozen_past_its_lease_cannot_renew_release_or_write_with_its_epoch(backend):
     store = backend.open()
-    process, lines = backend.child("leader", "frozen", "0.9")
+    process, lines = backend.child("leader", "frozen", "1.5", "1.0")
     epoch = int(lines.next().removeprefix("epoch "))
     assert epoch == store.current_epoch() == 1
-    assert lines.next() == "renewed"  # printed after the renewal committed, before a 0.3 s sleep
+    assert lines.next() == "renewed"  # printed after the renewal committed, before a 1 s sleep
     process.send_signal(signal.SIGSTOP)
     expire(store)
     successor = store.acquire_leader("successor", 30)
@@ -114,12 +113,13 @@ def test_a_holder_frozen_past_its_lease_cannot_renew_release_or_write_with_its_e
 def test_cursors_are_written_only_while_the_epoch_holds_the_lease(backend):
     a, b = backend.open(), backend.open()
     assert a.get_cursor("job:prod") is None
-    epoch = a.acquire_leader("alpha", TTL)
+    epoch = a.acquire_leader("alpha", 30)
     a.set_cursor("job:prod", T0, epoch)
     a.set_cursor("other:prod", T0 + timedelta(hours=2), epoch)
     assert b.get_cursor("job:prod") == T0 and b.get_cursor("job:prod").tzinfo is not None
     with pytest.raises(StaleEpoch):
         a.set_cursor("job:prod", T0 + timedelta(minutes=1), epoch + 1)  # not issued yet
+    assert a.renew_leader("alpha", epoch, TTL)  # shortened, then left to expire
     expire(a)
     with pytest.raises(StaleEpoch):  # expired without a successor: refused too
         a.set_cursor("job:prod", T0 + timedelta(minutes=1), epoch)
@@ -205,10 +205,11 @@ def test_daemon_leases_have_one_holder_until_released_or_expired(backend):
     assert a.acquire_daemon("mailer", "alpha", 30)
     assert a.acquire_daemon("mailer", "alpha", 30)  # the holder may acquire again
     assert not b.acquire_daemon("mailer", "beta", 30)
-    assert b.acquire_daemon("indexer", "beta", TTL)
+    assert b.acquire_daemon("indexer", "beta", 30)
     assert a.daemon_holders() == {"mailer": "alpha", "indexer": "beta"}
     assert not b.renew_daemon("mailer", "beta", 30) and not b.release_daemon("mailer", "beta")
     assert a.renew_daemon("mailer", "alpha", 30)
+    assert b.renew_daemon("indexer", "beta", TTL)  # shortened, then left to expire
     wait_for(lambda: "indexer" not in a.daemon_holders(), 5, "the indexer lease expired")
     assert not b.renew_daemon("indexer", "beta", 30)  # too late: expired
     assert a.acquire_daemon("indexer", "alpha", 30)
@@ -221,7 +222,7 @@ def test_daemon_leases_have_one_holder_until_released_or_expired(backend):
 # -- supervisor registry -------------------------------------------------------------------------
 def test_a_live_supervisor_name_cannot_be_taken_but_an_expired_one_can(backend):
     a, b = backend.open(), backend.open()
-    a.register_supervisor("alpha", "instance-1", TTL, {"host": "one"})
+    a.register_supervisor("alpha", "instance-1", 30, {"host": "one"})
     a.register_supervisor("alpha", "instance-1", 30, {"host": "one", "pid": 7})  # heartbeat
     [info] = b.supervisors()
     assert (info.name, info.instance, info.info) == ("alpha", "instance-1", {"host": "one", "pid": 7})
