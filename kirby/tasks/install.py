@@ -30,7 +30,8 @@ _NOT_FOUND = (
     "no matching distribution found",  # pip
     "could not find a version that satisfies",  # pip
 )
-_UNREACHABLE = ("connection refused", "failed to connect", "max retries exceeded", "name or service not known")
+_UNREACHABLE = ("connection refused", "failed to establish a new connection", "tcp connect error",
+                "name or service not known", "failed to resolve")
 
 
 def home_directory() -> str:
@@ -126,13 +127,13 @@ class Installer:
     def _explain(self, requirement: str, output: str) -> str:
         name, version = requirement.split("==")
         lowered = output.lower()
+        if any(marker in lowered for marker in _UNREACHABLE):  # first: pip then also says "no matching"
+            return f"the package index {self.index} cannot be reached: start it or fix KIRBY_PACKAGE_INDEX"
         if any(marker in lowered for marker in _NOT_FOUND):
             return (
                 f"package {name!r}=={version} is not on the package index {self.index}: "
                 "check the name and version, or upload it"
             )
-        if any(marker in lowered for marker in _UNREACHABLE):
-            return f"the package index {self.index} cannot be reached: start it or fix KIRBY_PACKAGE_INDEX"
         return f"could not install {requirement} from {self.index} with {self.name}: see the installer's output"
 
 
