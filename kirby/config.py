@@ -7,13 +7,18 @@ The README's table documents every variable; keep it in step with ``VARIABLES`` 
 
 from __future__ import annotations
 
+import logging
+import math
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlparse
 
 from dotenv import dotenv_values
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from kirby.errors import ConfigError
 
@@ -71,50 +76,99 @@ def _parse_float(name: str, raw: str, minimum: float = 0.0) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number: use e.g. {name}=0.4") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r} is not a number: use e.g. {name}=0.4")
     if value < minimum:
         raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
     return value
 
 
+def _mask(raw: str) -> str:
+    """``raw`` with the password of a URL replaced by ***, for error messages."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", raw)
+
+
 def _parse_database_uri(raw: str, cwd: Path) -> str:
-    """Accept full SQLAlchemy URLs and the user guide's short form ``///kirby.db``."""
+    """Accept SQLite and PostgreSQL URLs and the user guide's short form ``///kirby.db``.
+
+    A relative SQLite path is relative to ``cwd``; PostgreSQL always uses the psycopg 3 driver.
+    """
+    name = "SQLALCHEMY_DATABASE_URI"
+    example = "use e.g. ///kirby.db, sqlite:///kirby.db or postgresql://user:password@host:5432/database"
     if raw.startswith("///"):
         raw = "sqlite:" + raw
-    scheme = raw.split("://", 1)[0] if "://" in raw else ""
-    if not scheme:
-        raise ConfigError(
-            f"SQLALCHEMY_DATABASE_URI={raw!r} is not a database URL: "
-            "use e.g. sqlite:///kirby.db or postgresql+psycopg://user:pass@host/db"
-        )
-    if scheme.startswith("sqlite"):
-        path = raw.split(":///", 1)[1] if ":///" in raw else ""
-        if path and path != ":memory:" and not os.path.isabs(path):
-            raw = f"{scheme}:///{cwd / path}"
-    elif scheme in ("postgresql", "postgres"):
-        raw = "postgresql+psycopg://" + raw.split("://", 1)[1]
-    return raw
+    try:
+        url = make_url(raw)
+    except (ArgumentError, ValueError):
+        raise ConfigError(f"{name}={_mask(raw)!r} is not a database URL: {example}") from None
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        database = url.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            database = str(cwd / Path(database).expanduser())
+        query = raw.partition("?")[2]
+        return f"sqlite:///{database}" + (f"?{query}" if query else "")
+    elif backend in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    else:
+        raise ConfigError(f"{name}={_mask(raw)!r}: Kirby stores scripts in SQLite or PostgreSQL; {example}")
+    return url.render_as_string(hide_password=False)
 
 
 def _parse_url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
-    parsed = urlparse(raw)
-    if parsed.scheme not in schemes or not parsed.netloc:
-        raise ConfigError(f"{name}={raw!r} is not a valid URL: use e.g. {schemes[0]}://127.0.0.1:port/...")
+    try:
+        parsed = urlparse(raw)
+        parsed.port  # noqa: B018 -- raises ValueError on a bad port
+        valid = parsed.scheme in schemes and bool(parsed.hostname)
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ConfigError(f"{name}={_mask(raw)!r} is not a valid URL: use e.g. {schemes[0]}://127.0.0.1:port/...")
     return raw
 
 
 def _parse_servers(name: str, raw: str) -> str:
     for server in raw.split(","):
         host, _, port = server.strip().rpartition(":")
-        if not host or not port.isdigit():
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError(f"{name}={raw!r}: {server.strip()!r} is not host:port, e.g. 127.0.0.1:9092")
     return raw
 
 
-def _existing_file(name: str, raw: str | None) -> str | None:
-    if raw and not os.path.isfile(raw):
+def _existing_file(name: str, raw: str | None, cwd: Path) -> str | None:
+    """An existing file (relative to ``cwd``), as an absolute path; None when unset."""
+    if not raw:
+        return None
+    path = cwd / Path(raw).expanduser()
+    if not path.is_file():
         raise ConfigError(f"{name}={raw!r}: no such file; point it at an existing file or unset it")
-    return raw or None
+    return str(path.resolve())
+
+
+def _parse_topic(name: str, raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", raw) or raw in (".", ".."):
+        raise ConfigError(f"{name}={raw!r} is not a Kafka topic name: use letters, digits, '.', '_' and '-'")
+    return raw
+
+
+def _parse_log_format(raw: str) -> str:
+    record = logging.LogRecord("kirby", logging.INFO, __file__, 1, "message", None, None)
+    try:
+        logging.Formatter(raw, validate=True).format(record)
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"LOG_FORMAT={raw!r} is not a logging format: use e.g. LOG_FORMAT={DEFAULT_LOG_FORMAT!r}") from None
+    return raw
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    try:
+        values = dotenv_values(path, encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file; save the .env file as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the .env file: {exc.strerror}") from None
+    return {k: v for k, v in values.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -123,8 +177,8 @@ class Settings:
 
     database_uri: str = "sqlite:///kirby.db"
     track_modifications: bool = False
-    secret_key: str = INSECURE_SECRET_KEY
-    security_password_salt: str = ""
+    secret_key: str = field(default=INSECURE_SECRET_KEY, repr=False)
+    security_password_salt: str = field(default="", repr=False)
     testing: bool = False
     kafka_bootstrap_servers: str | None = None
     kafka_use_ssl: bool = False
@@ -143,7 +197,7 @@ class Settings:
     package_index: str = "http://127.0.0.1:8081/simple/"
     venv_directory: Path = Path("~/.kirby/venvs").expanduser()
     run_directory: Path = Path("~/.kirby/runs").expanduser()
-    api_token: str | None = None
+    api_token: str | None = field(default=None, repr=False)
 
     @property
     def secret_key_is_default(self) -> bool:
@@ -167,7 +221,7 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
     env: dict[str, str] = {}
     dotenv_file = cwd / ".env"
     if dotenv_file.is_file():
-        env.update({k: v for k, v in dotenv_values(dotenv_file).items() if v is not None})
+        env.update(_read_dotenv(dotenv_file))
     env.update(os.environ if environ is None else environ)
 
     def get(name: str) -> str | None:
@@ -176,7 +230,8 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
             return VARIABLES[name][0]
         return value.strip()
 
-    use_ssl_raw = env.get("KAFKA_USE_SSL") or env.get("KAFKA_USE_TLS") or "false"
+    use_ssl_name = "KAFKA_USE_SSL" if (env.get("KAFKA_USE_SSL") or "").strip() else "KAFKA_USE_TLS"
+    use_ssl_raw = (env.get(use_ssl_name) or "").strip() or "false"
     servers = get("KAFKA_BOOTSTRAP_SERVERS")
     redis_url = get("REDIS_URL")
     index = get("KIRBY_PACKAGE_INDEX")
@@ -195,17 +250,17 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
         security_password_salt=get("SECURITY_PASSWORD_SALT"),
         testing=_parse_bool("TESTING", get("TESTING")),
         kafka_bootstrap_servers=_parse_servers("KAFKA_BOOTSTRAP_SERVERS", servers) if servers else None,
-        kafka_use_ssl=_parse_bool("KAFKA_USE_SSL", use_ssl_raw),
-        kafka_ssl_cafile=_existing_file("KAFKA_SSL_CAFILE", get("KAFKA_SSL_CAFILE")),
-        kafka_ssl_certfile=_existing_file("KAFKA_SSL_CERTFILE", get("KAFKA_SSL_CERTFILE")),
-        kafka_ssl_keyfile=_existing_file("KAFKA_SSL_KEYFILE", get("KAFKA_SSL_KEYFILE")),
-        topic_job_offers=get("KIRBY_TOPIC_JOB_OFFERS"),
-        topic_run_events=get("KIRBY_TOPIC_RUN_EVENTS"),
+        kafka_use_ssl=_parse_bool(use_ssl_name, use_ssl_raw),
+        kafka_ssl_cafile=_existing_file("KAFKA_SSL_CAFILE", get("KAFKA_SSL_CAFILE"), cwd),
+        kafka_ssl_certfile=_existing_file("KAFKA_SSL_CERTFILE", get("KAFKA_SSL_CERTFILE"), cwd),
+        kafka_ssl_keyfile=_existing_file("KAFKA_SSL_KEYFILE", get("KAFKA_SSL_KEYFILE"), cwd),
+        topic_job_offers=_parse_topic("KIRBY_TOPIC_JOB_OFFERS", get("KIRBY_TOPIC_JOB_OFFERS")),
+        topic_run_events=_parse_topic("KIRBY_TOPIC_RUN_EVENTS", get("KIRBY_TOPIC_RUN_EVENTS")),
         supervisor_group_id=get("KIRBY_SUPERVISOR_GROUP_ID"),
         schedule_endpoint=_parse_url("KIRBY_SCHEDULE_ENDPOINT", get("KIRBY_SCHEDULE_ENDPOINT"), ("http", "https")),
         ext_wait_between_retries=_parse_float("EXT_WAIT_BETWEEN_RETRIES", get("EXT_WAIT_BETWEEN_RETRIES")),
         ext_retries=_parse_int("EXT_RETRIES", get("EXT_RETRIES")),
-        log_format=get("LOG_FORMAT"),
+        log_format=_parse_log_format(get("LOG_FORMAT")),
         redis_url=_parse_url("REDIS_URL", redis_url, ("redis", "rediss")) if redis_url else None,
         embedded_path=directory("KIRBY_EMBEDDED_PATH"),
         package_index=index,
