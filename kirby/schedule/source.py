@@ -63,6 +63,15 @@ class _Transient(Exception):
     """A failure worth retrying (connection refused, timeout, HTTP 5xx)."""
 
 
+def _detail(response: requests.Response) -> str:
+    """`` (<the server's error message>)`` when it sent one as JSON (``{"error": ...}``), else ``""``."""
+    try:
+        message = response.json().get("error")
+    except (ValueError, AttributeError):
+        return ""
+    return f" ({message})" if isinstance(message, str) and message else ""
+
+
 class ScheduleClient(ScheduleSource):
     """Fetches ``/schedule`` over HTTP and keeps the last good copy."""
 
@@ -115,12 +124,13 @@ class ScheduleClient(ScheduleSource):
             response = self._http.get(self.url, timeout=self.timeout)
         except requests.RequestException as exc:
             raise _Transient(f"{type(exc).__name__}: {exc}") from None
+        status = f"HTTP {response.status_code}{_detail(response)}"
         if response.status_code >= 500:
-            raise _Transient(f"HTTP {response.status_code}")
+            raise _Transient(status)
         if response.status_code in (401, 403):
-            raise KirbyError(f"HTTP {response.status_code}: the token was refused; set KIRBY_API_TOKEN to the web server's token")
+            raise KirbyError(f"{status}: the token was refused; set KIRBY_API_TOKEN to the web server's token")
         if response.status_code != 200:
-            raise KirbyError(f"HTTP {response.status_code}")
+            raise KirbyError(status)
         try:
             data = response.json()
         except ValueError:

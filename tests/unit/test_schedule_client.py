@@ -62,9 +62,8 @@ def web():
 
 
 def client_for(make_settings, url: str, **env) -> ScheduleClient:
-    settings = make_settings(
-        KIRBY_SCHEDULE_ENDPOINT=url, KIRBY_API_TOKEN="s3cret", EXT_RETRIES="2", EXT_WAIT_BETWEEN_RETRIES="0.01", **env
-    )
+    env.setdefault("KIRBY_API_TOKEN", "s3cret")
+    settings = make_settings(KIRBY_SCHEDULE_ENDPOINT=url, EXT_RETRIES="2", EXT_WAIT_BETWEEN_RETRIES="0.01", **env)
     return ScheduleClient(settings, timeout=2)
 
 
@@ -85,6 +84,12 @@ def test_no_good_copy_yet_raises_a_clear_error(web, make_settings):
     with pytest.raises(KirbyError, match=r"schedule endpoint .* unreachable after 3 attempts: HTTP 500"):
         client_for(make_settings, web.url).fetch(NOW)
     assert len(web.requests) == 3
+
+
+def test_the_servers_error_message_is_passed_on(web, make_settings):
+    web.answers = [(503, b'{"error": "the schedule API is disabled: set KIRBY_API_TOKEN"}')]
+    with pytest.raises(KirbyError, match=r"HTTP 503 \(the schedule API is disabled: set KIRBY_API_TOKEN\)"):
+        client_for(make_settings, web.url).fetch(NOW)
 
 
 def test_refused_token_is_not_retried_and_names_the_variable(web, make_settings):
@@ -123,3 +128,37 @@ def test_bad_document_keeps_the_last_good_copy(web, make_settings):
     web.answers = [(200, b'{"contexts": []}')]
     assert client.fetch(NOW + timedelta(seconds=30)) is first
     assert client.in_outage
+
+
+def test_fetch_from_the_real_web_app(make_settings, db):
+    """``kirby web``'s /schedule (the real Flask app on a real socket) read by the leader's client."""
+    from werkzeug.serving import make_server
+
+    from kirby.bus import open_bus
+    from kirby.lease import open_lease_store
+    from kirby.web import create_app
+    from test_schedule import populate
+
+    with db.session() as session:
+        populate(session)
+    settings = make_settings(KIRBY_API_TOKEN="web-token-0123456789", SECRET_KEY="test-secret-key-abcdef")
+    bus, leases = open_bus(settings), open_lease_store(settings)
+    server = make_server("127.0.0.1", 0, create_app(settings, database=db, bus=bus, lease_store=leases), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/schedule"
+        snapshot = client_for(make_settings, url, KIRBY_API_TOKEN="web-token-0123456789").fetch(NOW)
+        assert {(e.job, e.environment, e.job_type) for e in snapshot.entries} == {
+            ("report", "prod", "scheduled"),
+            ("feed", "prod", "daemon"),
+        }
+        report = snapshot.scheduled[0]
+        assert report.config["TOKEN"] == "ctx" and report.secrets == ("TOKEN",)  # the token holder gets values
+        assert report.schedules[0].cron == "*/5 * * * *" and report.schedules[0].catchup == "all"
+        with pytest.raises(KirbyError, match="HTTP 401"):
+            client_for(make_settings, url, KIRBY_API_TOKEN="wrong-token-0123456789").fetch(NOW)
+    finally:
+        server.shutdown()
+        bus.close()
+        leases.close()
