@@ -16,10 +16,21 @@ postgres_bin() {
 postgres_install() {
   postgres_bin >/dev/null || apt_install postgresql
   postgres_bin >/dev/null || die "postgresql installed, but no /usr/lib/postgresql/*/bin/pg_ctl"
-  id postgres >/dev/null 2>&1 || die "the postgres OS user is missing (it comes with Debian's postgresql)"
+  [ "$(id -u)" != 0 ] || id postgres >/dev/null 2>&1 || die "the postgres OS user is missing (it comes with Debian's postgresql)"
 }
 
-as_postgres() { runuser -u postgres -- "$@"; }
+# PostgreSQL refuses to run as root: as root, run its tools as the postgres user; otherwise as us.
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# The database superuser is the OS user that runs the server (peer authentication on the socket).
+postgres_superuser() { if [ "$(id -u)" = 0 ]; then echo postgres; else id -un; fi; }
+
+# chown_postgres PATH...: as root, hand PATHs to the postgres user.
+chown_postgres() {
+  if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$@"; fi
+}
 
 postgres_pid() {
   local pid
@@ -51,9 +62,9 @@ postgres_init() {
   say "postgres: initdb $POSTGRES_DATA"
   rm -rf "$POSTGRES_DATA"
   mkdir -p "$POSTGRES_DATA"
-  chown postgres:postgres "$POSTGRES_ROOT" "$POSTGRES_DATA"
+  chown_postgres "$POSTGRES_ROOT" "$POSTGRES_DATA"
   chmod 700 "$POSTGRES_DATA"
-  as_postgres "$(postgres_bin)/initdb" -D "$POSTGRES_DATA" -U postgres -E UTF8 --locale=C.UTF-8 \
+  as_postgres "$(postgres_bin)/initdb" -D "$POSTGRES_DATA" -U "$(postgres_superuser)" -E UTF8 --locale=C.UTF-8 \
     --auth-local=peer --auth-host=scram-sha-256 >>"$POSTGRES_LOG" 2>&1 \
     || fail_with_log postgres "$POSTGRES_LOG" "initdb failed"
 }
@@ -62,8 +73,8 @@ postgres_start() {
   require_free_port postgres KIRBY_POSTGRES_PORT "$POSTGRES_PORT"
   mkdir -p "$POSTGRES_ROOT"
   touch "$POSTGRES_LOG"
-  chown postgres:postgres "$POSTGRES_ROOT" "$POSTGRES_LOG"
-  postgres_make_reachable
+  chown_postgres "$POSTGRES_ROOT" "$POSTGRES_LOG"
+  [ "$(id -u)" != 0 ] || postgres_make_reachable
   postgres_init
   # Tests only: no fsync. Socket inside the data folder, TCP on 127.0.0.1 only.
   as_postgres "$(postgres_bin)/pg_ctl" -D "$POSTGRES_DATA" -l "$POSTGRES_LOG" -w -t 60 start \
@@ -75,7 +86,7 @@ postgres_start() {
 
 postgres_sql() {
   as_postgres "$(postgres_bin)/psql" -X -q -t -A -v ON_ERROR_STOP=1 -h "$POSTGRES_DATA" \
-    -p "$POSTGRES_PORT" -d postgres "$@"
+    -p "$POSTGRES_PORT" -U "$(postgres_superuser)" -d postgres "$@"
 }
 
 # Role kirby and its databases, created only when missing.
