@@ -70,10 +70,13 @@ postgres_init() {
 }
 
 postgres_start() {
+  local socket=$POSTGRES_DATA/.s.PGSQL.$POSTGRES_PORT
+  ((${#socket} <= 107)) || die "postgres: its socket path $socket is longer than 107 bytes; choose a shorter KIRBY_SERVICES_DIR"
   require_free_port postgres KIRBY_POSTGRES_PORT "$POSTGRES_PORT"
   mkdir -p "$POSTGRES_ROOT"
   touch "$POSTGRES_LOG"
   chown_postgres "$POSTGRES_ROOT" "$POSTGRES_LOG"
+  chmod go+x "$LOG_DIR"  # pg_ctl, as the postgres user, opens its log there
   [ "$(id -u)" != 0 ] || postgres_make_reachable
   postgres_init
   # Tests only: no fsync. Socket inside the data folder, TCP on 127.0.0.1 only.
