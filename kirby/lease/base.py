@@ -96,7 +96,13 @@ class LeaseStore(ABC):
 
     @abstractmethod
     def set_cursor(self, schedule_key: str, instant: datetime, epoch: int) -> None:
-        """Record ``instant`` for ``schedule_key``; raises StaleEpoch unless ``epoch`` is current."""
+        """Record ``instant`` for ``schedule_key``; raises StaleEpoch unless ``epoch`` is current.
+
+        Current means: the leader lease is live under ``epoch``. A write is refused once a newer
+        epoch was issued, and also when the lease expired or was released without a successor
+        (the old leader must win a new election, under a new epoch, before writing again).
+        ``instant`` must be timezone-aware (ValueError otherwise); it is read back in UTC.
+        """
 
     def get_cursors(self, schedule_keys: list[str]) -> dict[str, datetime]:
         """The cursors of ``schedule_keys`` that exist. Backends may override to read in one round trip."""
