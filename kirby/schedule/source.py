@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from abc import ABC, abstractmethod
 from datetime import datetime
 
@@ -91,17 +92,19 @@ class ScheduleClient(ScheduleSource):
         self.last_good: ScheduleSnapshot | None = None
         self.last_good_at: datetime | None = None
         self.in_outage = False
+        self._lock = threading.Lock()  # one fetch at a time (the leader and the arbiter share a client)
 
     def fetch(self, now: datetime) -> ScheduleSnapshot:
-        try:
-            snapshot = self._retrying(self._get)
-        except (_Transient, KirbyError) as exc:
-            return self._fall_back(str(exc))
-        if self.in_outage:
-            log.info("schedule endpoint %s is reachable again", self.url)
-        self.in_outage = False
-        self.last_good, self.last_good_at = snapshot, now
-        return snapshot
+        with self._lock:
+            try:
+                snapshot = self._retrying(self._get)
+            except (_Transient, KirbyError) as exc:
+                return self._fall_back(str(exc))
+            if self.in_outage:
+                log.info("schedule endpoint %s is reachable again", self.url)
+            self.in_outage = False
+            self.last_good, self.last_good_at = snapshot, now
+            return snapshot
 
     def _fall_back(self, reason: str) -> ScheduleSnapshot:
         if self.last_good is None:

@@ -346,3 +346,21 @@ def test_a_bad_cron_in_the_schedule_is_logged_and_skipped(cluster, caplog):
     alpha.tick(T0 + timedelta(seconds=10))
     assert [o.scheduled_at.second for o in cluster.published()] == [10]
     assert any(m.startswith("schedule report:prod:9 is not scheduled: ") for m in caplog.messages)
+
+
+def test_dst_fall_back_in_new_york_runs_the_repeated_hour_once(cluster):
+    half_hourly = entry(ScheduleRule(id=10, cron="*/30 * * * *", timezone="America/New_York"), job="half")
+    nightly = entry(ScheduleRule(id=11, cron="30 1 * * *", timezone="America/New_York"), job="nightly")
+    alpha = cluster.leader("alpha", StaticScheduleSource(snapshot(half_hourly, nightly)), wakeup=3600)
+    lead(alpha)
+    now = datetime(2026, 11, 1, 4, 50, tzinfo=UTC)  # 00:50 EDT; at 02:00 EDT clocks go back to 01:00 EST
+    alpha.tick(now)
+    for minutes in range(10, 140, 10):  # a tick every ten minutes, including inside the repeated hour
+        alpha.tick(now + timedelta(minutes=minutes))
+    runs = [o.run_id for o in cluster.published()]
+    assert runs == [
+        "half:prod:20261101T050000Z",  # 01:00 EDT
+        "half:prod:20261101T053000Z",  # 01:30 EDT
+        "nightly:prod:20261101T053000Z",  # 01:30 EDT, once: not again at 01:30 EST
+        "half:prod:20261101T070000Z",  # 02:00 EST (01:00 and 01:30 EST already ran)
+    ]
