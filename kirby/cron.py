@@ -64,7 +64,11 @@ class CronFieldError(CronError):
 
 def _check_field(field: str, value: str) -> str:
     """Return the field's text if croniter accepts it alone and no step exceeds the field."""
-    text = str(value).strip()
+    return _checked_field(field, str(value).strip())
+
+
+@lru_cache(maxsize=4096)
+def _checked_field(field: str, text: str) -> str:
     message = f"{text!r} is not a valid {field} field"
     if not text or any(c.isspace() for c in text):
         raise CronFieldError(field, text, message)
