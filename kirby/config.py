@@ -45,6 +45,7 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
     "EXT_RETRIES": ("3", "Retries of an outside call (Kafka, Redis, web) before giving up."),
     "LOG_FORMAT": (DEFAULT_LOG_FORMAT, "Python logging format of every process."),
     "REDIS_URL": (None, "Redis URL (redis:// or rediss://, password allowed). Unset: embedded lease store."),
+    "KIRBY_REDIS_PREFIX": ("kirby:", "Prefix of Kirby's Redis keys (several clusters can share one Redis)."),
     "KIRBY_EMBEDDED_PATH": ("kirby-embedded.db", "SQLite file of the embedded bus and lease store."),
     "KIRBY_PACKAGE_INDEX": ("http://127.0.0.1:8081/simple/", "Package index URL, or a folder of wheels."),
     "KIRBY_VENV_DIRECTORY": ("~/.kirby/venvs", "Where virtualenvs are cached, one per package version."),
@@ -193,6 +194,7 @@ class Settings:
     ext_retries: int = 3
     log_format: str = DEFAULT_LOG_FORMAT
     redis_url: str | None = None
+    redis_prefix: str = "kirby:"
     embedded_path: Path = Path("kirby-embedded.db")
     package_index: str = "http://127.0.0.1:8081/simple/"
     venv_directory: Path = Path("~/.kirby/venvs").expanduser()
@@ -262,6 +264,7 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
         ext_retries=_parse_int("EXT_RETRIES", get("EXT_RETRIES")),
         log_format=_parse_log_format(get("LOG_FORMAT")),
         redis_url=_parse_url("REDIS_URL", redis_url, ("redis", "rediss")) if redis_url else None,
+        redis_prefix=get("KIRBY_REDIS_PREFIX"),
         embedded_path=directory("KIRBY_EMBEDDED_PATH"),
         package_index=index,
         venv_directory=directory("KIRBY_VENV_DIRECTORY"),

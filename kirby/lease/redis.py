@@ -142,11 +142,11 @@ def _glob_escape(text: str) -> str:
 class RedisLeaseStore(LeaseStore):
     """The lease store on Redis at ``settings.redis_url`` (redis:// or rediss://, password allowed)."""
 
-    def __init__(self, settings: Settings, prefix: str = "kirby:"):
+    def __init__(self, settings: Settings, prefix: str | None = None):
         if not settings.redis_url:
             raise LeaseError("REDIS_URL is not set: set it to e.g. redis://127.0.0.1:6379/0")
         self._url = settings.redis_url
-        self._prefix = prefix
+        self._prefix = settings.redis_prefix if prefix is None else prefix
         self._retrying = Retrying(  # its per-call state is thread-local: one instance serves all threads
             stop=stop_after_attempt(settings.ext_retries + 1),
             wait=wait_fixed(settings.ext_wait_between_retries),

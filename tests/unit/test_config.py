@@ -50,6 +50,7 @@ CASES = {
     "EXT_RETRIES": ("ext_retries", 3, " 7 ", 7),
     "LOG_FORMAT": ("log_format", DEFAULT_LOG_FORMAT, "%(levelname)s %(message)s", "%(levelname)s %(message)s"),
     "REDIS_URL": ("redis_url", None, "rediss://:p%40ss@127.0.0.1:6390/2", "rediss://:p%40ss@127.0.0.1:6390/2"),
+    "KIRBY_REDIS_PREFIX": ("redis_prefix", "kirby:", "kirby-staging:", "kirby-staging:"),
     "KIRBY_EMBEDDED_PATH": ("embedded_path", Path("{tmp}/kirby-embedded.db"), "state/e.db", Path("{tmp}/state/e.db")),
     "KIRBY_PACKAGE_INDEX": ("package_index", "http://127.0.0.1:8081/simple/", "wheels", "{tmp}/wheels"),
     "KIRBY_VENV_DIRECTORY": ("venv_directory", HOME / ".kirby/venvs", "venvs", Path("{tmp}/venvs")),
