@@ -7,7 +7,7 @@ Datetimes are aware UTC and travel as ISO 8601 strings.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
@@ -55,7 +55,7 @@ class Offer:
     offered_at: datetime | None = None
 
     def to_json(self) -> bytes:
-        data = {k: _encode(v) for k, v in asdict(self).items()}
+        data = {f.name: _encode(getattr(self, f.name)) for f in fields(self)}  # asdict deep-copies: slow
         data["secrets"] = list(self.secrets)
         return json.dumps(data, sort_keys=True).encode()
 

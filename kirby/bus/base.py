@@ -81,6 +81,11 @@ class OfferBus(ABC):
     def publish_event(self, event: RunEvent) -> None:
         """Publish a run event keyed by its run id (durable when this returns, unless ``flush`` is deferred)."""
 
+    def publish_events(self, events: list[RunEvent]) -> None:
+        """Publish each event, in order; returns once all are stored. Backends may batch them."""
+        for event in events:
+            self.publish_event(event)
+
     @abstractmethod
     def event_consumer(self, group: str, member: str) -> Consumer[RunEvent]:
         """Join consumer group ``group`` on the run events and return the consumer."""

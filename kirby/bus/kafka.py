@@ -236,19 +236,24 @@ class KafkaBus(OfferBus):
     def publish_offer(self, offer: Offer) -> None:
         self._send(self._settings.topic_job_offers, offer.run_id, offer.to_json())
 
-    def publish_offers(self, offers: list[Offer]) -> None:
+    def _send_all(self, topic: str, messages: list[tuple[str, bytes]]) -> None:
         """Send them all, then wait for every acknowledgement (a retry sends them all again)."""
-        topic = self._settings.topic_job_offers
 
         def send_all() -> None:
-            futures = [self._producer.send(topic, key=o.run_id.encode(), value=o.to_json()) for o in offers]
+            futures = [self._producer.send(topic, key=run_id.encode(), value=payload) for run_id, payload in messages]
             for future in futures:
                 future.get(timeout=SEND_TIMEOUT + 1)
 
         call(self._settings, f"publish to {topic}", send_all)
 
+    def publish_offers(self, offers: list[Offer]) -> None:
+        self._send_all(self._settings.topic_job_offers, [(o.run_id, o.to_json()) for o in offers])
+
     def publish_event(self, event: RunEvent) -> None:
         self._send(self._settings.topic_run_events, event.run_id, event.to_json())
+
+    def publish_events(self, events: list[RunEvent]) -> None:
+        self._send_all(self._settings.topic_run_events, [(e.run_id, e.to_json()) for e in events])
 
     def offer_consumer(self, member: str) -> Consumer[Offer]:
         return self._consumer(self._settings.topic_job_offers, self._settings.supervisor_group_id, member, Offer.from_json)

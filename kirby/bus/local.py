@@ -213,6 +213,9 @@ class LocalBus(OfferBus):
     def publish_event(self, event: RunEvent) -> None:
         self._publish("events", [(event.run_id, event.to_json())])
 
+    def publish_events(self, events: list[RunEvent]) -> None:
+        self._publish("events", [(event.run_id, event.to_json()) for event in events])
+
     def offer_consumer(self, member: str) -> Consumer[Offer]:
         return self._consumer("offers", self.group_id, member, Offer.from_json)
 

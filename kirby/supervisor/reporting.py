@@ -30,8 +30,9 @@ def utcnow() -> datetime:
 class RunReporter:
     """Publishes run events of supervisor ``supervisor`` in order, from one thread."""
 
-    def __init__(self, bus: OfferBus, supervisor: str, max_queued: int = 10_000):
+    def __init__(self, bus: OfferBus, supervisor: str, max_queued: int = 10_000, batch_size: int = 500):
         self.bus = bus
+        self.batch_size = batch_size
         self.supervisor = supervisor
         self._queue: queue.Queue = queue.Queue(maxsize=max_queued)
         self._thread = threading.Thread(target=self._publish_loop, name="run-reporter", daemon=True)
@@ -77,17 +78,27 @@ class RunReporter:
         self._emit("finished", run_id, {"state": "failed", "exit_code": None, "signal": None, "error": error}, now)
 
     def _publish_loop(self) -> None:
+        """Publish what is queued in batches (one bus round trip each), in order, until stopped."""
         while True:
-            event = self._queue.get()
-            if event is _STOP:
+            batch, stop = [self._queue.get()], False
+            while len(batch) < self.batch_size:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if _STOP in batch:
+                batch, stop = batch[: batch.index(_STOP)], True
+            if batch:
+                self._publish(batch)
+            if stop:
                 return
-            self._publish(event)
 
-    def _publish(self, event: RunEvent) -> None:
+    def _publish(self, events: list[RunEvent]) -> None:
         try:
-            self.bus.publish_event(event)
-        except KirbyError as exc:  # the bus retried already; the event is lost, say so
-            log.error("could not publish %s event of run %s: %s", event.kind, event.run_id, exc)
+            self.bus.publish_events(events)
+        except KirbyError as exc:  # the bus retried already; the events are lost, say so
+            log.error("could not publish %d run event(s) (first: %s of run %s): %s", len(events), events[0].kind,
+                      events[0].run_id, exc)
 
     def close(self, timeout: float = 10.0) -> None:
         """Publish what is queued (up to ``timeout``), then stop the thread."""

@@ -74,7 +74,8 @@ class Supervisor:
         self.executor = LocalExecutor(settings, name)
         self.reporter = RunReporter(self.bus, name)
         self.election = Election(self.leases, name, window)
-        self.scheduler = Scheduler(self.source, self.leases, self.bus, self.election, wakeup=wakeup)
+        self.scheduler = Scheduler(self.source, self.leases, self.bus, self.election, wakeup=wakeup,
+                                   reporter=self.reporter)
         self.runner: Runner | None = None
         self.arbiter = Arbiter(name, self.leases, self.executor, self.reporter, ttl=3 * window)
 

@@ -214,6 +214,17 @@ def test_events_of_a_run_arrive_in_order(bus_factory):
         assert [e.data["seq"] for e in events if e.run_id == run_id] == list(range(20))
 
 
+def test_publish_events_stores_a_batch_in_order(bus_factory):
+    bus = bus_factory()
+    consumer = bus.event_consumer("web", "w1")
+    batch = [RunEvent("log", run_id, T0, "sup", {"seq": seq, "stream": "stdout", "text": "x" * seq})
+             for seq in range(50) for run_id in ("r-a", "r-b")]
+    bus.publish_events(batch)
+    events = receive(consumer, 100, 30)
+    for run_id in ("r-a", "r-b"):
+        assert [e.data["text"] for e in events if e.run_id == run_id] == ["x" * seq for seq in range(50)]
+
+
 def test_every_event_group_sees_every_event(bus_factory):
     bus = bus_factory()
     groups = [bus.event_consumer("web", "w1"), bus.event_consumer("audit", "a1")]
