@@ -1,0 +1,141 @@
+"""Small validators for JSON values: each returns the value it checked or raises DemoImportError(path, ...)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Iterable
+
+from kirby.demo.source import child, type_name
+from kirby.errors import DemoImportError, PackageError
+from kirby.tasks import names
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")  # jobs and environments (they appear in run ids)
+VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+def obj(value: Any, path: str) -> dict:
+    if not isinstance(value, dict):
+        raise DemoImportError(path, f"is {type_name(value)}; expected a JSON object")
+    return value
+
+
+def array(value: Any, path: str) -> list:
+    if not isinstance(value, list):
+        raise DemoImportError(path, f"is {type_name(value)}; expected a JSON list")
+    return value
+
+
+def keys(mapping: dict, path: str, required: Iterable[str] = (), optional: Iterable[str] = ()) -> dict:
+    """Check that ``mapping`` has every required key and no key outside required + optional."""
+    required, optional = tuple(required), tuple(optional)
+    for key in required:
+        if key not in mapping:
+            raise DemoImportError(path, f"the required key {key!r} is missing" + ("" if path else " at the top level"))
+    allowed = required + optional
+    for key in mapping:
+        if key not in allowed:
+            raise DemoImportError(child(path, key), f"unknown key; expected one of: {', '.join(allowed)}")
+    return mapping
+
+
+def string(value: Any, path: str, max_length: int = 255, empty: bool = True) -> str:
+    if not isinstance(value, str):
+        raise DemoImportError(path, f"is {type_name(value)}; expected a string")
+    if not empty and not value.strip():
+        raise DemoImportError(path, "is empty; expected a non-empty string")
+    if len(value) > max_length:
+        raise DemoImportError(path, f"is {len(value)} characters long; at most {max_length} are allowed")
+    return value
+
+
+def boolean(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise DemoImportError(path, f"is {type_name(value)}; expected true or false")
+    return value
+
+
+def integer(value: Any, path: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DemoImportError(path, f"is {type_name(value)}; expected a whole number")
+    if value < minimum:
+        raise DemoImportError(path, f"{value} is too small; expected at least {minimum}")
+    return value
+
+
+def choice(value: Any, path: str, allowed: Iterable[str]) -> str:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        shown = json.dumps(value) if not isinstance(value, (dict, list)) else type_name(value)
+        raise DemoImportError(path, f"{shown} is not one of: {', '.join(allowed)}")
+    return value
+
+
+def name(value: Any, path: str, what: str, max_length: int) -> str:
+    """A job or environment name: letters, digits, '_', '.', '-' (no ':' since names form run ids)."""
+    string(value, path, max_length, empty=False)
+    if not NAME.match(value):
+        raise DemoImportError(path, f"{value!r} is not a valid {what} name; use letters, digits, '_', '.' and '-'")
+    return value
+
+
+def package_name(value: Any, path: str, hint: str = "") -> str:
+    string(value, path, 128, empty=False)
+    try:
+        names.check_package(value)
+    except PackageError as exc:
+        raise DemoImportError(path, f"{exc}{hint}") from None
+    return value
+
+
+def version(value: Any, path: str) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise DemoImportError(path, f"is a number; write the version as a string, e.g. \"{value}\"")
+    string(value, path, 64, empty=False)
+    try:
+        names.check_version(value)
+    except PackageError as exc:
+        raise DemoImportError(path, str(exc)) from None
+    return value
+
+
+def module(value: Any, path: str) -> str:
+    string(value, path, 255, empty=False)
+    try:
+        names.module_for("", value)
+    except PackageError as exc:
+        raise DemoImportError(path, str(exc)) from None
+    return value
+
+
+def variable(key: str, path: str) -> str:
+    if not VARIABLE.match(key) or len(key) > 255:
+        raise DemoImportError(path, f"{key!r} is not a valid environment variable name; use letters, digits and '_'")
+    return key
+
+
+def email(value: Any, path: str) -> str:
+    string(value, path, 255, empty=False)
+    if not EMAIL.match(value):
+        raise DemoImportError(path, f"{value!r} is not an email address")
+    return value
+
+
+def scalar_text(value: Any, path: str) -> str:
+    """A config value as a shell sees it: strings as they are, other scalars JSON-encoded (false, 0.8, 50)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int, float)):
+        return json.dumps(value)
+    if value is None:
+        raise DemoImportError(path, 'is null; use "" for an empty value or remove the key')
+    raise DemoImportError(path, f"is {type_name(value)}; expected a string, number or boolean")
+
+
+def unique(values: list, path: str, what: str) -> None:
+    seen: set = set()
+    for index, value in enumerate(values):
+        if value in seen:
+            raise DemoImportError(child(path, index), f"{what} {value!r} is listed twice")
+        seen.add(value)

@@ -1,0 +1,87 @@
+"""The validated content of an import file, as plain dataclasses (no database objects)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from kirby.models import JobType
+
+
+@dataclass(frozen=True)
+class ConfigValue:
+    key: str
+    value: str
+    secret: bool = False
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    name: str
+    cron: str
+    timezone: str
+    enabled: bool
+    # Only the policies the file gives (misfire_grace_seconds, catchup, overlap, timeout_seconds,
+    # retries); the others keep the model's defaults.
+    policies: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContextSpec:
+    environment: str
+    package_version: str
+    config: tuple[ConfigValue, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    path: str
+    name: str
+    description: str
+    type: JobType
+    enabled: bool
+    package_name: str
+    module: str
+    contexts: tuple[ContextSpec, ...]
+    schedule: ScheduleSpec | None
+    config: tuple[ConfigValue, ...]
+    notification_group: str | None
+    notify_on_failure: bool = True
+    notify_on_missed: bool = True
+
+
+@dataclass(frozen=True)
+class UserSpec:
+    path: str
+    username: str
+    password: str
+    admin: bool
+
+
+@dataclass(frozen=True)
+class SuspensionSpec:
+    path: str
+    job: str | None
+    starts_at: datetime
+    ends_at: datetime
+    reason: str
+
+
+@dataclass
+class DemoData:
+    environments: dict[str, str]  # declared in ENVS: name -> description
+    global_config: tuple[ConfigValue, ...]
+    jobs: tuple[JobSpec, ...]
+    exts: tuple[str, ...]
+    users: tuple[UserSpec, ...]
+    groups: dict[str, tuple[str, ...]]
+    suspensions: tuple[SuspensionSpec, ...]
+    notes: list[str] = field(default_factory=list)
+
+    def used_environments(self) -> list[str]:
+        """Every environment a job runs in, in order of first appearance."""
+        seen: dict[str, None] = {}
+        for job in self.jobs:
+            for context in job.contexts:
+                seen.setdefault(context.environment)
+        return list(seen)
