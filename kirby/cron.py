@@ -4,7 +4,7 @@ Expressions have 5 fields (``minute hour day month weekday``) or 6 with a TRAILI
 (croniter's form: ``minute hour day month weekday second``). Field syntax is croniter's (lists,
 ranges, steps, month and weekday names, ``L`` and ``nW`` in the day field, ``n#k`` in the weekday
 field); ``@hourly``-style aliases are expanded. When both day and weekday are restricted, a date
-matching either one fires (classic cron). A step larger than its field (``*/70`` minutes), hashed
+matching either one fires (classic cron; croniter intersects them when ``n#k`` or ``nW`` is used). A step larger than its field (``*/70`` minutes), hashed
 ``H`` fields, 7-field (year) forms and expressions that never fire are refused with CronError.
 
 The fields are wall-clock time in the schedule's IANA time zone. Every instant this module returns
