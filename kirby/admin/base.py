@@ -10,9 +10,15 @@
 
 from __future__ import annotations
 
+import enum
+from datetime import datetime
+
 from flask import abort, has_request_context, redirect, request, url_for
 from flask_admin import BaseView
 from flask_admin.contrib.sqla import ModelView
+from flask_admin.contrib.sqla.form import AdminModelConverter
+from flask_admin.model.form import converts
+from flask_admin.model import typefmt
 from flask_admin.form import SecureForm
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -45,8 +51,40 @@ class KirbyBaseView(_Access, BaseView):
     """A custom page (not a model list) for logged-in users."""
 
 
+def _enum_choice(value) -> str:
+    return value.value if isinstance(value, enum.Enum) else str(value)
+
+
+class ModelConverter(AdminModelConverter):
+    """Enum selects keyed by the enum's value (what the database stores), not by its name.
+
+    Flask-Admin keys existing values by name ("LATEST") while offering values ("latest"), so an
+    edit form would show, and save, the first choice instead of the stored one.
+    """
+
+    @converts("sqlalchemy.sql.sqltypes.Enum")
+    def convert_enum(self, column, field_args, **extra):
+        field = super().convert_enum(column, field_args, **extra)
+        field.kwargs["coerce"] = _enum_choice
+        return field
+
+
+def _utc_time(view, value, name) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _enum_value(view, value, name) -> str:
+    return str(value.value)
+
+
+TYPE_FORMATTERS = {**typefmt.BASE_FORMATTERS, datetime: _utc_time, enum.Enum: _enum_value}
+
+
 class KirbyModelView(_Access, ModelView):
     form_base_class = KirbyForm
+    model_form_converter = ModelConverter
+    column_type_formatters = TYPE_FORMATTERS
+    column_type_formatters_detail = TYPE_FORMATTERS
     can_export = False
     can_view_details = True
     page_size = 50

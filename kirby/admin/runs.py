@@ -53,10 +53,13 @@ class RunView(KirbyModelView):
     simple_list_pager = True
     page_size = 50
     column_list = ("scheduled_at", "job_name", "environment", "state", "supervisor", "attempt", "trigger",
-                   "started_at", "finished_at", "exit_code", "logs")
-    column_labels = {"job_name": "Job", "scheduled_at": "Scheduled (UTC)", "started_at": "Started",
-                     "finished_at": "Finished", "logs": ""}
-    column_formatters = {"logs": _logs_link}
+                   "started_at", "duration", "exit_code", "logs")
+    column_labels = {"job_name": "Job", "scheduled_at": "Scheduled (UTC)", "started_at": "Started (UTC)",
+                     "duration": "Duration (s)", "logs": ""}
+    column_formatters = {
+        "logs": _logs_link,
+        "duration": lambda v, c, m, n: "" if m.duration_seconds is None else f"{m.duration_seconds:.1f}",
+    }
     column_sortable_list = ("scheduled_at",)
     column_default_sort = ("scheduled_at", True)
     column_searchable_list = ()

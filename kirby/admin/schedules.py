@@ -39,7 +39,9 @@ class ScheduleView(KirbyModelView):
         "cron": {"validators": [cron_expression],
                  "description": "5 fields (minute hour day month weekday), or 6 with trailing seconds"},
         "timezone": {"validators": [time_zone], "description": "IANA time zone, e.g. Europe/Paris", "default": "UTC"},
-        "misfire_grace_seconds": {"validators": [NumberRange(min=0)]},
+        "catchup": {"default": "latest"},  # the model's defaults (a select would start at its first choice)
+        "overlap": {"default": "forbid"},
+        "misfire_grace_seconds": {"validators": [NumberRange(min=0)], "default": 300},
         "timeout_seconds": {"validators": [NumberRange(min=1)]},
         "retries": {"validators": [NumberRange(min=0, max=100)]},
     }

@@ -9,7 +9,7 @@ from datetime import timedelta
 from sqlalchemy import event, func, select
 
 from test_web_support import SECRET_VALUES, T0, admin_client, app, seed, settings, viewer_client, web  # noqa: F401
-from kirby.models import ConfigKey, ConfigScope, Context, Run, RunState, Schedule
+from kirby.models import CatchUp, ConfigKey, ConfigScope, Context, Run, RunState, Schedule
 
 
 def schedule_form(context_id: int, **overrides) -> dict:
@@ -51,8 +51,12 @@ def test_the_edit_page_shows_the_preview(app, viewer_client, admin_client):
     seed(app)
     with app.extensions["kirby"].database.session() as s:
         schedule_id = s.scalar(select(Schedule.id))
+    with app.extensions["kirby"].database.session() as s:
+        s.get(Schedule, schedule_id).catchup = CatchUp.ALL
     page = admin_client.get(f"/admin/schedule/edit/?id={schedule_id}").get_data(as_text=True)
     assert page.count(" CET</td>") + page.count(" CEST</td>") == 5
+    # enum selects show the stored value (not the first choice, which a save would then write)
+    assert '<option selected value="all">' in page and '<option selected value="forbid">' in page
     details = viewer_client.get(f"/admin/schedule/details/?id={schedule_id}").get_data(as_text=True)
     assert details.count(" UTC</td>") == 5
 

@@ -14,6 +14,12 @@ from kirby.lease import open_lease_store
 from kirby.web import create_app
 from kirby.web.throttle import LoginThrottle
 
+@pytest.fixture
+def database_url(tmp_path) -> str:
+    """Auth does not depend on the database engine: these tests run on SQLite only."""
+    return f"sqlite:///{tmp_path / 'kirby.db'}"
+
+
 PUBLIC = {"static", "admin.static", "auth.login", "api.healthz"}
 ARGUMENTS = {"path": "x:y", "int": "1", "default": "csv"}
 
