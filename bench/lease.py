@@ -133,8 +133,8 @@ def report(backend: str, rows: list[tuple[str, dict[str, float]]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--count", type=int, default=5000, help="claims per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--count", type=int, default=2000, help="claims per round")
+    parser.add_argument("--rounds", type=int, default=9, help="rounds, kirby and baseline alternating")
     arguments = parser.parse_args()
     settings = load_settings()
     print(f"{'backend':8} {'what':30} {'p50 us':>9} {'p99 us':>9} {'claims/s':>10}  kirby p50 / this p50")
