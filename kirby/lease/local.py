@@ -134,20 +134,33 @@ class LocalLeaseStore(LeaseStore):
 
     # -- cursors --------------------------------------------------------------------------------
     def get_cursor(self, schedule_key: str) -> datetime | None:
-        with self._transaction() as db:
-            row = db.execute("SELECT instant FROM lease_cursor WHERE schedule_key = ?", (schedule_key,)).fetchone()
-        return datetime.fromisoformat(row[0]) if row else None
+        return self.get_cursors([schedule_key]).get(schedule_key)
 
     def set_cursor(self, schedule_key: str, instant: datetime, epoch: int) -> None:
-        text = as_utc(instant).isoformat()
+        self.set_cursors({schedule_key: instant}, epoch)
+
+    def get_cursors(self, schedule_keys: list[str]) -> dict[str, datetime]:
+        """One transaction."""
+        with self._transaction() as db:
+            rows = [
+                db.execute("SELECT schedule_key, instant FROM lease_cursor WHERE schedule_key = ?", (key,)).fetchone()
+                for key in schedule_keys
+            ]
+        return {row[0]: datetime.fromisoformat(row[1]) for row in rows if row}
+
+    def set_cursors(self, cursors: dict[str, datetime], epoch: int) -> None:
+        """One transaction: all written, or none (StaleEpoch)."""
+        rows = [(key, as_utc(instant).isoformat()) for key, instant in cursors.items()]
+        if not rows:
+            return
         with self._transaction() as db:
             live = db.execute(
                 "SELECT 1 FROM lease_leader WHERE epoch = ? AND owner IS NOT NULL AND expires_at > ?",
                 (epoch, time.time()),
             ).fetchone()
             if not live:
-                raise StaleEpoch(f"epoch {epoch} no longer holds the leader lease; cursor {schedule_key!r} not written")
-            db.execute("INSERT OR REPLACE INTO lease_cursor VALUES (?, ?)", (schedule_key, text))
+                raise StaleEpoch(f"epoch {epoch} no longer holds the leader lease; cursors {sorted(cursors)} not written")
+            db.executemany("INSERT OR REPLACE INTO lease_cursor VALUES (?, ?)", rows)
 
     # -- run claims -----------------------------------------------------------------------------
     def claim_run(self, run_id: str, supervisor: str, attempt: int = 1) -> bool:

@@ -88,9 +88,10 @@ local now = redis.call('TIME')
 return {held[1], held[2], redis.call('PTTL', KEYS[1]), now[1], now[2]}
 """
 
-SET_CURSOR = """
+# ARGV: epoch, then schedule key, instant pairs: all written, or none when the epoch is not live.
+SET_CURSORS = """
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
@@ -165,7 +166,7 @@ class RedisLeaseStore(LeaseStore):
         self._compare = script(COMPARE_AND_EXTEND_OR_DELETE)
         self._take = script(TAKE)
         self._leader = script(LEADER)
-        self._set_cursor = script(SET_CURSOR)
+        self._set_cursors = script(SET_CURSORS)
         self._claim = script(CLAIM)
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -235,14 +236,26 @@ class RedisLeaseStore(LeaseStore):
 
     # -- cursors --------------------------------------------------------------------------------
     def get_cursor(self, schedule_key: str) -> datetime | None:
-        text = self._call(lambda: self._redis.hget(self._key("cursors"), schedule_key))
-        return None if text is None else datetime.fromisoformat(text)
+        return self.get_cursors([schedule_key]).get(schedule_key)
 
     def set_cursor(self, schedule_key: str, instant: datetime, epoch: int) -> None:
+        self.set_cursors({schedule_key: instant}, epoch)
+
+    def get_cursors(self, schedule_keys: list[str]) -> dict[str, datetime]:
+        """One HMGET."""
+        if not schedule_keys:
+            return {}
+        texts = self._call(lambda: self._redis.hmget(self._key("cursors"), schedule_keys))
+        return {key: datetime.fromisoformat(text) for key, text in zip(schedule_keys, texts) if text is not None}
+
+    def set_cursors(self, cursors: dict[str, datetime], epoch: int) -> None:
+        """One script: all written, or none (StaleEpoch)."""
+        if not cursors:
+            return
+        args = [str(epoch)] + [item for key, instant in cursors.items() for item in (key, as_utc(instant).isoformat())]
         keys = [self._key("leader"), self._key("cursors")]
-        args = [str(epoch), schedule_key, as_utc(instant).isoformat()]
-        if self._call(lambda: self._set_cursor(keys=keys, args=args)) != 1:
-            raise StaleEpoch(f"epoch {epoch} no longer holds the leader lease; cursor {schedule_key!r} not written")
+        if self._call(lambda: self._set_cursors(keys=keys, args=args)) != 1:
+            raise StaleEpoch(f"epoch {epoch} no longer holds the leader lease; cursors {sorted(cursors)} not written")
 
     # -- run claims -----------------------------------------------------------------------------
     def claim_run(self, run_id: str, supervisor: str, attempt: int = 1) -> bool:

@@ -142,6 +142,22 @@ def test_a_cursor_is_stored_in_utc_and_a_naive_datetime_is_refused(store):
     assert store.get_cursor("job:prod") == T0
 
 
+def test_cursors_in_batches_are_written_all_or_none(backend):
+    a, b = backend.open(), backend.open()
+    epoch = a.acquire_leader("alpha", 30)
+    a.set_cursors({"job:prod": T0, "other:prod": T0 + timedelta(hours=1)}, epoch)
+    assert b.get_cursors(["job:prod", "missing", "other:prod"]) == {"job:prod": T0, "other:prod": T0 + timedelta(hours=1)}
+    assert b.get_cursors([]) == {}
+    a.set_cursors({}, epoch)
+    a.release_leader("alpha", epoch)
+    newer = b.acquire_leader("beta", 30)
+    with pytest.raises(StaleEpoch):
+        a.set_cursors({"job:prod": T0 + timedelta(days=1), "new:prod": T0 + timedelta(days=1)}, epoch)
+    assert b.get_cursors(["job:prod", "new:prod"]) == {"job:prod": T0}  # nothing of the refused batch
+    b.set_cursors({"job:prod": T0 + timedelta(days=2), "new:prod": T0 + timedelta(days=3)}, newer)
+    assert a.get_cursors(["job:prod", "new:prod"]) == {"job:prod": T0 + timedelta(days=2), "new:prod": T0 + timedelta(days=3)}
+
+
 # -- run claims ----------------------------------------------------------------------------------
 def test_a_run_id_is_claimed_once_and_the_claim_can_be_read_back(backend):
     a, b = backend.open(), backend.open()
