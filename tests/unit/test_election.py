@@ -54,8 +54,8 @@ def test_one_leader_and_renewal_keeps_the_epoch(store, caplog):
 def test_a_dead_leader_is_replaced_with_a_new_epoch_and_cannot_renew(store, caplog):
     caplog.set_level(logging.INFO, logger="kirby.supervisor.election")
     deposed = []
-    alpha = Election(store, "alpha", window=0.1, on_deposed=deposed.append)  # TTL 0.2 s
-    beta = Election(store, "beta", window=0.1)
+    alpha = Election(store, "alpha", window=0.5, on_deposed=deposed.append)  # TTL 1 s
+    beta = Election(store, "beta", window=0.5)
     assert alpha.tick(utcnow()).epoch == 1
     assert not beta.tick(utcnow()).is_leader
     # alpha stops ticking (crashed or frozen): its lease expires and beta takes over with epoch 2.

@@ -135,10 +135,11 @@ def test_each_slot_is_published_once_at_its_instant_and_tick_returns_the_exact_d
 
 def test_failover_republishes_unclaimed_slots_within_grace_under_the_new_epoch(cluster):
     source = StaticScheduleSource(snapshot(entry(EVERY_10S)))
-    alpha = cluster.leader("alpha", source, window=0.2)  # lease TTL 0.4 s of real time
-    beta = cluster.leader("beta", source, window=0.2)
+    alpha = cluster.leader("alpha", source, window=0.5)  # lease TTL 1 s of real time
+    beta = cluster.leader("beta", source, window=0.5)
     assert lead(alpha) == 1
     for seconds in (0, 10, 20, 30, 40):
+        alpha.election.tick(datetime.now(UTC))  # renews when due (real time): a slow machine keeps the lease
         alpha.tick(T0 + timedelta(seconds=seconds))
     assert [o.scheduled_at.second for o in cluster.published()] == [10, 20, 30, 40]
     cluster.store.claim_run(run_slot_id("report", "prod", T0 + timedelta(seconds=10)), "runner")
@@ -155,8 +156,8 @@ def test_failover_republishes_unclaimed_slots_within_grace_under_the_new_epoch(c
 
 def test_a_deposed_leader_stops_publishing_at_once(cluster, caplog):
     source = StaticScheduleSource(snapshot(entry(EVERY_10S)))
-    alpha = cluster.leader("alpha", source, window=0.2)
-    beta = cluster.leader("beta", source, window=0.2)
+    alpha = cluster.leader("alpha", source, window=0.5)
+    beta = cluster.leader("beta", source, window=0.5)
     lead(alpha)
     alpha.tick(T0)
     wait_for(lambda: beta.election.tick(datetime.now(UTC)).is_leader, 5, "beta to lead")
@@ -297,7 +298,7 @@ def test_run_publishes_in_real_time_and_releases_the_lease(cluster):
     assert len(received) >= 3, received
     assert len({o.run_id for o in received}) == len(received)
     lateness = [(o.offered_at - o.scheduled_at).total_seconds() for o in received]
-    assert all(0 <= late < 0.5 for late in lateness), lateness  # at the due instant, not on a coarse poll
+    assert all(0 <= late < 1.0 for late in lateness), lateness  # at the due instant, not on a 5 s poll
     assert cluster.store.leader() is None  # released on the way out
 
 
