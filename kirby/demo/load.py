@@ -28,7 +28,6 @@ from kirby.models import (
     NotificationGroup,
     Schedule,
     Suspension,
-    User,
 )
 from kirby.users import add_user, find_user
 

@@ -297,3 +297,25 @@ def test_deeply_nested_json_fails_cleanly(tmp_path):
     with pytest.raises(DemoImportError) as caught:
         parse_file(path)
     assert str(caught.value) == f"{path}: invalid JSON: nested too deeply"
+
+
+def test_a_five_megabyte_file_with_one_bad_value_at_the_end_names_it(tmp_path):
+    job = base_document()["JOBS"]["sensor_orders"]
+    document = {"ENVS": {"dev": "Development"}, "JOBS": {f"job_{i:05d}": job for i in range(5_000_000 // 400)},
+                "NOTIFICATION_GROUPS": {"sysadmins": []}}
+    document["JOBS"]["zz_last"] = dict(job, scheduled_param={"cron": "*/5 * * * *", "second": "61"})
+    path = write(tmp_path, document)
+    assert path.stat().st_size >= 5_000_000
+    with pytest.raises(DemoImportError) as caught:
+        parse_file(path)
+    assert str(caught.value) == "JOBS.zz_last.scheduled_param.second: give either cron or the separate fields, not both"
+
+
+def test_a_separate_second_field_makes_a_six_field_cron(tmp_path):
+    document = base_document()
+    document["JOBS"]["sensor_orders"]["scheduled_param"]["second"] = "*/15"
+    assert parse_file(write(tmp_path, document)).jobs[0].schedule.cron == "*/2 * * * * */15"
+    document["JOBS"]["sensor_orders"]["scheduled_param"]["second"] = "61"
+    with pytest.raises(DemoImportError) as caught:
+        parse_file(write(tmp_path, document))
+    assert str(caught.value) == "JOBS.sensor_orders.scheduled_param.second: '61' is not a valid second field"
