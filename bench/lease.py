@@ -77,7 +77,8 @@ def redis_benchmark(url: str, count: int) -> dict[str, float] | None:
         command + ["-t", "set", "-n", str(count), "-c", "1", "--csv"], capture_output=True, text=True, check=True
     ).stdout
     row = next(row for row in csv.DictReader(output.splitlines()) if row["test"] == "SET")
-    return {"p50": float(row["p50_latency_ms"]) * 1000, "p99": float(row["p99_latency_ms"]) * 1000, "rate": float(row["rps"])}
+    milliseconds = {"p50": float(row["p50_latency_ms"]), "p99": float(row["p99_latency_ms"])}
+    return {**{name: value * 1000 for name, value in milliseconds.items()}, "rate": float(row["rps"])}
 
 
 def bench_redis(url: str, count: int, rounds: int) -> list[tuple[str, dict[str, float]]]:

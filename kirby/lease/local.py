@@ -159,7 +159,9 @@ class LocalLeaseStore(LeaseStore):
                 (epoch, time.time()),
             ).fetchone()
             if not live:
-                raise StaleEpoch(f"epoch {epoch} no longer holds the leader lease; cursors {sorted(cursors)} not written")
+                raise StaleEpoch(
+                    f"epoch {epoch} no longer holds the leader lease; cursors {sorted(cursors)} not written"
+                )
             db.executemany("INSERT OR REPLACE INTO lease_cursor VALUES (?, ?)", rows)
 
     # -- run claims -----------------------------------------------------------------------------
@@ -250,7 +252,10 @@ class LocalLeaseStore(LeaseStore):
                 "SELECT name, instance, heartbeat, info FROM lease_supervisor WHERE expires_at > ? ORDER BY name",
                 (time.time(),),
             ).fetchall()
-        return [SupervisorInfo(name=r[0], instance=r[1], last_heartbeat=_datetime(r[2]), info=json.loads(r[3])) for r in rows]
+        return [
+            SupervisorInfo(name=r[0], instance=r[1], last_heartbeat=_datetime(r[2]), info=json.loads(r[3]))
+            for r in rows
+        ]
 
     def close(self) -> None:
         with self._lock:

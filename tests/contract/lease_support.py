@@ -124,7 +124,9 @@ class Backend:
 
 def delete_keys(url: str, prefix: str) -> None:
     """Remove a test's keys (redis-cli, so that redis-py stays inside kirby/lease/redis.py)."""
-    listed = subprocess.run(["redis-cli", "-u", url, "--scan", "--pattern", prefix + "*"], capture_output=True, text=True)
+    listed = subprocess.run(
+        ["redis-cli", "-u", url, "--scan", "--pattern", prefix + "*"], capture_output=True, text=True
+    )
     keys = listed.stdout.split()
     if keys:
         subprocess.run(["redis-cli", "-u", url, "del", *keys], capture_output=True, check=True)

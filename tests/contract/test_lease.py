@@ -146,7 +146,8 @@ def test_cursors_in_batches_are_written_all_or_none(backend):
     a, b = backend.open(), backend.open()
     epoch = a.acquire_leader("alpha", 30)
     a.set_cursors({"job:prod": T0, "other:prod": T0 + timedelta(hours=1)}, epoch)
-    assert b.get_cursors(["job:prod", "missing", "other:prod"]) == {"job:prod": T0, "other:prod": T0 + timedelta(hours=1)}
+    both = {"job:prod": T0, "other:prod": T0 + timedelta(hours=1)}
+    assert b.get_cursors(["job:prod", "missing", "other:prod"]) == both
     assert b.get_cursors([]) == {}
     a.set_cursors({}, epoch)
     a.release_leader("alpha", epoch)
@@ -155,7 +156,10 @@ def test_cursors_in_batches_are_written_all_or_none(backend):
         a.set_cursors({"job:prod": T0 + timedelta(days=1), "new:prod": T0 + timedelta(days=1)}, epoch)
     assert b.get_cursors(["job:prod", "new:prod"]) == {"job:prod": T0}  # nothing of the refused batch
     b.set_cursors({"job:prod": T0 + timedelta(days=2), "new:prod": T0 + timedelta(days=3)}, newer)
-    assert a.get_cursors(["job:prod", "new:prod"]) == {"job:prod": T0 + timedelta(days=2), "new:prod": T0 + timedelta(days=3)}
+    assert a.get_cursors(["job:prod", "new:prod"]) == {
+        "job:prod": T0 + timedelta(days=2),
+        "new:prod": T0 + timedelta(days=3),
+    }
 
 
 # -- run claims ----------------------------------------------------------------------------------

@@ -155,7 +155,8 @@ def test_a_password_and_tls_in_redis_url_are_honoured(start_private_redis, tmp_p
         wrong.claim_run("r2", "alpha")
     assert time.monotonic() - started < 1  # a wrong password is not retried
     message = str(refused.value)
-    assert message.startswith(f"Redis at rediss://:***@127.0.0.1:{tls_port}/0?ssl_ca_certs={certificate} (REDIS_URL) refused")
+    masked = f"rediss://:***@127.0.0.1:{tls_port}/0?ssl_ca_certs={certificate}"
+    assert message.startswith(f"Redis at {masked} (REDIS_URL) refused the credentials")
     assert "fix the password in REDIS_URL" in message and "guess" not in message
     wrong.close()
 
@@ -267,7 +268,9 @@ time.sleep(60)
 def test_a_process_killed_inside_a_transaction_leaves_the_embedded_store_usable(make_settings):
     settings = make_settings()
     store = LocalLeaseStore(settings)
-    child = subprocess.Popen([sys.executable, "-c", HALF_DONE, str(settings.embedded_path)], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", HALF_DONE, str(settings.embedded_path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert Lines(child).next() == "in transaction"  # it holds the write lock, its claim uncommitted
     finally:
