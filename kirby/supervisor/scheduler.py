@@ -12,8 +12,10 @@ Why it never runs a slot twice and never misses one (DESIGN.md, "Semantics"):
 * **Re-publish on takeover.** The cursor write and the publication are not atomic: a leader that
   dies between them loses those slots, and offers it published that no runner consumed before the failover
   are dropped as stale. So a leader starting a new epoch re-publishes, under its own epoch, every
-  recent slot ``(now - misfire grace, cursor]`` that nobody has claimed yet. Duplicates are
-  harmless (claims); a slot older than its grace is not re-run.
+  recent slot ``(now - misfire grace, cursor]`` that nobody has claimed yet, but none from before
+  the schedule's *since* mark (cursor ``kirby:since:<key>``: when it was first seen, or re-enabled),
+  which were never published. Duplicates are harmless (claims); a slot older than its grace is
+  not re-run.
 * **Resume from the cursor.** Slots after the cursor that fell into the failover gap are
   published late if within the misfire grace; older ones follow the catch-up policy (``planning``).
   A schedule seen for the first time starts from now (the past is not run).
@@ -53,6 +55,11 @@ from kirby.supervisor.reporting import RunReporter
 log = logging.getLogger(__name__)
 
 ALIVE_KEY = "kirby:leader-alive"
+SINCE_PREFIX = "kirby:since:"  # + schedule key: where the schedule's published slots begin
+
+
+def since_key(schedule_key: str) -> str:
+    return SINCE_PREFIX + schedule_key
 NEVER = datetime.max.replace(tzinfo=timezone.utc)
 
 
@@ -69,6 +76,7 @@ class _Track:
     key: str
     done_until: datetime  # every slot at or before this was handled (published, skipped, or inactive)
     next_due: datetime
+    since: datetime | None = None  # slots after this (to the cursor) were published, unless skipped
 
 
 @dataclass
@@ -195,21 +203,22 @@ class Scheduler:
                     continue
                 if track.rule != rule:  # new cron, time zone or grace: recompute from where it is
                     next_due = self._next(rule, key, track.done_until)
-                    track = _Track(entry, rule, key, track.done_until, next_due) if next_due else None
+                    track = _Track(entry, rule, key, track.done_until, next_due, track.since) if next_due else None
                 else:
                     track.entry = entry  # new version, config...: the next offers carry it
                 if track is not None:
                     tracks[key] = track
-        cursors = self.store.get_cursors([key for _, _, key in new]) if new else {}
+        cursors = self.store.get_cursors([k for _, _, key in new for k in (key, since_key(key))]) if new else {}
         for entry, rule, key in new:
             cursor = cursors.get(key)
             next_due = self._next(rule, key, cursor or now)
             if next_due is None:
                 continue
-            tracks[key] = _Track(entry, rule, key, cursor or now, next_due)
+            since = cursors.get(since_key(key)) if cursor else now
+            tracks[key] = _Track(entry, rule, key, cursor or now, next_due, since)
             if cursor is None:  # a new schedule starts from now: the past is not run
-                batch.cursors[key] = now
-            else:
+                batch.cursors[key] = batch.cursors[since_key(key)] = now
+            elif self._synced is None:  # first sync of this epoch: offers of older epochs are void
                 self._republish(tracks[key], now, epoch, batch)
         self._tracks, self._synced = tracks, snapshot
 
@@ -225,6 +234,8 @@ class Scheduler:
     def _republish(self, track: _Track, now: datetime, epoch: int, batch: _Batch) -> None:
         """Re-offer, under ``epoch``, the recent slots up to the cursor that nobody has claimed."""
         start = now - timedelta(seconds=track.rule.misfire_grace_seconds, microseconds=1)
+        if track.since is not None:  # never before the schedule was first seen or re-enabled
+            start = max(start, track.since)
         end = min(track.done_until, now)
         if end <= start:
             return
@@ -252,6 +263,8 @@ class Scheduler:
                 batch.skipped.append((offer, slot.skip_reason))
         if plan.slots:
             batch.cursors[track.key] = plan.slots[-1].instant
+            if self._alive is not None and track.next_due <= self._alive:  # slots up to the mark were inactive
+                track.since = batch.cursors[since_key(track.key)] = self._alive
 
     # -- loop -----------------------------------------------------------------------------------
     def run(self, stop_event: threading.Event) -> None:

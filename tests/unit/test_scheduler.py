@@ -365,3 +365,42 @@ def test_dst_fall_back_in_new_york_runs_the_repeated_hour_once(cluster):
         "nightly:prod:20261101T053000Z",  # 01:30 EDT, once: not again at 01:30 EST
         "half:prod:20261101T070000Z",  # 02:00 EST (01:00 and 01:30 EST already ran)
     ]
+
+
+def test_a_takeover_does_not_publish_slots_before_the_schedule_was_first_seen(cluster):
+    rule = ScheduleRule(id=12, cron="* * * * * */10", misfire_grace_seconds=60)
+    source = StaticScheduleSource(snapshot(entry(rule)))
+    alpha = cluster.leader("alpha", source)
+    lead(alpha)
+    alpha.tick(T0 + timedelta(seconds=35))  # first sight: :00 .. :30 are the past
+    alpha.tick(T0 + timedelta(seconds=40))
+    alpha.election.release()
+    beta = cluster.leader("beta", source)
+    lead(beta)
+    beta.tick(T0 + timedelta(seconds=45))  # :40 is unclaimed and within the grace; :00 .. :30 never existed
+    assert [(o.scheduled_at.second, o.epoch) for o in cluster.published()] == [(40, 1), (40, 2)]
+
+
+def test_a_takeover_does_not_publish_the_slots_of_a_disabled_period(cluster):
+    rule = ScheduleRule(id=13, cron="* * * * * */10", misfire_grace_seconds=120, catchup="all")
+    source = StaticScheduleSource(snapshot(entry(rule)))
+    alpha = cluster.leader("alpha", source, wakeup=10)
+    lead(alpha)
+    alpha.tick(T0)
+    alpha.tick(T0 + timedelta(seconds=10))
+    source.snapshot = snapshot()  # disabled for 40 seconds
+    for seconds in (20, 30, 40, 50):
+        alpha.refresh(T0 + timedelta(seconds=seconds))
+        alpha.tick(T0 + timedelta(seconds=seconds))
+    source.snapshot = snapshot(entry(rule))
+    alpha.refresh(T0 + timedelta(seconds=60))
+    alpha.tick(T0 + timedelta(seconds=60))
+    alpha.election.release()
+    beta = cluster.leader("beta", source)
+    lead(beta)
+    beta.tick(T0 + timedelta(seconds=65))
+    # alpha: +10, then +60 after re-enabling (+20 .. +50 were disabled). beta re-publishes the
+    # unclaimed +60 (re-enabled at the alive mark +50), but neither +10 (before the disabled period,
+    # a different run of publications) nor the disabled period itself.
+    published = [(round((o.scheduled_at - T0).total_seconds()), o.epoch) for o in cluster.published()]
+    assert published == [(10, 1), (60, 1), (60, 2)]
