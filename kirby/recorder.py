@@ -14,7 +14,8 @@ claimed     ``offer_data(offer)`` as above. Creates the run if missing; state ``
             ``claimed_at`` = event time, ``supervisor`` = event supervisor.
 started     ``{}`` (optionally ``{"pid": int}``). State ``running``, ``started_at`` = time.
 log         ``{"seq": int, "stream": "stdout"|"stderr"|"system", "text": str}``: one line,
-            already masked, without its newline. ``seq`` counts from 1 per run (per attempt).
+            already masked, without its newline. ``seq`` counts from 0 per run (per attempt), as
+            the executor numbers lines (``kirby.tasks.base.OutputLine``).
 finished    ``{"state": "succeeded"|"failed"|"timed_out", "exit_code": int|None,
             "signal": int|None, "error": str}``. ``finished_at`` = time.
 lost        ``{"error": str}``: the run's supervisor died. State ``lost``.
@@ -215,7 +216,8 @@ def _insert_new_lines(session: Session, rows: list[dict[str, Any]]) -> None:
 def mark_lost(session: Session, run: Run, time: datetime, reason: str) -> None:
     """Record ``run`` as lost (its supervisor died) with a ``system`` log line saying why."""
     last_seq = session.scalar(select(LogLine.seq).where(LogLine.run_id == run.id).order_by(LogLine.seq.desc()).limit(1))
+    seq = 0 if last_seq is None else last_seq + 1
     record(session, [
-        RunEvent(kind="log", run_id=run.id, time=time, data={"seq": (last_seq or 0) + 1, "stream": "system", "text": reason}),
+        RunEvent(kind="log", run_id=run.id, time=time, data={"seq": seq, "stream": "system", "text": reason}),
         RunEvent(kind="lost", run_id=run.id, time=time, data={"error": reason}),
     ])

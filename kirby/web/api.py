@@ -79,7 +79,7 @@ def runs():
 @blueprint.route("/api/runs/<path:run_id>/logs")
 @api_auth()
 def run_logs(run_id: str):
-    after = parse_int("after", request.args.get("after"), 0)
+    after = parse_int("after", request.args.get("after"), -1, minimum=-1)  # seq counts from 0
     limit = parse_int("limit", request.args.get("limit"), 1000, minimum=1, maximum=10_000)
     with web_state().database.session() as s:
         if s.get(Run, run_id) is None:

@@ -38,7 +38,7 @@ def _resume_point() -> int | None:
     raw = request.headers.get("Last-Event-ID") or request.args.get("last_id")
     if raw in (None, ""):
         return None
-    return parse_int("Last-Event-ID", raw, 0)
+    return parse_int("Last-Event-ID", raw, 0, minimum=-1)
 
 
 def run_events(state: WebState, run_id: str, after: int, poll: float, lifetime: float) -> Iterator[str]:
@@ -110,7 +110,7 @@ def stream():
         with state.database.session() as s:
             if s.get(Run, run_id) is None:
                 return api_error(404, f"no run {run_id!r}")
-        events = run_events(state, run_id, after or 0, poll, lifetime)
+        events = run_events(state, run_id, -1 if after is None else after, poll, lifetime)
     else:
         events = tail_events(state, request.args.get("job") or None, after, poll, lifetime)
     response = Response(events, mimetype="text/event-stream")

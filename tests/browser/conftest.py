@@ -21,6 +21,7 @@ SCREENSHOTS = REPO / "docs" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "browser-test-password"
 TOKEN = "browser-test-token"
+KIRBY = Path(sys.executable).with_name("kirby")
 
 
 @dataclass
@@ -39,12 +40,11 @@ def free_port() -> int:
 
 
 def kirby(env: dict[str, str], cwd: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).parent / "kirby"), *args], input=stdin, text=True, capture_output=True, env=env, cwd=cwd, timeout=120, check=True)
+    return subprocess.run([str(KIRBY), *args], input=stdin, text=True, capture_output=True, env=env, cwd=cwd, timeout=120, check=True)
 
 
-@pytest.fixture(scope="module")
-def kirby_web(tmp_path_factory) -> KirbyWeb:
-    directory = tmp_path_factory.mktemp("kirby-web")
+def start_kirby_web(directory: Path, **extra: str) -> KirbyWeb:
+    """Users alice (admin) and victor (viewer), then `kirby web` on a free port; waits for /healthz."""
     variables = {
         "SQLALCHEMY_DATABASE_URI": f"sqlite:///{directory / 'kirby.db'}",
         "KIRBY_EMBEDDED_PATH": str(directory / "embedded.db"),
@@ -52,14 +52,16 @@ def kirby_web(tmp_path_factory) -> KirbyWeb:
         "KIRBY_RUN_DIRECTORY": str(directory / "runs"),
         "SECRET_KEY": "browser-test-secret-key",
         "KIRBY_API_TOKEN": TOKEN,
+        **extra,
     }
     env = {**os.environ, **variables}
     kirby(env, directory, "adduser", "alice", "--admin", "--password-stdin", stdin=PASSWORD + "\n")
     kirby(env, directory, "adduser", "victor", "--no-admin", "--password-stdin", stdin=PASSWORD + "\n")
     port = free_port()
-    log = open(directory / "web.log", "w")
-    process = subprocess.Popen([str(Path(sys.executable).parent / "kirby"), "web", "--port", str(port)],
-                               env=env, cwd=directory, stdout=log, stderr=subprocess.STDOUT)
+    env["KIRBY_SCHEDULE_ENDPOINT"] = f"http://127.0.0.1:{port}/schedule"
+    with open(directory / "web.log", "wb") as log:
+        process = subprocess.Popen([str(KIRBY), "web", "--port", str(port)], env=env, cwd=directory,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
@@ -70,10 +72,24 @@ def kirby_web(tmp_path_factory) -> KirbyWeb:
             return False
 
     wait_for(healthy, 60, f"kirby web did not answer on {url}/healthz")
-    yield KirbyWeb(url, env, directory, load_settings(environ=variables, cwd=directory), process)
-    process.terminate()
-    process.wait(timeout=20)
-    log.close()
+    return KirbyWeb(url, env, directory, load_settings(environ=variables, cwd=directory), process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def kirby_web(tmp_path_factory) -> KirbyWeb:
+    web = start_kirby_web(tmp_path_factory.mktemp("kirby-web"))
+    yield web
+    stop(web.process)
 
 
 @pytest.fixture(scope="session")

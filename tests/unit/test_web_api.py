@@ -18,7 +18,7 @@ def finished_run(app, run_id: str = "backup:prod:20260102T030405Z", lines=("one"
     events = [RunEvent("claimed", run_id, T0, "sup-a", {"job": "backup", "environment": "prod"}),
               RunEvent("started", run_id, T0 + timedelta(seconds=1), "sup-a")]
     events += [RunEvent("log", run_id, T0 + timedelta(seconds=2), "sup-a", {"seq": i, "stream": "stdout", "text": t})
-               for i, t in enumerate(lines, 1)]
+               for i, t in enumerate(lines)]  # seq counts from 0, as the executor numbers lines
     if state:
         events.append(RunEvent("finished", run_id, T0 + timedelta(seconds=3), "sup-a", {"state": state, "exit_code": 0}))
     with app.extensions["kirby"].database.session() as s:
@@ -53,18 +53,20 @@ def test_run_detail_and_logs_api(app):
     client = app.test_client()
     detail = client.get(f"/api/runs/{run_id}", headers=AUTH).get_json()
     assert detail["state"] == "succeeded" and detail["supervisor"] == "sup-a" and "config" not in detail
-    logs = client.get(f"/api/runs/{run_id}/logs?after=1", headers=AUTH).get_json()
+    logs = client.get(f"/api/runs/{run_id}/logs?after=0", headers=AUTH).get_json()
     assert [line["text"] for line in logs["lines"]] == [XSS, "three"]
+    everything = client.get(f"/api/runs/{run_id}/logs", headers=AUTH).get_json()
+    assert [line["seq"] for line in everything["lines"]] == [0, 1, 2]
     assert client.get("/api/runs/nope:x:y", headers=AUTH).status_code == 404
 
 
 def test_sse_streams_a_run_and_resumes_after_the_last_event_id(app, viewer_client):
     run_id = finished_run(app)
     events = sse_events(viewer_client.get(f"/logs/stream?run={run_id}"))
-    assert [(e["id"], e["data"].get("text")) for e in events[:3]] == [("1", "one"), ("2", XSS), ("3", "three")]
+    assert [(e["id"], e["data"].get("text")) for e in events[:3]] == [("0", "one"), ("1", XSS), ("2", "three")]
     assert events[-1]["event"] == "end" and events[-1]["data"]["state"] == "succeeded"
-    resumed = sse_events(viewer_client.get(f"/logs/stream?run={run_id}", headers={"Last-Event-ID": "2"}))
-    assert [e["id"] for e in resumed] == ["3", None] and resumed[0]["data"]["text"] == "three"
+    resumed = sse_events(viewer_client.get(f"/logs/stream?run={run_id}", headers={"Last-Event-ID": "1"}))
+    assert [e["id"] for e in resumed] == ["2", None] and resumed[0]["data"]["text"] == "three"
 
 
 def test_sse_follows_new_lines_of_a_running_run(app, viewer_client):
@@ -74,11 +76,11 @@ def test_sse_follows_new_lines_of_a_running_run(app, viewer_client):
     response = viewer_client.get(f"/logs/stream?run={run_id}")
     stream = response.response
     first = next(stream).decode()
-    assert first.startswith("id: 1\n")
+    assert first.startswith("id: 0\n")
     with app.extensions["kirby"].database.session() as s:
-        record(s, [RunEvent("log", run_id, T0, "sup-a", {"seq": 2, "stream": "stderr", "text": "second"})])
+        record(s, [RunEvent("log", run_id, T0, "sup-a", {"seq": 1, "stream": "stderr", "text": "second"})])
     rest = b"".join(stream).decode()  # ends after the lifetime: the browser reconnects
-    assert "id: 2\n" in rest and '"second"' in rest and "event: end" not in rest
+    assert "id: 1\n" in rest and '"second"' in rest and "event: end" not in rest
 
 
 def test_sse_tail_of_a_job_uses_row_ids(app, viewer_client):
