@@ -12,16 +12,19 @@
 * slots within the grace are published (late, if a failover delayed them);
 * a slot inside a suspension window is skipped whatever its age.
 
+``Track`` (one followed schedule) and ``Batch`` (one tick's writes) are the scheduler's state.
+
 Only a bounded number of missed slots is examined (an every-second schedule after a week-long
 outage is cheap): ``Plan.more_missed`` says more were left uncounted.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from kirby.cron import previous_fire
+from kirby.events import Offer
 from kirby.models import CatchUp
 from kirby.schedule.snapshot import ScheduleEntry, ScheduleRule
 
@@ -43,6 +46,27 @@ class Plan:
     slots: tuple[Slot, ...]
     missed: int  # slots examined beyond the grace (at least this many were missed)
     more_missed: bool  # older slots were left out (beyond max_publish or max_skipped)
+
+
+@dataclass
+class Track:
+    """One schedule the leader follows in its current epoch."""
+
+    entry: ScheduleEntry
+    rule: ScheduleRule
+    key: str
+    done_until: datetime  # every slot at or before this was handled (published, skipped, or inactive)
+    next_due: datetime
+    since: datetime | None = None  # slots after this (to the cursor) were published, unless skipped
+
+
+@dataclass
+class Batch:
+    """What one tick writes: cursors first, then offers, then skipped-run events."""
+
+    cursors: dict[str, datetime] = field(default_factory=dict)
+    offers: list[Offer] = field(default_factory=list)
+    skipped: list[tuple[Offer, str]] = field(default_factory=list)
 
 
 def latest_slots(rule: ScheduleRule, start: datetime, end: datetime, limit: int) -> tuple[list[datetime], bool]:

@@ -36,56 +36,33 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from kirby.bus.base import OfferBus
 from kirby.cron import next_fire
 from kirby.errors import CronError, KirbyError
-from kirby.events import Offer
 from kirby.lease.base import LeaseStore, StaleEpoch
 from kirby.models import run_slot_id
-from kirby.schedule.snapshot import ScheduleEntry, ScheduleRule, ScheduleSnapshot, offer_for_slot
+from kirby.schedule.snapshot import ScheduleRule, ScheduleSnapshot, offer_for_slot
 from kirby.schedule.source import ScheduleSource
 from kirby.supervisor.election import MIN_WAIT, Election
-from kirby.supervisor.planning import plan_slots
+from kirby.supervisor.planning import Batch, Track, plan_slots
 from kirby.supervisor.reporting import RunReporter
 
 log = logging.getLogger(__name__)
 
 ALIVE_KEY = "kirby:leader-alive"
 SINCE_PREFIX = "kirby:since:"  # + schedule key: where the schedule's published slots begin
+NEVER = datetime.max.replace(tzinfo=timezone.utc)
 
 
 def since_key(schedule_key: str) -> str:
     return SINCE_PREFIX + schedule_key
-NEVER = datetime.max.replace(tzinfo=timezone.utc)
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-@dataclass
-class _Track:
-    """One schedule the leader follows in its current epoch."""
-
-    entry: ScheduleEntry
-    rule: ScheduleRule
-    key: str
-    done_until: datetime  # every slot at or before this was handled (published, skipped, or inactive)
-    next_due: datetime
-    since: datetime | None = None  # slots after this (to the cursor) were published, unless skipped
-
-
-@dataclass
-class _Batch:
-    """What one tick writes: cursors first, then offers, then skipped-run events."""
-
-    cursors: dict[str, datetime] = field(default_factory=dict)
-    offers: list[Offer] = field(default_factory=list)
-    skipped: list[tuple[Offer, str]] = field(default_factory=list)
 
 
 class Scheduler:
@@ -110,7 +87,7 @@ class Scheduler:
         self._latest: ScheduleSnapshot | None = None  # newest fetched snapshot
         self._fetched_at: datetime | None = None
         self._synced: ScheduleSnapshot | None = None  # the snapshot _tracks reflect
-        self._tracks: dict[str, _Track] = {}
+        self._tracks: dict[str, Track] = {}
         self._epoch: int | None = None
         self._alive: datetime | None = None
         self._alive_written: datetime | None = None
@@ -143,7 +120,7 @@ class Scheduler:
             self.refresh(now)
         if self._latest is None:
             return min(self.wakeup, self.election.window)
-        batch = _Batch()
+        batch = Batch()
         try:
             if epoch != self._epoch:
                 self._begin_epoch(epoch)
@@ -166,7 +143,7 @@ class Scheduler:
             track.next_due = self._next(track.rule, track.key, now) or NEVER
         return self._delay(now)
 
-    def _commit(self, batch: _Batch, now: datetime, epoch: int) -> None:
+    def _commit(self, batch: Batch, now: datetime, epoch: int) -> None:
         """Cursors (fenced by the epoch, with the alive mark) first, then the offers, then their events."""
         if batch.offers or batch.cursors or self._alive_written is None or (now - self._alive_written).total_seconds() >= self.wakeup:
             self.store.set_cursors({**batch.cursors, ALIVE_KEY: now}, epoch)
@@ -189,7 +166,7 @@ class Scheduler:
         self._alive = self.store.get_cursor(ALIVE_KEY)
         self._alive_written = None
 
-    def _sync(self, now: datetime, epoch: int, batch: _Batch) -> None:
+    def _sync(self, now: datetime, epoch: int, batch: Batch) -> None:
         """Follow the schedules of the newest snapshot; new ones start from their stored cursor or now."""
         snapshot, tracks, new = self._latest, {}, []
         for entry in snapshot.scheduled:
@@ -203,7 +180,7 @@ class Scheduler:
                     continue
                 if track.rule != rule:  # new cron, time zone or grace: recompute from where it is
                     next_due = self._next(rule, key, track.done_until)
-                    track = _Track(entry, rule, key, track.done_until, next_due, track.since) if next_due else None
+                    track = Track(entry, rule, key, track.done_until, next_due, track.since) if next_due else None
                 else:
                     track.entry = entry  # new version, config...: the next offers carry it
                 if track is not None:
@@ -215,7 +192,7 @@ class Scheduler:
             if next_due is None:
                 continue
             since = cursors.get(since_key(key)) if cursor else now
-            tracks[key] = _Track(entry, rule, key, cursor or now, next_due, since)
+            tracks[key] = Track(entry, rule, key, cursor or now, next_due, since)
             if cursor is None:  # a new schedule starts from now: the past is not run
                 batch.cursors[key] = batch.cursors[since_key(key)] = now
             elif self._synced is None:  # first sync of this epoch: offers of older epochs are void
@@ -231,7 +208,7 @@ class Scheduler:
                 log.error("schedule %s is not scheduled: %s", key, exc)
             return None
 
-    def _republish(self, track: _Track, now: datetime, epoch: int, batch: _Batch) -> None:
+    def _republish(self, track: Track, now: datetime, epoch: int, batch: Batch) -> None:
         """Re-offer, under ``epoch``, the recent slots up to the cursor that nobody has claimed."""
         start = now - timedelta(seconds=track.rule.misfire_grace_seconds, microseconds=1)
         if track.since is not None:  # never before the schedule was first seen or re-enabled
@@ -244,7 +221,7 @@ class Scheduler:
                 batch.offers.append(offer_for_slot(track.entry, track.rule, slot.instant, epoch, now))
                 log.info("re-publishing unclaimed slot %s of %s under epoch %d", slot.instant.isoformat(), track.key, epoch)
 
-    def _plan(self, track: _Track, now: datetime, epoch: int, batch: _Batch) -> None:
+    def _plan(self, track: Track, now: datetime, epoch: int, batch: Batch) -> None:
         """Add every slot of ``track`` in (done_until, now] to ``batch``, with the cursor at the last one."""
         plan = plan_slots(track.entry, track.rule, track.done_until, self._alive, now, self.max_publish, self.max_skipped)
         if plan.missed or plan.more_missed:
