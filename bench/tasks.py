@@ -99,9 +99,12 @@ def bench_warm_start(executor: LocalExecutor) -> None:
     python = str(venv / "bin" / "python")
     for _ in range(3):  # warm the page cache
         _first_line_of_run(executor, "kirby-example-daemon")
-    kirby = statistics.median(_first_line_of_run(executor, "kirby-example-daemon") for _ in range(20))
-    bare = statistics.median(_first_line_of_subprocess([python, "-m", "kirby_example_daemon"]) for _ in range(20))
-    empty = median_time(lambda: subprocess.run([python, "-c", "pass"], check=True), 20)
+    kirby, bare, empty = [], [], []
+    for _ in range(30):  # interleaved, so that the machine's load weighs on both alike
+        kirby.append(_first_line_of_run(executor, "kirby-example-daemon"))
+        bare.append(_first_line_of_subprocess([python, "-m", "kirby_example_daemon"]))
+        empty.append(median_time(lambda: subprocess.run([python, "-c", "pass"], check=True), 1))
+    kirby, bare, empty = (statistics.median(times) for times in (kirby, bare, empty))
     print(f"warm start (start -> first line): kirby {kirby * 1000:.1f} ms, bare python -m {bare * 1000:.1f} ms: "
           f"ratio {kirby / bare:.2f} (target <= 1.2); bare python -c pass {empty * 1000:.1f} ms: ratio {kirby / empty:.2f}")
 
