@@ -206,8 +206,11 @@ class RunProcess:
             self._escalate(now)
             if drain_until is None and self.process.poll() is not None:
                 drain_until = now + DRAIN_AFTER_EXIT
-            if drain_until is not None and now >= drain_until:
+            if drain_until is not None and now >= drain_until:  # leftovers hold the pipes: end them
                 self._kill_leftovers()
+                for key in list(selector.get_map().values()):
+                    stream, splitter = key.data
+                    self._emit(stream, splitter.flush(), datetime.now(timezone.utc))
                 break
             events = selector.select(self._wait_time(now, timeout, drain_until))
             self._emit_notices()  # queued before their signal was sent: before the output it causes
@@ -255,6 +258,9 @@ class RunProcess:
                 pass
 
     def _finish(self) -> None:
+        if self.process.poll() is None:  # only if reading failed unexpectedly: never leave it running
+            log.error("run %s: output reading stopped early; killing the run", self.spec.run_id)
+            self._kill_leftovers()
         for pipe in (self.process.stdout, self.process.stderr):
             pipe.close()
         code = self.process.wait()
