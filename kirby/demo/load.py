@@ -109,7 +109,8 @@ def _insert(session: Session, model, rows: list[dict]) -> None:
     unique keys afterwards: asking RETURNING for them in order falls back to row-at-a-time.)
     """
     if rows:
-        session.execute(insert(model).returning(model.id), rows).all()
+        table = model.__table__  # Core: no per-row ORM bookkeeping
+        session.execute(insert(table).returning(table.c.id), rows).all()
 
 
 def _ids(session: Session, columns, column, values: list) -> dict:
