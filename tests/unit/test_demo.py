@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -127,10 +128,14 @@ def test_root_demo_files_are_the_packaged_ones(name):
     assert (ROOT / name).read_bytes() == (DEMO_FILE.parent / name).read_bytes()
 
 
-def test_demo_files_use_the_example_packages():
+def test_demo_files_run_the_example_packages_that_are_built():
+    spec = importlib.util.spec_from_file_location("examples_build", ROOT / "examples" / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
     for path in (DEMO_FILE, SHORT_DEMO_FILE):
         for name, job in json.loads(path.read_text())["JOBS"].items():
-            assert (ROOT / "examples" / "packages" / job["package_name"]).is_dir(), (path.name, name)
+            for version in job["package_version"].values():
+                assert (job["package_name"], version) in build.EXAMPLES, (path.name, name)
 
 
 def test_every_error_rolls_back_everything(db, settings, tmp_path):
