@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from kirby import cron
@@ -36,12 +35,6 @@ def config_values(value: Any, path: str) -> tuple[ConfigValue, ...]:
     return tuple(result)
 
 
-@lru_cache(maxsize=1024)
-def _from_fields(minute: str, hour: str, day: str, month: str, weekday: str, second: str | None) -> str:
-    """cron.from_fields, cached: files repeat the same few schedules and checking fields is slow."""
-    return cron.from_fields(minute=minute, hour=hour, day=day, month=month, weekday=weekday, second=second)
-
-
 def _cron(param: dict, path: str) -> str:
     fields = [key for key in CRON_FIELDS if key in param]
     if "cron" in param:
@@ -61,7 +54,7 @@ def _cron(param: dict, path: str) -> str:
             item = str(item)
         values[key] = checks.string(item, child(path, key), empty=False)
     try:
-        return _from_fields(*(values.get(key, "*") for key in CRON_FIELDS[:5]), values.get("second"))
+        return cron.from_fields(**{key: values.get(key, "*") for key in CRON_FIELDS[:5]}, second=values.get("second"))
     except cron.CronFieldError as exc:
         where = child(path, exc.field) if exc.field in values else path
         raise DemoImportError(where, f"{exc.value!r} is not a valid {exc.field} field") from None
