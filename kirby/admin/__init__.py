@@ -7,6 +7,8 @@ notification groups, exts), ``users``, ``runs`` (history), ``pages`` (home, supe
 
 from __future__ import annotations
 
+import warnings
+
 from flask import Flask
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
@@ -23,6 +25,14 @@ from kirby.web.security import csp_nonce
 
 
 def init_admin(app: Flask, state) -> Admin:
+    with warnings.catch_warnings():
+        # Flask-Admin 2.x deprecates passing a session (it wants a Flask-SQLAlchemy object, which
+        # Kirby does not use: its models are plain SQLAlchemy shared with the supervisors).
+        warnings.filterwarnings("ignore", "Passing a session object directly is deprecated", DeprecationWarning)
+        return _build(app, state)
+
+
+def _build(app: Flask, state) -> Admin:
     session = state.scoped
     admin = Admin(
         app, name="Kirby", theme=Bootstrap4Theme(base_template="kirby_admin/base.html", fluid=True),

@@ -107,6 +107,13 @@ class KirbyModelView(_Access, ModelView):
     def is_action_allowed(self, name: str) -> bool:
         return is_admin() and super().is_action_allowed(name)
 
+    def _handle_view(self, name, **kwargs):
+        """Every POST to a model view (create, edit, delete, actions, ajax) needs the admin role."""
+        response = super()._handle_view(name, **kwargs)
+        if response is None and request.method == "POST" and not is_admin():
+            abort(403)
+        return response
+
 
 class AdminOnlyModelView(KirbyModelView):
     admin_only = True

@@ -9,6 +9,8 @@ cookies are marked Secure behind HTTPS.
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 
 from kirby.config import Settings
 from kirby.web.app import create_app
@@ -25,6 +27,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, debug: 
         log.warning("KIRBY_API_TOKEN is not set: /schedule answers 503 until it is (the leader needs it)")
     consumer = EventsConsumer(state)
     consumer.start()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop cleanly: consumer closed, leases released
     log.info("kirby web on http://%s:%d/ (database %s)", host, port, state.database.engine.url.render_as_string(hide_password=True))
     try:
         if debug:

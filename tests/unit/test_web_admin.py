@@ -175,3 +175,37 @@ def test_run_history_pages_are_bounded_on_100k_runs(app, viewer_client):
 def _sqlite_params(query: str) -> tuple:
     """Placeholder values for EXPLAIN (the plan does not depend on them)."""
     return tuple([1] * query.count("?"))
+
+
+def test_config_keys_inline_in_a_job_form_get_the_job_scope(app, admin_client):
+    form = {"name": "with-config", "type": "scheduled", "enabled": "y", "module": "", "description": "",
+            "config-0-key": "API_KEY", "config-0-value": "k-123", "config-0-secret": "y",
+            "config-1-key": "bad key", "config-1-value": "x"}
+    page = admin_client.post("/admin/job/new/", data=form).get_data(as_text=True)
+    assert "is not an environment variable name" in page  # refused, nothing saved
+    del form["config-1-key"], form["config-1-value"]
+    assert admin_client.post("/admin/job/new/", data=form).status_code == 302
+    from kirby.models import Job
+
+    with app.extensions["kirby"].database.session() as s:
+        job = s.scalar(select(Job).where(Job.name == "with-config"))
+        [key] = job.config
+        assert (key.scope, key.key, key.value, key.secret, key.context_id) == (ConfigScope.JOB, "API_KEY", "k-123", True, None)
+        job_id = job.id
+    assert "k-123" not in admin_client.get(f"/admin/job/edit/?id={job_id}").get_data(as_text=True)
+
+
+def test_users_are_created_with_a_hashed_password(app, admin_client):
+    page = admin_client.post("/admin/user/new/", data={"username": "nopass", "role": "viewer", "active": "y"})
+    assert "needs a password" in page.get_data(as_text=True)
+    response = admin_client.post("/admin/user/new/", data={"username": "carol", "role": "viewer", "active": "y",
+                                                           "new_password": "carol-password"})
+    assert response.status_code == 302
+    from kirby.models import User
+
+    with app.extensions["kirby"].database.session() as s:
+        assert s.scalar(select(func.count()).select_from(User).where(User.username == "nopass")) == 0
+        carol = s.scalar(select(User).where(User.username == "carol"))
+        assert "carol-password" not in carol.password_hash and carol.role.value == "viewer"
+    client = app.test_client()
+    assert client.post("/login", data={"username": "carol", "password": "carol-password"}).status_code == 302
