@@ -20,12 +20,13 @@ log = logging.getLogger(__name__)
 THREADS = 48
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, debug: bool = False) -> None:
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, debug: bool = False,
+          lost_grace: float = 60.0) -> None:
     app = create_app(settings)
     state = app.extensions["kirby"]
     if not settings.api_token:
         log.warning("KIRBY_API_TOKEN is not set: /schedule answers 503 until it is (the leader needs it)")
-    consumer = EventsConsumer(state)
+    consumer = EventsConsumer(state, grace=lost_grace, lost_check_every=min(10.0, max(1.0, lost_grace / 3)))
     consumer.start()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop cleanly: consumer closed, leases released
     log.info("kirby web on http://%s:%d/ (database %s)", host, port, state.database.engine.url.render_as_string(hide_password=True))
