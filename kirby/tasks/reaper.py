@@ -8,6 +8,9 @@ child runs ``module`` exactly as ``python -m`` would (one interpreter start-up f
 - reaps every process reparented to it while the script runs (no zombies);
 - on SIGTERM/SIGINT forwards the signal to descendants outside its process group (the supervisor
   signals the group itself); on SIGUSR1 SIGKILLs every descendant (the supervisor's grace is over);
+- when the supervisor dies (PR_SET_PDEATHSIG: SIGHUP), SIGTERMs every descendant and SIGKILLs them
+  after ``leftover_grace`` seconds, so no script outlives its supervisor (a daemon would otherwise
+  run twice once another supervisor takes its lease);
 - once the script's main process has exited, SIGTERMs what is left, SIGKILLs it after
   ``leftover_grace`` seconds, reaps it all, and exits with the main process's status (same code,
   or killed by the same signal).
@@ -68,15 +71,28 @@ def _kirby_reaper(module, leftover_grace):
     def kill_all(signum, frame):
         _signal_all(_descendants(me), signal.SIGKILL)
 
-    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+    def orphaned(signum, frame):  # the supervisor died: stop everything, SIGKILL after the grace
+        _signal_all(_descendants(me), signal.SIGTERM)
+        signal.signal(signal.SIGALRM, kill_all)
+        signal.alarm(max(1, int(leftover_grace)))
+
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP, signal.SIGALRM)
     defaults = {sig: signal.getsignal(sig) for sig in handled}
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGUSR1, kill_all)
+    signal.signal(signal.SIGHUP, orphaned)
+    parent = os.getppid()
     try:
-        _become_subreaper()
+        _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
     except Exception as exc:  # still runs; orphans then go to init
         print(f"kirby: cannot become a subreaper: {exc}", file=sys.stderr, flush=True)
+    try:
+        _prctl(1, signal.SIGHUP)  # PR_SET_PDEATHSIG: SIGHUP when the supervisor dies
+    except Exception as exc:
+        print(f"kirby: cannot watch the supervisor: {exc}", file=sys.stderr, flush=True)
+    if os.getppid() != parent:  # it died before the watch was set
+        os.kill(me, signal.SIGHUP)
     main = os.fork()
     if main == 0:
         for sig, handler in defaults.items():
@@ -115,8 +131,8 @@ def _kirby_reaper(module, leftover_grace):
     os._exit(os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status >> 8)
 
 
-def _become_subreaper():
-    """prctl(PR_SET_CHILD_SUBREAPER, 1) through _ctypes (``import ctypes`` costs ~10 ms)."""
+def _prctl(option, value):
+    """prctl(option, value) through _ctypes (``import ctypes`` costs ~10 ms)."""
     import _ctypes
 
     class Int(_ctypes._SimpleCData):
@@ -127,8 +143,8 @@ def _become_subreaper():
         _restype_ = Int
 
     prctl = Function(_ctypes.dlsym(_ctypes.dlopen(None), "prctl"))
-    if prctl(36, 1, 0, 0, 0) != 0:  # 36: PR_SET_CHILD_SUBREAPER
-        raise OSError(_ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+    if prctl(option, int(value), 0, 0, 0) != 0:
+        raise OSError(_ctypes.get_errno(), f"prctl({option}) failed")
 
 
 def _group_of(pid):

@@ -79,3 +79,33 @@ def test_sigusr1_kills_everything_at_once(tmp_path):
     assert process.poll() is None
     process.send_signal(signal.SIGUSR1)
     assert process.wait(10) == -signal.SIGKILL
+
+
+SUPERVISOR = """
+import subprocess, sys
+reaper = subprocess.Popen([sys.executable, "-c", sys.argv[1], "stubborn", "0.5"], start_new_session=True)
+print(reaper.pid, flush=True)
+reaper.wait()
+"""
+
+
+def test_nothing_outlives_a_supervisor_killed_with_sigkill(tmp_path):
+    """PR_SET_PDEATHSIG: the reaper stops its script (even one ignoring SIGTERM) when its parent dies."""
+    (tmp_path / "stubborn.py").write_text(
+        "import os, signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "open('pids', 'a').write(f'script {os.getpid()}\\n')\ntime.sleep(120)\n"
+    )
+    supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISOR, REAPER_SOURCE], cwd=tmp_path,
+                                  stdout=subprocess.PIPE, text=True)
+    reaper = int(supervisor.stdout.readline())
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "pids").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (script,) = _pids(tmp_path)
+    supervisor.kill()
+    supervisor.wait(10)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in (reaper, script)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [pid for pid in (reaper, script) if Path(f"/proc/{pid}").exists()]
+    assert left == [], f"still running after their supervisor died: {left}"
