@@ -5,8 +5,9 @@ For each offer, in order:
 1. an offer fenced by an epoch older than the lease store's current epoch is dropped (a deposed
    leader published it; the new leader re-publishes what is still due) and counted;
 2. the run id is claimed in the lease store; a loser drops the offer and counts it;
-3. the offer is acknowledged (after the claim: a crash before it means redelivery, and the
-   redelivered offer loses the claim, so the run never starts twice);
+3. the offer is acknowledged after the claim (a crash before it means redelivery, and the
+   redelivered offer loses the claim, so the run never starts twice); the offers of one poll are
+   all claimed and launched before they are acknowledged, so none waits for another's ack;
 4. the overlap policy is applied cluster-wide through a named lease per (job, environment):
    ``forbid`` skips the run while another runs, ``allow`` runs it, ``replace`` asks the running one
    to stop (a ``cancel:<run id>`` claim its supervisor watches) and waits for its lease;
@@ -115,26 +116,36 @@ class Runner:
 
     # -- consuming --------------------------------------------------------------------------------
     def poll_once(self, timeout: float = 1.0) -> int:
-        """Receive and handle what arrives within ``timeout``; returns how many offers were handled."""
+        """Receive and handle what arrives within ``timeout``; returns how many offers were handled.
+
+        Every offer of the poll is fenced, claimed and launched before any is acknowledged, so an
+        offer does not wait for the acknowledgements (a Kafka commit each) of those before it.
+        """
         deliveries = self.consumer.poll(timeout)
         for delivery in deliveries:
-            self.handle(delivery)
+            self._accept(delivery)
+        for delivery in deliveries:
+            self.consumer.ack(delivery)
         return len(deliveries)
 
     def handle(self, delivery: Delivery[Offer]) -> bool:
-        """Fence, claim, ack, and launch one offer in the background. True if this runner runs it."""
+        """Fence, claim, launch in the background, and ack one offer. True if this runner runs it."""
+        accepted = self._accept(delivery)
+        self.consumer.ack(delivery)
+        return accepted
+
+    def _accept(self, delivery: Delivery[Offer]) -> bool:
+        """Fence and claim one offer; launch it if claimed. Acknowledging is the caller's (after the
+        claim: a crash before the ack means redelivery, and the redelivered offer loses the claim)."""
         offer = delivery.message
         if offer.epoch is not None and offer.epoch < self.leases.current_epoch():
             self.counters.stale += 1
             log.warning("dropped offer %s of stale epoch %s", offer.run_id, offer.epoch)
-            self.consumer.ack(delivery)
             return False
         if not self.leases.claim_run(offer.run_id, self.name, offer.attempt):
             self.counters.duplicates += 1
             log.info("dropped duplicate offer %s (already claimed)", offer.run_id)
-            self.consumer.ack(delivery)
             return False
-        self.consumer.ack(delivery)
         self.counters.claimed += 1
         log.info("claimed run %s", offer.run_id)
         self.reporter.claimed(offer)
