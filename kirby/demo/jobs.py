@@ -65,6 +65,8 @@ def _cron(param: dict, path: str) -> str:
 def schedule(value: Any, path: str, job_type: JobType) -> ScheduleSpec:
     param = checks.keys(checks.obj(value, path), path, optional=("name", "cron") + CRON_FIELDS + POLICY_KEYS)
     expression = _cron(param, path)
+    if len(expression) > 255:
+        raise DemoImportError(path, f"the cron expression is {len(expression)} characters long; at most 255 are allowed")
     timezone = checks.string(param.get("timezone", "UTC"), child(path, "timezone"), 64, empty=False)
     try:
         cron.zone(timezone)
