@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from test_web_support import T0, app, settings, web  # noqa: F401
@@ -78,3 +79,46 @@ def test_a_supervisor_that_comes_back_in_time_keeps_its_runs(app):
     state.lease_store.unregister_supervisor("flaky", "instance-1")
     assert consumer.check_lost(T0 + timedelta(seconds=40)) == []  # missing again: the grace restarts
     assert consumer.check_lost(T0 + timedelta(seconds=70)) == ["backup:prod:20260102T030405Z"]
+
+
+@pytest.mark.kafka
+def test_events_from_kafka_are_recorded_once(kafka_servers, make_settings, db):
+    """The same consumer on the real Kafka: a batch is recorded, acknowledged, and not redelivered."""
+    import time
+    import uuid
+
+    from kirby.bus import open_bus
+    from kirby.bus.kafka import delete_topics
+    from kirby.lease import open_lease_store
+    from kirby.web import create_app
+
+    name = uuid.uuid4().hex[:12]
+    settings = make_settings(TESTING="true", KAFKA_BOOTSTRAP_SERVERS=kafka_servers,
+                             KIRBY_TOPIC_JOB_OFFERS=f".kirby.test-{name}.offers",
+                             KIRBY_TOPIC_RUN_EVENTS=f".kirby.test-{name}.events")
+    bus, leases = open_bus(settings), open_lease_store(settings)
+    try:
+        state = create_app(settings, database=db, bus=bus, lease_store=leases).extensions["kirby"]
+        run_id = "backup:prod:20260102T030405Z"
+        events = claim(run_id, "sup-k") + [
+            RunEvent("log", run_id, T0, "sup-k", {"seq": i, "stream": "stdout", "text": f"line {i}"}) for i in range(50)
+        ]
+        for event in events:
+            bus.publish_event(event)
+        bus.flush()
+        consumer = EventsConsumer(state, member=f"web-{name}")
+        recorded, deadline = 0, time.monotonic() + 60
+        while recorded < len(events) and time.monotonic() < deadline:
+            recorded += consumer.consume_once(timeout=1.0)
+        consumer.stop()
+        assert recorded == len(events), f"only {recorded} of {len(events)} events arrived within 60 s"
+        with state.database.session() as s:
+            assert s.get(Run, run_id).state == RunState.RUNNING
+            assert s.scalars(select(LogLine.seq).order_by(LogLine.seq)).all() == list(range(50))
+        again = EventsConsumer(state, member=f"web-{name}-2")  # the group's offsets were committed
+        assert sum(again.consume_once(timeout=1.0) for _ in range(5)) == 0
+        again.stop()
+    finally:
+        bus.close()
+        leases.close()
+        delete_topics(settings)
