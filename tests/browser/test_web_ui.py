@@ -13,7 +13,7 @@ from conftest import log_in, screenshot
 from kirby.bus import open_bus
 from kirby.db import open_database
 from kirby.events import RunEvent
-from kirby.models import ConfigKey, ConfigScope, Environment, Job, Schedule
+from kirby.models import ConfigKey, ConfigScope, Environment, Schedule
 
 pytestmark = pytest.mark.browser
 SECRET = "s3cr3t-value-never-shown"

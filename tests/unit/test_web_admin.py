@@ -4,11 +4,10 @@ run history fast on 100,000 runs."""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 
 from sqlalchemy import event, func, select
 
-from test_web_support import SECRET_VALUES, T0, admin_client, app, seed, settings, viewer_client, web  # noqa: F401
+from test_web_support import SECRET_VALUES, admin_client, app, seed, settings, viewer_client, web  # noqa: F401
 from kirby.models import CatchUp, ConfigKey, ConfigScope, Context, Run, RunState, Schedule
 
 

@@ -8,7 +8,7 @@ import re
 import pytest
 from werkzeug.routing import Rule
 
-from test_web_support import PASSWORD, TOKEN, add_users, admin_client, app, login, settings, viewer_client, web  # noqa: F401
+from test_web_support import PASSWORD, TOKEN, add_users, admin_client, app, settings, viewer_client, web  # noqa: F401
 from kirby.bus import open_bus
 from kirby.lease import open_lease_store
 from kirby.web import create_app
