@@ -1,0 +1,136 @@
+"""README command 1, as a new user runs it: `scripts/quickstart` on a fresh folder with the short demo.
+
+Checks, with bounded waits: the printed credentials log in; a scheduled demo run succeeds and its
+log lines (with its config) come back through the web API; the demo daemon runs exactly once in
+the cluster; Ctrl-C (SIGINT to the foreground process group) stops everything gracefully (no
+SIGKILL from honcho, both supervisors report they stopped) and nothing started is left running.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.helpers import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+# Settings of the caller (CI exports the real services' variables) must not leak into the demo.
+SCRUBBED_PREFIXES = ("KIRBY_", "KAFKA_", "REDIS_", "SQLALCHEMY_", "SECRET_KEY", "SECURITY_PASSWORD_SALT", "EXT_", "LOG_FORMAT")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def processes_under(folder: Path, session: int) -> list[str]:
+    """Live processes of ``session``, or whose working directory or command line is under ``folder``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            cwd = os.readlink(entry / "cwd")
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # state ppid pgrp session ...
+        if fields[0] == "Z":
+            continue
+        if int(fields[3]) == session or cwd.startswith(str(folder)) or str(folder) in cmdline:
+            found.append(f"pid {entry.name} cwd {cwd}: {cmdline}")
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_quickstart_runs_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
+    folder = tmp_path / "quickstart"
+    web_port, index_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_PREFIXES)}
+    env.update(KIRBY_QUICKSTART_DIR=str(folder), KIRBY_DEMO_FILE="short_demo.json",
+               KIRBY_WEB_PORT=str(web_port), KIRBY_INDEX_PORT=str(index_port))
+    output_path = tmp_path / "quickstart.out"
+    with output_path.open("wb") as output:
+        process = subprocess.Popen([str(REPO / "scripts" / "quickstart")], cwd=REPO, env=env, stdout=output,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{web_port}"
+
+    def tail() -> str:
+        return "\n--- quickstart output (tail) ---\n" + "\n".join(output_path.read_text(errors="replace").splitlines()[-40:])
+
+    def alive(what):
+        def check():
+            if process.poll() is not None:
+                raise AssertionError(f"scripts/quickstart exited with {process.returncode} while waiting for {what}{tail()}")
+            return what()
+        return check
+
+    try:
+        def ready():
+            try:
+                return requests.get(f"{base}/healthz", timeout=2).ok
+            except requests.RequestException:
+                return False
+
+        wait_for(alive(ready), 120, f"the web UI never answered on {base}/healthz{tail()}", interval=0.5)
+        printed = output_path.read_text()
+        assert f"web UI at http://127.0.0.1:{web_port}/" in printed, tail()
+        user, password = re.search(r"\(user (\S+), password (\S+)\)", printed).groups()
+        token = re.search(r"^KIRBY_API_TOKEN=(\S+)$", (folder / ".env").read_text(), re.M).group(1)
+        api = requests.Session()
+        api.headers["Authorization"] = f"Bearer {token}"
+
+        def succeeded_run():
+            runs = api.get(f"{base}/api/runs", params={"job": "hello", "state": "succeeded"}, timeout=5).json()["runs"]
+            return runs[0] if runs else None
+
+        run = wait_for(alive(succeeded_run), 75, f"no run of the demo job 'hello' succeeded{tail()}", interval=1)
+        logs = api.get(f"{base}/api/runs/{run['id']}/logs", timeout=5)
+        assert logs.status_code == 200, logs.text
+        texts = [line["text"] for line in logs.json()["lines"]]
+        assert "greeting: hello from the short demo" in texts, texts  # the job's config reached the script
+
+        daemons = api.get(f"{base}/api/runs", params={"job": "heartbeat", "state": "running"}, timeout=5).json()["runs"]
+        assert len(daemons) == 1, f"the demo daemon should run once in the cluster: {daemons}"
+
+        browser = requests.Session()
+        form = browser.get(f"{base}/login", timeout=5).text
+        csrf = re.search(r'name="csrf_token"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*name="csrf_token"', form)
+        login = browser.post(f"{base}/login", data={"username": user, "password": password,
+                                                     "csrf_token": csrf.group(1) or csrf.group(2)},
+                             allow_redirects=False, timeout=5)
+        assert login.status_code == 302 and "/login" not in login.headers["Location"], \
+            f"the printed credentials {user}/{password} did not log in: {login.status_code}"
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does in a terminal
+        try:
+            code = process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise AssertionError(f"scripts/quickstart did not stop within 30 s of SIGINT{tail()}") from None
+
+    left = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # processes that are exiting get a few seconds
+        left = processes_under(folder, process.pid)
+        if not left:
+            break
+        time.sleep(0.2)
+    assert not left, "left running after Ctrl-C:\n" + "\n".join(left)
+    printed = output_path.read_text()
+    assert code == 130, f"honcho should exit 130 after SIGINT, got {code}{tail()}"
+    assert "SIGKILL" not in printed, f"a process had to be killed: it did not stop within honcho's 5 s{tail()}"
+    for name in ("supervisor-1", "supervisor-2"):
+        assert f"supervisor {name} stopped" in printed, f"{name} did not shut down gracefully{tail()}"
