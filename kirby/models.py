@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -211,7 +212,14 @@ class ConfigKey(Base):
 
     __tablename__ = "config_keys"
     __table_args__ = (
-        UniqueConstraint("scope", "job_id", "context_id", "key", name="uq_config_scope_key"),
+        # One key per scope owner. Partial indexes: a plain unique constraint would let NULL
+        # job/context ids make every global key "distinct".
+        Index("uq_config_global_key", "key", unique=True,
+              sqlite_where=text("scope = 'global'"), postgresql_where=text("scope = 'global'")),
+        Index("uq_config_job_key", "job_id", "key", unique=True,
+              sqlite_where=text("scope = 'job'"), postgresql_where=text("scope = 'job'")),
+        Index("uq_config_context_key", "context_id", "key", unique=True,
+              sqlite_where=text("scope = 'context'"), postgresql_where=text("scope = 'context'")),
         Index("ix_config_job", "job_id"),
         Index("ix_config_context", "context_id"),
     )

@@ -100,6 +100,21 @@ def test_one_context_per_job_and_environment(db):
     assert count(db, Context) == 2
 
 
+def test_one_config_key_per_scope_owner(db):
+    with db.session() as session:
+        context = add_script(session)
+        session.flush()
+        session.add_all([
+            ConfigKey(scope=ConfigScope.GLOBAL, key="A", value="1"),
+            ConfigKey(scope=ConfigScope.JOB, job_id=context.job_id, key="A", value="2"),
+            ConfigKey(scope=ConfigScope.CONTEXT, context_id=context.id, key="A", value="3"),
+        ])
+    refused(db, lambda s: s.add(ConfigKey(scope=ConfigScope.GLOBAL, key="A", value="again")))
+    refused(db, lambda s: s.add(ConfigKey(scope=ConfigScope.JOB, job_id=context.job_id, key="A", value="again")))
+    refused(db, lambda s: s.add(ConfigKey(scope=ConfigScope.CONTEXT, context_id=context.id, key="A", value="again")))
+    assert count(db, ConfigKey) == 3
+
+
 def test_run_ids_and_log_line_sequences_are_unique(db):
     with db.session() as session:
         context = add_script(session)
