@@ -12,6 +12,7 @@ import warnings
 from flask import Flask
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
+from sqlalchemy import inspect as sa_inspect
 
 from kirby.admin.catalog import EnvironmentView, ExtView, NotificationGroupView, SuspensionView
 from kirby.admin.config import GlobalConfigView
@@ -21,7 +22,7 @@ from kirby.admin.runs import RunView
 from kirby.admin.schedules import ScheduleView
 from kirby.admin.users import UserView
 from kirby.models import ConfigKey, Context, Environment, Ext, Job, NotificationGroup, Schedule, Suspension, User
-from kirby.web.security import csp_nonce
+from kirby.web.security import csp_nonce, handler_hashes
 
 
 def init_admin(app: Flask, state) -> Admin:
@@ -29,7 +30,21 @@ def init_admin(app: Flask, state) -> Admin:
         # Flask-Admin 2.x deprecates passing a session (it wants a Flask-SQLAlchemy object, which
         # Kirby does not use: its models are plain SQLAlchemy shared with the supervisors).
         warnings.filterwarnings("ignore", "Passing a session object directly is deprecated", DeprecationWarning)
-        return _build(app, state)
+        admin = _build(app, state)
+    app.config["KIRBY_ADMIN_HANDLER_HASHES"] = handler_hashes(inline_handlers(admin))
+    return admin
+
+
+def inline_handlers(admin: Admin) -> list[str]:
+    """The inline event handlers Flask-Admin's templates render for the mounted views."""
+    handlers = ["return false;", "return faHelpers.safeConfirm('Are you sure you want to delete this record?');"]
+    for view in admin._views:
+        handlers += [f"return modelActions.execute('{name}');" for name, _ in getattr(view, "_actions", [])]
+        for inline in getattr(view, "inline_models", None) or ():
+            model = getattr(inline, "model", inline)
+            handlers += [f"faForm.addInlineField(this, '{rel.key}');"
+                         for rel in sa_inspect(view.model).relationships if rel.mapper.class_ is model]
+    return handlers
 
 
 def _build(app: Flask, state) -> Admin:

@@ -7,18 +7,21 @@ redirect. HTML pages redirect anonymous users to the login page (Flask-Login).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import secrets
 from functools import wraps
 from typing import Callable
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 from flask.sessions import SecureCookieSessionInterface
 from flask_login import current_user
 
-# Flask-Admin's list and inline-form templates use inline event handlers (onclick=...), which a
-# nonce-based policy would block; its pages get 'unsafe-inline' for scripts. Every other page
-# (login, logs, JSON) allows scripts from our own origin only. Output is escaped everywhere.
+# Scripts run only from our own origin or with this response's nonce (Flask-Admin marks its inline
+# <script> blocks with it). Flask-Admin's templates also use a few fixed inline event handlers
+# (onclick="return modelActions.execute('delete');"...): admin pages allow exactly those, by hash
+# ('unsafe-hashes'), computed from the mounted views (``kirby.admin.inline_handlers``).
 _CSP = (
     "default-src 'self'; script-src {script}; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
@@ -39,9 +42,17 @@ def csp_nonce() -> str:
     return g.csp_nonce
 
 
+def handler_hashes(handlers) -> str:
+    """CSP sources allowing exactly these inline event handler strings."""
+    digests = (base64.b64encode(hashlib.sha256(h.encode()).digest()).decode() for h in sorted(set(handlers)))
+    return " ".join(f"'sha256-{d}'" for d in digests)
+
+
 def add_security_headers(response: Response) -> Response:
-    admin_page = request.path.startswith(ADMIN_PREFIX)
-    script = "'self' 'unsafe-inline'" if admin_page else f"'self' 'nonce-{csp_nonce()}'"
+    script = f"'self' 'nonce-{csp_nonce()}'"
+    hashes = current_app.config.get("KIRBY_ADMIN_HANDLER_HASHES")
+    if request.path.startswith(ADMIN_PREFIX) and hashes:
+        script += f" 'unsafe-hashes' {hashes}"
     response.headers.setdefault("Content-Security-Policy", _CSP.format(script=script))
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["X-Content-Type-Options"] = "nosniff"

@@ -113,8 +113,14 @@ def page(browser):
     page = context.new_page()
     page.set_default_timeout(15_000)
     dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.on("dialog", lambda dialog: (dialogs.append(f"{dialog.type}: {dialog.message}"),
+                                      dialog.accept() if dialog.type == "confirm" else dialog.dismiss()))
     page.dialogs = dialogs
+    # CSP violations other than javascript:void(0) links (harmless no-ops blocked by the policy)
+    violations: list[str] = []
+    page.on("console", lambda message: violations.append(message.text) if (
+        "Content Security Policy" in message.text and "javascript url" not in message.text.lower()) else None)
+    page.csp_violations = violations
     yield page
     context.close()
 

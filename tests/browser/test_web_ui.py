@@ -13,7 +13,7 @@ from conftest import log_in, screenshot
 from kirby.bus import open_bus
 from kirby.db import open_database
 from kirby.events import RunEvent
-from kirby.models import ConfigKey, ConfigScope, Environment, Schedule
+from kirby.models import ConfigKey, ConfigScope, Environment, Ext, Job, Schedule
 
 pytestmark = pytest.mark.browser
 SECRET = "s3cr3t-value-never-shown"
@@ -42,6 +42,10 @@ def test_admin_creates_a_scheduled_job_and_sees_the_preview(page, kirby_web):
     page.fill("#name", "nightly-report")
     page.select_option("#type", "scheduled", force=True)
     page.fill("#description", "Builds the nightly report")
+    page.click("#config-button")  # a job-level config key, inline
+    page.fill("#config-0-key", "REPORT_TOKEN")
+    page.fill("#config-0-value", "job-secret-123")
+    page.check("#config-0-secret")
     page.click("input[type=submit][value='Save']")
     page.wait_for_url(re.compile(r".*/admin/job/(\?.*)?$"))
 
@@ -85,10 +89,29 @@ def test_admin_creates_a_scheduled_job_and_sees_the_preview(page, kirby_web):
     with database.session() as s:
         [schedule] = s.query(Schedule).all()
         assert (schedule.cron, schedule.timezone, schedule.context.job.name) == ("30 9 * * mon-fri", "Europe/Paris", "nightly-report")
-    database.dispose()
+        [key] = s.query(Job).filter_by(name="nightly-report").one().config
+        assert (key.scope, key.key, key.value, key.secret) == (ConfigScope.JOB, "REPORT_TOKEN", "job-secret-123", True)
 
     page.goto(f"{base}/admin/job/")
+    assert "job-secret-123" not in page.content()
     screenshot(page, "jobs")
+    page.check("input.action-checkbox")  # With selected -> Disable (Flask-Admin asks to confirm)
+    page.click("text=With selected")
+    page.click("a.dropdown-item:has-text('Disable')")
+    page.wait_for_load_state()
+    page.locator(".alert-success", has_text="disabled").wait_for()
+    with database.session() as s:
+        assert s.query(Job).filter_by(name="nightly-report").one().enabled is False
+    page.goto(f"{base}/admin/ext/new/")
+    page.fill("#name", "reports-topic")
+    page.click("input[type=submit][value='Save']")
+    page.wait_for_url(re.compile(r".*/admin/ext/(\?.*)?$"))
+    page.click("form.icon button[title='Delete Record']")  # confirmed through the dialog
+    page.locator(".alert-success", has_text="deleted").wait_for()
+    with database.session() as s:
+        assert s.query(Ext).count() == 0
+    database.dispose()
+    assert any("Disable" in d for d in page.dialogs) and page.csp_violations == []
     page.goto(f"{base}/admin/config/")
     assert SECRET not in page.content() and "https://api.example.org" in page.content()
     screenshot(page, "config")
@@ -118,7 +141,7 @@ def test_live_logs_show_lines_as_text_and_resume(page, kirby_web):
         bus.publish_event(RunEvent("finished", run_id, now, "sup-a", {"state": "succeeded", "exit_code": 0}))
     page.locator("#log-status[data-state=succeeded]").wait_for()
     assert [t.split(" ", 1)[1] for t in lines.all_inner_texts()] == ["starting", XSS, "done"]
-    assert page.locator("#log-lines script").count() == 0 and page.dialogs == []
+    assert page.locator("#log-lines script").count() == 0 and page.dialogs == [] and page.csp_violations == []
     screenshot(page, "logs")
     page.goto(f"{kirby_web.url}/admin/run/")
     assert run_id in page.content()

@@ -185,7 +185,11 @@ def test_security_headers_and_cookie_flags(app):
         assert headers["X-Content-Type-Options"] == "nosniff"
         assert headers["Referrer-Policy"] == "same-origin"
         assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
-    assert "'unsafe-inline'" not in client.get("/login").headers["Content-Security-Policy"].split("style-src")[0]
+    for path in ("/login", "/admin/job/"):  # scripts: own origin, this response's nonce, known handlers only
+        script_src = client.get(path).headers["Content-Security-Policy"].split("script-src")[1].split(";")[0]
+        assert "'unsafe-inline'" not in script_src and "'nonce-" in script_src
+    admin_scripts = client.get("/admin/job/").headers["Content-Security-Policy"].split(";")[1]
+    assert "'unsafe-hashes'" in admin_scripts and admin_scripts.count("'sha256-") == 7
     secure = app.test_client().post("/login", base_url="https://kirby.example",
                                      data={"username": "alice", "password": PASSWORD})
     assert "Secure" in secure.headers["Set-Cookie"]
