@@ -41,12 +41,14 @@ def cluster(tmp_path, example_index):  # noqa: F811
 def test_run_now_and_watch_the_log_arrive_live(page, cluster):
     web, database = cluster
     log_in(page, web, "alice")
-    for _ in range(60):  # the supervisor registers within a few seconds (the page is not live: reload)
+    leading = page.locator("#supervisors tr", has_text="alpha").locator("td", has_text="yes (epoch")
+    for _ in range(60):  # alpha registers and wins the election within seconds (the page is not live: reload)
         page.goto(f"{web.url}/admin/supervisors/")
-        if page.locator("#supervisors td", has_text="alpha").count():
+        if leading.count():
             break
         page.wait_for_timeout(1000)
-    assert page.locator("#supervisors td", has_text="alpha").count(), "supervisor alpha never registered"
+    assert leading.count(), "supervisor alpha never showed up as the leader on the supervisors page"
+    screenshot(page, "supervisors")
 
     page.goto(f"{web.url}/admin/context/")
     page.click("button.run-now")

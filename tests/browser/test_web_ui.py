@@ -115,8 +115,6 @@ def test_admin_creates_a_scheduled_job_and_sees_the_preview(page, kirby_web):
     page.goto(f"{base}/admin/config/")
     assert SECRET not in page.content() and "https://api.example.org" in page.content()
     screenshot(page, "config")
-    page.goto(f"{base}/admin/supervisors/")
-    screenshot(page, "supervisors")
     page.click("#logout")
     page.wait_for_url(re.compile(r".*/login$"))
     page.goto(f"{base}/admin/job/")

@@ -152,3 +152,15 @@ def test_the_schedule_document_for_the_token_holder(app):
     [entry] = document["contexts"]
     assert entry["job"] == "backup" and entry["config"]["CTX_SECRET"] == "hunter2-ctx"
     assert entry["schedules"][0]["cron"] == "0 3 * * *"
+
+
+def test_the_supervisors_page_shows_the_registry_the_leader_and_daemons(app, viewer_client):
+    leases = app.extensions["kirby"].lease_store
+    leases.register_supervisor("alpha", "instance-a", ttl=60)
+    leases.register_supervisor("beta", "instance-b", ttl=60)
+    epoch = leases.acquire_leader("beta", ttl=60)
+    assert leases.acquire_daemon("ticker:prod", "alpha", ttl=60)
+    page = viewer_client.get("/admin/supervisors/").get_data(as_text=True)
+    assert "instance-a" in page and "instance-b" in page
+    assert f"<strong>beta</strong> (epoch {epoch}" in page and f"yes (epoch {epoch})" in page
+    assert "<td>ticker:prod</td>" in page
