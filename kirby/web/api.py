@@ -31,8 +31,9 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@blueprint.errorhandler(BadQuery)
+@blueprint.app_errorhandler(BadQuery)
 def _bad_query(exc: BadQuery):
+    """A bad filter or cursor value, anywhere in the app: 400 naming the parameter."""
     return api_error(400, str(exc))
 
 

@@ -65,6 +65,8 @@ def test_sse_streams_a_run_and_resumes_after_the_last_event_id(app, viewer_clien
     events = sse_events(viewer_client.get(f"/logs/stream?run={run_id}"))
     assert [(e["id"], e["data"].get("text")) for e in events[:3]] == [("0", "one"), ("1", XSS), ("2", "three")]
     assert events[-1]["event"] == "end" and events[-1]["data"]["state"] == "succeeded"
+    bad = viewer_client.get(f"/logs/stream?run={run_id}", headers={"Last-Event-ID": "abc"})
+    assert bad.status_code == 400 and "Last-Event-ID" in bad.get_json()["error"]
     resumed = sse_events(viewer_client.get(f"/logs/stream?run={run_id}", headers={"Last-Event-ID": "1"}))
     assert [e["id"] for e in resumed] == ["2", None] and resumed[0]["data"]["text"] == "three"
 
