@@ -35,6 +35,7 @@ from kirby.tasks.masking import Masker
 MAX_LINE = 64 * 1024  # bytes; longer lines are cut with CUT_MARKER
 CUT_MARKER = " [... line cut by kirby: {} more bytes]"
 READ_SIZE = 256 * 1024
+EXIT_AFTER_EOF = 5.0  # seconds the reaper may take to exit once its output pipes have closed
 LEFTOVER_GRACE = 2.0  # seconds processes left behind by an exited script get before SIGKILL
 BACKSTOP = 5.0  # seconds after the grace before the last resort
 DRAIN_AFTER_EXIT = 2.0  # seconds to wait for pipes still held open once the reaper has exited
@@ -258,9 +259,12 @@ class RunProcess:
                 pass
 
     def _finish(self) -> None:
-        if self.process.poll() is None:  # only if reading failed unexpectedly: never leave it running
-            log.error("run %s: output reading stopped early; killing the run", self.spec.run_id)
-            self._kill_leftovers()
+        if self.process.poll() is None:
+            try:  # the pipes close as the reaper exits, a moment before its exit status can be read
+                self.process.wait(timeout=EXIT_AFTER_EOF)
+            except subprocess.TimeoutExpired:  # reading failed unexpectedly: never leave it running
+                log.error("run %s: output reading stopped early; killing the run", self.spec.run_id)
+                self._kill_leftovers()
         for pipe in (self.process.stdout, self.process.stderr):
             pipe.close()
         code = self.process.wait()
