@@ -68,6 +68,7 @@ class EventsConsumer:
         alive = {s.name for s in self.state.lease_store.supervisors()}
         with self.state.database.session() as s:
             active = list(s.scalars(select(Run).where(Run.state.in_([RunState.CLAIMED, RunState.RUNNING]))))
+            active += self._claimed_but_unrecorded(s, now)
             missing = {run.supervisor for run in active if run.supervisor and run.supervisor not in alive}
             self._missing_since = {name: self._missing_since.get(name, now) for name in missing}
             lost = []
@@ -81,6 +82,22 @@ class EventsConsumer:
         for run_id in lost:
             log.warning("run %s marked lost: its supervisor is gone", run_id)
         return lost
+
+    def _claimed_but_unrecorded(self, session, now: datetime) -> list[Run]:
+        """Offered runs whose claim (in the lease store) names a supervisor: their ``claimed`` event
+        was lost, e.g. with a supervisor killed before it published it. The claim tells who had them."""
+        cutoff = now - self.grace
+        offered = session.scalars(
+            select(Run).where(Run.state == RunState.OFFERED, Run.offered_at < cutoff, Run.offered_at > cutoff - timedelta(hours=1))
+            .order_by(Run.offered_at).limit(500)
+        )
+        found = []
+        for run in offered:
+            claim = self.state.lease_store.get_claim(run.id)
+            if claim is not None:
+                run.supervisor = claim.supervisor
+                found.append(run)
+        return found
 
     def step(self, now: datetime) -> int:
         count = self.consume_once()

@@ -66,6 +66,24 @@ def test_runs_of_a_vanished_supervisor_are_marked_lost_after_the_grace(app):
         assert line.stream == "system" and "stopped heartbeating" in line.text
 
 
+def test_an_offered_run_claimed_by_a_vanished_supervisor_is_lost(app):
+    """The claimed event died with its supervisor; the lease store's claim still says who had it."""
+    state = app.extensions["kirby"]
+    run_id = "backup:prod:20260102T030407Z"
+    with state.database.session() as s:
+        from kirby.recorder import record
+
+        record(s, [RunEvent("offered", run_id, T0, None, {"job": "backup", "environment": "prod",
+                                                           "scheduled_at": T0, "offered_at": T0})])
+    assert state.lease_store.claim_run(run_id, "ghost")
+    consumer = EventsConsumer(state, grace=30)
+    assert consumer.check_lost(T0 + timedelta(seconds=31)) == []  # ghost is missing from now on
+    assert consumer.check_lost(T0 + timedelta(seconds=62)) == [run_id]
+    with state.database.session() as s:
+        lost = s.get(Run, run_id)
+        assert (lost.state, lost.supervisor) == (RunState.LOST, "ghost")
+
+
 def test_a_supervisor_that_comes_back_in_time_keeps_its_runs(app):
     state = app.extensions["kirby"]
     with state.database.session() as s:
