@@ -33,6 +33,7 @@ def cli(ctx: click.Context) -> None:
     settings = load_settings()
     logging.basicConfig(level=logging.INFO, format=settings.log_format)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # no migration chatter in dialogues
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python narrates every connection at INFO
     ctx.obj = settings
 
 

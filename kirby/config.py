@@ -176,7 +176,7 @@ def _read_dotenv(path: Path) -> dict[str, str]:
 class Settings:
     """Everything Kirby is configured with. Built by :func:`load_settings`; never mutated."""
 
-    database_uri: str = "sqlite:///kirby.db"
+    database_uri: str = field(default="sqlite:///kirby.db", repr=False)  # may hold a password
     track_modifications: bool = False
     secret_key: str = field(default=INSECURE_SECRET_KEY, repr=False)
     security_password_salt: str = field(default="", repr=False)
@@ -193,7 +193,7 @@ class Settings:
     ext_wait_between_retries: float = 0.4
     ext_retries: int = 3
     log_format: str = DEFAULT_LOG_FORMAT
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
     redis_prefix: str = "kirby:"
     embedded_path: Path = Path("kirby-embedded.db")
     package_index: str = "http://127.0.0.1:8081/simple/"

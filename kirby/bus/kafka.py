@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from typing import Callable, TypeVar
 
@@ -97,7 +98,7 @@ def call(settings: Settings, what: str, function: Callable[[], T], retry: bool =
         ):
             with attempt:
                 return function()
-    except KafkaError as exc:
+    except (KafkaError, ssl.SSLError) as exc:  # a TLS refusal is not retried: it will not change
         raise bus_error(settings, what, exc) from None
     raise AssertionError("unreachable")  # pragma: no cover
 

@@ -26,7 +26,12 @@ from kirby.recorder import mark_lost, record
 from kirby.web.state import WebState
 
 log = logging.getLogger(__name__)
-GROUP = "kirby-web"
+
+
+def web_group(settings) -> str:
+    """The consumer group of the web processes of one cluster: named after its events topic, so
+    clusters sharing a Kafka do not share (and split) each other's events."""
+    return f"{settings.topic_run_events}.web"
 
 
 class EventsConsumer:
@@ -48,7 +53,7 @@ class EventsConsumer:
     def consume_once(self, timeout: float | None = None) -> int:
         """Poll, record and acknowledge one batch; returns how many events were recorded."""
         if self._consumer is None:
-            self._consumer = self.state.bus.event_consumer(group=GROUP, member=self.member)
+            self._consumer = self.state.bus.event_consumer(group=web_group(self.state.settings), member=self.member)
         deliveries = self._consumer.poll(self.poll_timeout if timeout is None else timeout, self.batch)
         if not deliveries:
             return 0

@@ -269,3 +269,9 @@ def test_real_command_reports_a_bad_setting_in_one_line(tmp_path):
         )
         assert (done.returncode, done.stdout, done.stderr) == (1, "", message)
         assert not (cwd / "kirby.db").exists()
+
+
+def test_passwords_in_urls_stay_out_of_repr(tmp_path):
+    configured = settings(tmp_path, REDIS_URL="redis://:hunter2@127.0.0.1:6390/0",
+                          SQLALCHEMY_DATABASE_URI="postgresql://kirby:s3cret@127.0.0.1:5439/kirby")
+    assert "hunter2" not in repr(configured) and "s3cret" not in repr(configured)
