@@ -22,11 +22,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable
 
 from kirby.errors import KirbyError, PackageError
 from kirby.events import Offer
+from kirby.models import utcnow
 from kirby.lease.base import LeaseStore
 from kirby.supervisor.reporting import RunReporter
 from kirby.supervisor.runner import spec_for
@@ -34,9 +35,6 @@ from kirby.tasks.base import Executor, RunResult
 
 log = logging.getLogger(__name__)
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def daemon_key(job: str, environment: str) -> str:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from datetime import datetime, timezone
+from datetime import datetime
 
 from kirby.bus.base import OfferBus
+from kirby.models import utcnow
 from kirby.errors import KirbyError
 from kirby.events import Offer, RunEvent
 from kirby.recorder import offer_data
@@ -22,9 +23,6 @@ log = logging.getLogger(__name__)
 
 _STOP = object()
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class RunReporter:

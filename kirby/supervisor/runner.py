@@ -21,14 +21,14 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable
 
 from kirby.bus.base import Consumer, Delivery, OfferBus
 from kirby.errors import KirbyError, PackageError
 from kirby.events import Offer
 from kirby.lease.base import LeaseStore
-from kirby.models import attempt_run_id
+from kirby.models import attempt_run_id, utcnow
 from kirby.supervisor.reporting import RunReporter
 from kirby.tasks.base import Executor, RunResult, RunSpec
 
@@ -37,9 +37,6 @@ log = logging.getLogger(__name__)
 OVERLAP_TTL = 30.0  # seconds; renewed every OVERLAP_TTL / 3 while the run lives
 REPLACE_WAIT = 60.0  # seconds a replacing run waits for the run it replaces to stop
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def overlap_key(offer: Offer) -> str:

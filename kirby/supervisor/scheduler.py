@@ -43,7 +43,7 @@ from kirby.bus.base import OfferBus
 from kirby.cron import next_fire
 from kirby.errors import CronError, KirbyError
 from kirby.lease.base import LeaseStore, StaleEpoch
-from kirby.models import run_slot_id
+from kirby.models import run_slot_id, utcnow
 from kirby.schedule.snapshot import ScheduleRule, ScheduleSnapshot, offer_for_slot
 from kirby.schedule.source import ScheduleSource
 from kirby.supervisor.election import MIN_WAIT, Election
@@ -60,9 +60,6 @@ NEVER = datetime.max.replace(tzinfo=timezone.utc)
 def since_key(schedule_key: str) -> str:
     return SINCE_PREFIX + schedule_key
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class Scheduler:

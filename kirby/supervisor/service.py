@@ -22,10 +22,11 @@ import socket
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 
 from kirby.bus import open_bus
 from kirby.config import Settings
+from kirby.models import utcnow
 from kirby.errors import KirbyError
 from kirby.lease import open_lease_store
 from kirby.schedule import ScheduleClient, ScheduleSource, entry_offer
@@ -38,9 +39,6 @@ from kirby.tasks.executor import LocalExecutor
 
 log = logging.getLogger(__name__)
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def daemon_specs(source_snapshot, now: datetime) -> list[DaemonSpec]:
