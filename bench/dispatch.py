@@ -121,7 +121,7 @@ def bench_dispatch(cluster: Cluster, scripts: int, rate: int, window: float, pyt
     document = cluster.get("/schedule", 120)
     fetch = time.perf_counter() - fetch
     assert document is not None, "GET /schedule failed"
-    lead = 20 + 8 * fetch  # the leader's first fetch competes with the others' (housekeeping) on the web
+    lead = 10 + 12 * fetch  # the leader's first fetch competes with the others' (housekeeping) on the web
     t0 = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=math.ceil(lead))
     instants = [t0 + timedelta(seconds=i // rate + (0 if i < measured else 12 * 3600)) for i in range(total)]
     slots = {}  # schedule id -> instant; slot i goes to job i mod scripts
