@@ -21,7 +21,8 @@ import math
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
+from pathlib import Path
 from datetime import datetime
 from typing import Callable
 
@@ -69,7 +70,16 @@ class _Held:
     failures: int = 0
     next_start: float = 0.0
     stopping: bool = False
-    events: list = field(default_factory=list)
+    fence: Path | None = None  # touched at each renewal; the run stops itself when it goes stale
+
+    def touch_fence(self) -> None:
+        if self.fence is not None:
+            self.fence.touch()
+
+    def remove_fence(self) -> None:
+        if self.fence is not None:
+            self.fence.unlink(missing_ok=True)
+            self.fence = None
 
 
 class Arbiter:
@@ -83,8 +93,10 @@ class Arbiter:
         max_backoff: float = 60.0,
         healthy_after: float = 60.0,
         clock: Callable[[], datetime] = utcnow,
+        fence_directory: Path | None = None,
     ):
         self.name = name
+        self.fence_directory = fence_directory
         self.leases = lease_store
         self.executor = executor
         self.reporter = reporter
@@ -137,6 +149,7 @@ class Arbiter:
             renewed = None
         if renewed:
             held.last_renewed = now
+            held.touch_fence()
             return True
         if renewed is False or now - held.last_renewed >= self.ttl - self.fence_margin:
             log.error("lost the lease of daemon %s; stopping its process (self-fencing)", key)
@@ -152,11 +165,17 @@ class Arbiter:
         offer = Offer(**{**spec.offer.__dict__, "run_id": run_id, "slot_id": run_id, "scheduled_at": started,
                          "trigger": "daemon", "epoch": None, "timeout_seconds": None})
         self.reporter.claimed(offer)
+        run_spec = spec_for(offer, self.name)
+        if self.fence_directory is not None:  # the process stops itself before the lease can expire
+            self.fence_directory.mkdir(parents=True, exist_ok=True)
+            held.fence = self.fence_directory / f"{spec.job}.{spec.environment}.{uuid.uuid4().hex[:8]}"
+            held.touch_fence()
+            run_spec = replace(run_spec, fence_file=str(held.fence), fence_after=self.ttl - self.fence_margin)
         try:
             self.executor.prepare(offer.package, offer.version)
             held.run_id = run_id
             held.started_at = started.timestamp()
-            self.executor.start(spec_for(offer, self.name), on_line=self.reporter.line,
+            self.executor.start(run_spec, on_line=self.reporter.line,
                                 on_exit=lambda result, key=spec.key: self._exited(key, result))
         except PackageError as exc:
             held.run_id = None
@@ -172,6 +191,7 @@ class Arbiter:
         held = self._held.get(key)
         if held is None or held.run_id != result.run_id:
             return
+        held.remove_fence()
         held.run_id = None
         if held.stopping:
             return
@@ -206,6 +226,7 @@ class Arbiter:
     def _give_up(self, key: str, release: bool) -> None:
         held = self._held.pop(key)
         held.stopping = True
+        held.remove_fence()
         if held.run_id:  # within the fence margin, so the process is gone before the lease expires
             self._cancel_and_wait(held.run_id, grace=self.fence_margin / 2)
         if release:

@@ -75,7 +75,8 @@ class Supervisor:
         self.scheduler = Scheduler(self.source, self.leases, self.bus, self.election, wakeup=wakeup,
                                    reporter=self.reporter)
         self.runner: Runner | None = None
-        self.arbiter = Arbiter(name, self.leases, self.executor, self.reporter, ttl=3 * window)
+        self.arbiter = Arbiter(name, self.leases, self.executor, self.reporter, ttl=3 * window,
+                               fence_directory=settings.run_directory / ".fences" / name)
 
     def _info(self) -> dict:
         return {

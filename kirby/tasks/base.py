@@ -27,6 +27,10 @@ class RunSpec:
     config: dict[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()  # names of config keys whose values are masked in output
     timeout_seconds: float | None = None
+    # Self-fencing (daemons): the run stops itself when ``fence_file`` goes untouched for
+    # ``fence_after`` seconds; the supervisor touches it each time it renews the run's lease.
+    fence_file: str | None = None
+    fence_after: float | None = None
 
 
 @dataclass(frozen=True)

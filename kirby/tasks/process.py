@@ -137,7 +137,8 @@ class RunProcess:
         self.started_at = datetime.now(timezone.utc)
         self._started = time.monotonic()
         self.process = subprocess.Popen(
-            [str(venv / "bin" / "python"), "-c", REAPER_SOURCE, module, str(LEFTOVER_GRACE)],
+            [str(venv / "bin" / "python"), "-c", REAPER_SOURCE, module, str(LEFTOVER_GRACE),
+             *([spec.fence_file, str(spec.fence_after)] if spec.fence_file else [])],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd=self.workdir, env=env, start_new_session=True, close_fds=True, pipesize=1024 * 1024,
         )

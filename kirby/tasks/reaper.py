@@ -1,7 +1,7 @@
 """The first process of every run: a subreaper that runs the script and leaves nothing behind.
 
 This file's source is passed to the venv's interpreter with ``python -c`` (the venv cannot import
-Kirby), with argv ``[module, leftover_grace]``. It makes itself a child subreaper (so orphans of
+Kirby), with argv ``[module, leftover_grace, [fence_file, fence_after]]``. It makes itself a child subreaper (so orphans of
 the script, even double-forked daemons in another session, are reparented to it), forks, and the
 child runs ``module`` exactly as ``python -m`` would (one interpreter start-up for both). The parent:
 
@@ -11,6 +11,9 @@ child runs ``module`` exactly as ``python -m`` would (one interpreter start-up f
 - when the supervisor dies (PR_SET_PDEATHSIG: SIGHUP), SIGTERMs every descendant and SIGKILLs them
   after ``leftover_grace`` seconds, so no script outlives its supervisor (a daemon would otherwise
   run twice once another supervisor takes its lease);
+- with a fence file (daemons): when the supervisor has not touched it for ``fence_after`` seconds
+  (it lost the daemon's lease, or it is frozen and cannot renew), stops everything the same way,
+  before the lease can expire and another supervisor start a second instance;
 - once the script's main process has exited, SIGTERMs what is left, SIGKILLs it after
   ``leftover_grace`` seconds, reaps it all, and exits with the main process's status (same code,
   or killed by the same signal).
@@ -61,7 +64,15 @@ def _reap_ready():
             return True
 
 
-def _kirby_reaper(module, leftover_grace):
+def _stale(path, seconds):
+    """True when ``path`` was not touched for ``seconds`` (or is gone)."""
+    try:
+        return time.time() - os.stat(path).st_mtime > seconds
+    except OSError:
+        return True
+
+
+def _kirby_reaper(module, leftover_grace, fence="", fence_after=0.0):
     me = os.getpid()
     group = os.getpgid(0)
 
@@ -71,10 +82,24 @@ def _kirby_reaper(module, leftover_grace):
     def kill_all(signum, frame):
         _signal_all(_descendants(me), signal.SIGKILL)
 
+    kill_at = []  # set once everything must stop: SIGKILL what is left at this time
+
+    def stop_everything():
+        if not kill_at:
+            kill_at.append(time.monotonic() + leftover_grace)
+            _signal_all(_descendants(me), signal.SIGTERM)
+            signal.setitimer(signal.ITIMER_REAL, 0.2, 0.2)
+
     def orphaned(signum, frame):  # the supervisor died: stop everything, SIGKILL after the grace
-        _signal_all(_descendants(me), signal.SIGTERM)
-        signal.signal(signal.SIGALRM, kill_all)
-        signal.alarm(max(1, int(leftover_grace)))
+        stop_everything()
+
+    def tick(signum, frame):  # every 0.2 s once stopping, else every 0.5 s when fenced
+        if kill_at and time.monotonic() >= kill_at[0]:
+            _signal_all(_descendants(me), signal.SIGKILL)
+        elif fence and not kill_at and _stale(fence, fence_after):
+            print(f"kirby: {fence} not refreshed for {fence_after:g} s: the supervisor lost this run's "
+                  "lease (or froze); stopping it", file=sys.stderr, flush=True)
+            stop_everything()
 
     handled = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP, signal.SIGALRM)
     defaults = {sig: signal.getsignal(sig) for sig in handled}
@@ -82,6 +107,9 @@ def _kirby_reaper(module, leftover_grace):
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGUSR1, kill_all)
     signal.signal(signal.SIGHUP, orphaned)
+    signal.signal(signal.SIGALRM, tick)
+    if fence:
+        signal.setitimer(signal.ITIMER_REAL, 0.5, 0.5)
     parent = os.getppid()
     try:
         _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
@@ -95,6 +123,7 @@ def _kirby_reaper(module, leftover_grace):
         os.kill(me, signal.SIGHUP)
     main = os.fork()
     if main == 0:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
         for sig, handler in defaults.items():
             signal.signal(sig, handler)
         sys.argv = [module]
@@ -155,4 +184,4 @@ def _group_of(pid):
 
 
 if __name__ == "__main__":
-    _kirby_reaper(sys.argv[1], float(sys.argv[2]))
+    _kirby_reaper(sys.argv[1], float(sys.argv[2]), *(sys.argv[3:4] + [float(a) for a in sys.argv[4:5]]))

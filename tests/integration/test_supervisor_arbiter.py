@@ -6,6 +6,7 @@ self-fencing, restarts on a new version, and stopping a daemon that is no longer
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,7 +53,8 @@ def arbiters(make_settings, example_wheels, shared_venvs, tmp_path):
     def make(name: str, ttl: float = 3.0) -> Arbiter:
         executor = LocalExecutor(settings, name, timeout_grace=1.0)
         reporter = RunReporter(bus, name)
-        arbiter = Arbiter(name, leases, executor, reporter, ttl=ttl, max_backoff=1.0)
+        arbiter = Arbiter(name, leases, executor, reporter, ttl=ttl, max_backoff=1.0,
+                          fence_directory=tmp_path / "fences" / name)
         made.append((arbiter, executor, reporter))
         return arbiter
 
@@ -83,6 +85,24 @@ def test_one_instance_and_takeover_when_the_holder_stops_renewing(arbiters, tmp_
     assert b.held() == ["daemon:sensor:dev"]
     second = wait_for(lambda: instances(pidfile), 60, "beta's instance did not start")
     assert len(second) == 1 and second != first
+
+
+def test_a_frozen_holder_s_daemon_stops_itself_before_its_lease_expires(arbiters, tmp_path):
+    """The holder stops ticking (frozen, or cut off from the store): its daemon's reaper sees the
+    fence file go stale and stops it before the lease expires, so the next holder never overlaps."""
+    pidfile = tmp_path / "pids"
+    spec = [daemon("sensor", pidfile)]
+    a, b = arbiters.make("alpha"), arbiters.make("beta")
+    a.tick(spec, live_supervisors=2)
+    (first,) = wait_for(lambda: instances(pidfile), 60, "the daemon did not start")
+    renewed = time.time()
+    a.tick(spec, live_supervisors=2)  # a last renewal, then alpha freezes
+    wait_for(lambda: not instances(pidfile), 10, "the frozen holder's daemon kept running")
+    stopped = [float(line.split()[2]) for line in pidfile.read_text().splitlines() if line.startswith("stop")][0]
+    assert stopped < renewed + 3.0, "the daemon stopped only after its lease could have expired"
+    wait_for(lambda: b.tick(spec, 2) or b.held(), 15, "beta never took over")
+    wait_for(lambda: instances(pidfile), 60, "beta's instance did not start")
+    assert len(instances(pidfile)) == 1
 
 
 def test_daemons_spread_among_supervisors(arbiters, tmp_path):

@@ -109,3 +109,29 @@ def test_nothing_outlives_a_supervisor_killed_with_sigkill(tmp_path):
         time.sleep(0.05)
     left = [pid for pid in (reaper, script) if Path(f"/proc/{pid}").exists()]
     assert left == [], f"still running after their supervisor died: {left}"
+
+
+def test_a_stale_fence_file_stops_the_script(tmp_path):
+    """Self-fencing: a script whose fence file is not touched for fence_after seconds is stopped."""
+    (tmp_path / "forever.py").write_text("import time\nprint('up', flush=True)\ntime.sleep(120)\n")
+    fence = tmp_path / "fence"
+    fence.touch()
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", REAPER_SOURCE, "forever", "0.5", str(fence), "1.5"], cwd=tmp_path,
+                          env={}, capture_output=True, text=True, timeout=30)
+    took = time.monotonic() - started
+    assert done.returncode == -signal.SIGTERM, done.stderr
+    assert "not refreshed for 1.5 s" in done.stderr
+    assert 1.5 <= took < 10
+
+
+def test_a_touched_fence_file_lets_the_script_run(tmp_path):
+    (tmp_path / "short.py").write_text("import time\ntime.sleep(3)\nprint('done', flush=True)\n")
+    fence = tmp_path / "fence"
+    fence.touch()
+    process = subprocess.Popen([sys.executable, "-c", REAPER_SOURCE, "short", "0.5", str(fence), "1.5"],
+                               cwd=tmp_path, env={}, stdout=subprocess.PIPE, text=True)
+    while process.poll() is None:
+        fence.touch()
+        time.sleep(0.2)
+    assert (process.returncode, process.stdout.read()) == (0, "done\n")
