@@ -280,8 +280,15 @@ class Scheduler:
             self.reporter.close()
 
     def _refresh_loop(self, stop_event: threading.Event) -> None:
+        """Keep a fresh copy on followers too: a new leader publishes at once, without fetching a
+        (possibly large) schedule in the thread that must renew its lease; the arbiter reads it too."""
+        self.refresh(self.clock())
         while not stop_event.wait(self.wakeup):
-            if self.election.is_leader:
-                self.refresh(self.clock())
-                self._wake.set()
+            self.refresh(self.clock())
+            self._wake.set()
         self._wake.set()
+
+    @property
+    def snapshot(self) -> ScheduleSnapshot | None:
+        """The newest schedule fetched (None before the first good fetch)."""
+        return self._latest

@@ -101,16 +101,15 @@ class Supervisor:
                 stop.wait(self.settings.ext_wait_between_retries or 1.0)
 
     def _housekeeping(self, stop: threading.Event) -> None:
-        daemons: list[DaemonSpec] | None = None
-        fetched = 0.0
+        """Heartbeat, overlap leases, and the daemons of the scheduler's copy of the schedule."""
         while not stop.wait(self.window / 2):
             try:
                 self._heartbeat()
                 self.runner.renew_overlaps()
-                if daemons is None or time.monotonic() - fetched >= self.wakeup:
-                    daemons = daemon_specs(self.source.fetch(utcnow()), utcnow())
-                    fetched = time.monotonic()
-                self.arbiter.tick(daemons, live_supervisors=len(self.leases.supervisors()))
+                snapshot = self.scheduler.snapshot
+                if snapshot is not None:
+                    daemons = daemon_specs(snapshot, utcnow())
+                    self.arbiter.tick(daemons, live_supervisors=len(self.leases.supervisors()))
             except KirbyError as exc:
                 log.error("housekeeping: %s", exc)
 
