@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -24,8 +25,9 @@ def lifetimes(pidfile) -> dict[int, list[float | None]]:
     return spans
 
 
-def assert_never_two_at_once(pidfile) -> None:
-    spans = sorted((start, stop if stop is not None else float("inf"), pid)
+def assert_never_two_at_once(pidfile, seen_gone: dict[int, float]) -> None:
+    """No two lifetimes overlap; a pid without a stop record ended by ``seen_gone[pid]`` (or runs)."""
+    spans = sorted((start, stop if stop is not None else seen_gone.get(pid, float("inf")), pid)
                    for pid, (start, stop) in lifetimes(pidfile).items())
     for (_, stop, pid), (start, _, other) in zip(spans, spans[1:]):
         assert start >= stop, f"daemon instances {pid} and {other} ran at the same time"
@@ -45,13 +47,15 @@ def test_a_daemon_runs_once_and_moves_when_its_supervisor_is_killed(cluster):
         holder = store.daemon_holders()["daemon:sensor:e2e"]
     killed_at = time.time()
     cluster.signal(holder, signal.SIGKILL)
-    wait_for(lambda: lifetimes(pidfile)[first[0]][1], 30, "the daemon outlived its killed supervisor")
-    moved = wait_for(lambda: [pid for pid, (start, stop) in lifetimes(pidfile).items() if stop is None and pid != first[0]],
+    wait_for(lambda: not Path(f"/proc/{first[0]}").exists(), 30, "the daemon outlived its killed supervisor")
+    gone_at = time.time()  # it may have been SIGKILLed after the grace, too late to record its stop
+    moved = wait_for(lambda: [pid for pid, (_, stop) in lifetimes(pidfile).items() if stop is None and pid != first[0]],
                      60, "the daemon did not move to another supervisor")
     took = lifetimes(pidfile)[moved[0]][0] - killed_at
     ttl = 3 * 2.0  # the daemon lease: 3 x the supervisors' --window
     assert took < ttl + 20, f"the daemon moved {took:.1f} s after the kill (lease TTL {ttl:g} s)"
     with open_lease_store(cluster.settings) as store:
         assert store.daemon_holders()["daemon:sensor:e2e"] != holder
-    assert_never_two_at_once(pidfile)
-    assert len([pid for pid, (_, stop) in lifetimes(pidfile).items() if stop is None]) == 1
+    assert_never_two_at_once(pidfile, {first[0]: gone_at})
+    assert [pid for pid, (_, stop) in lifetimes(pidfile).items() if stop is None and Path(f"/proc/{pid}").exists()] \
+        == moved[:1]
