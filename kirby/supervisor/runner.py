@@ -119,8 +119,9 @@ class Runner:
         offer does not wait for the acknowledgements (a Kafka commit each) of those before it.
         """
         deliveries = self.consumer.poll(timeout)
-        for delivery in deliveries:
-            self._accept(delivery)
+        epoch = self.leases.current_epoch() if any(d.message.epoch is not None for d in deliveries) else None
+        for delivery in deliveries:  # fenced by the epoch read once per poll: one store round trip
+            self._accept(delivery, epoch)
         for delivery in deliveries:
             self.consumer.ack(delivery)
         return len(deliveries)
@@ -131,11 +132,12 @@ class Runner:
         self.consumer.ack(delivery)
         return accepted
 
-    def _accept(self, delivery: Delivery[Offer]) -> bool:
-        """Fence and claim one offer; launch it if claimed. Acknowledging is the caller's (after the
-        claim: a crash before the ack means redelivery, and the redelivered offer loses the claim)."""
+    def _accept(self, delivery: Delivery[Offer], epoch: int | None = None) -> bool:
+        """Fence (by ``epoch``, the store's current one, read if not given) and claim one offer; launch
+        it if claimed. Acknowledging is the caller's (after the claim: a crash before the ack means
+        redelivery, and the redelivered offer loses the claim)."""
         offer = delivery.message
-        if offer.epoch is not None and offer.epoch < self.leases.current_epoch():
+        if offer.epoch is not None and offer.epoch < (epoch if epoch is not None else self.leases.current_epoch()):
             self.counters.stale += 1
             log.warning("dropped offer %s of stale epoch %s", offer.run_id, offer.epoch)
             return False

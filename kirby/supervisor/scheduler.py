@@ -99,8 +99,9 @@ class Scheduler:
         """Fetch the schedule; on failure keep the previous one (the source logs outages)."""
         try:
             self._latest, self._fetched_at = self.source.fetch(now), now
-        except KirbyError as exc:
-            log.error("cannot read the schedule: %s", exc)
+        except KirbyError as exc:  # before the first copy this is usually `kirby web` still starting
+            log.log(logging.WARNING if self._latest is None else logging.ERROR, "cannot read the schedule%s: %s",
+                    " yet" if self._latest is None else "", exc)
 
     def _stale(self, now: datetime) -> bool:
         limit = self.wakeup * (2 if self._background else 1)
