@@ -41,9 +41,20 @@ def _resume_point() -> int | None:
     return parse_int("Last-Event-ID", raw, 0, minimum=-1)
 
 
+def _idle(state: WebState, deadline: float, beat: list[float], poll: float) -> Iterator[str]:
+    """Between polls: a keep-alive every 15 s, then wait ``poll`` s. Returns False when the stream
+    must end (its lifetime is over, or the server is stopping)."""
+    if time.monotonic() >= deadline or state.stopping.is_set():
+        return False
+    if time.monotonic() - beat[0] > 15:
+        beat[0] = time.monotonic()
+        yield ": keep-alive\n\n"
+    return not state.stopping.wait(poll)
+
+
 def run_events(state: WebState, run_id: str, after: int, poll: float, lifetime: float) -> Iterator[str]:
     deadline = time.monotonic() + lifetime
-    last_beat = time.monotonic()
+    beat = [time.monotonic()]  # when the last keep-alive was sent
     while True:
         with state.database.session() as s:
             run = s.get(Run, run_id)
@@ -61,12 +72,8 @@ def run_events(state: WebState, run_id: str, after: int, poll: float, lifetime: 
         if finished:
             yield f"event: end\ndata: {json.dumps({'run_id': run_id, 'state': run.state.value})}\n\n"
             return
-        if time.monotonic() >= deadline:
+        if not (yield from _idle(state, deadline, beat, poll)):
             return
-        if time.monotonic() - last_beat > 15:
-            last_beat = time.monotonic()
-            yield ": keep-alive\n\n"
-        time.sleep(poll)
 
 
 def _tail_query(job: str | None):
@@ -76,7 +83,7 @@ def _tail_query(job: str | None):
 
 def tail_events(state: WebState, job: str | None, after: int | None, poll: float, lifetime: float) -> Iterator[str]:
     deadline = time.monotonic() + lifetime
-    last_beat = time.monotonic()
+    beat = [time.monotonic()]  # when the last keep-alive was sent
     if after is None:  # start with the newest BACKLOG lines
         with state.database.session() as s:
             newest = s.execute(_tail_query(job).order_by(LogLine.id.desc()).limit(BACKLOG)).all()
@@ -90,12 +97,8 @@ def tail_events(state: WebState, job: str | None, after: int | None, poll: float
                                    "time": line.time.isoformat(), "stream": line.stream, "text": line.text})
         if len(rows) == BATCH:
             continue
-        if time.monotonic() >= deadline:
+        if not (yield from _idle(state, deadline, beat, poll)):
             return
-        if time.monotonic() - last_beat > 15:
-            last_beat = time.monotonic()
-            yield ": keep-alive\n\n"
-        time.sleep(poll)
 
 
 @blueprint.route("/logs/stream")

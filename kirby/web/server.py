@@ -28,7 +28,11 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, debug: 
         log.warning("KIRBY_API_TOKEN is not set: /schedule answers 503 until it is (the leader needs it)")
     consumer = EventsConsumer(state, grace=lost_grace, lost_check_every=min(10.0, max(1.0, lost_grace / 3)))
     consumer.start()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop cleanly: consumer closed, leases released
+    def stop(*_) -> None:  # stop cleanly: log streams end, consumer closed, leases released
+        state.stopping.set()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     log.info("kirby web on http://%s:%d/ (database %s)", host, port, state.database.engine.url.render_as_string(hide_password=True))
     try:
         if debug:
@@ -42,5 +46,6 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, debug: 
                 clear_untrusted_proxy_headers=True, channel_timeout=120,
             )
     finally:
+        state.stopping.set()
         consumer.stop()
         state.close()

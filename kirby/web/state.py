@@ -24,6 +24,7 @@ class WebState:
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     owns: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    stopping: threading.Event = field(default_factory=threading.Event)  # set at shutdown: streams end
 
     def __post_init__(self) -> None:
         # Flask-Admin's views share one thread-local session, removed after each request.

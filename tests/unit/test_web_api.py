@@ -166,3 +166,21 @@ def test_the_supervisors_page_shows_the_registry_the_leader_and_daemons(app, vie
     assert "instance-a" in page and "instance-b" in page
     assert f"<strong>beta</strong> (epoch {epoch}" in page and f"yes (epoch {epoch})" in page
     assert "<td>ticker:prod</td>" in page
+
+
+def test_log_streams_end_at_once_when_the_server_stops(app):
+    """Shutdown does not wait for open streams' lifetimes (nor for their next poll)."""
+    import threading
+    import time
+
+    from kirby.web.logs import tail_events
+
+    state = app.extensions["kirby"]
+    stream = tail_events(state, None, after=0, poll=30, lifetime=60)
+    done = threading.Event()
+    threading.Thread(target=lambda: (list(stream), done.set()), daemon=True).start()
+    time.sleep(0.2)  # the stream is now waiting for its next poll
+    started = time.monotonic()
+    state.stopping.set()
+    assert done.wait(5), "the stream kept its thread after the server started stopping"
+    assert time.monotonic() - started < 2
