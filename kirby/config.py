@@ -50,7 +50,7 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
     "KIRBY_PACKAGE_INDEX": ("http://127.0.0.1:8081/simple/", "Package index URL, or a folder of wheels."),
     "KIRBY_VENV_DIRECTORY": ("~/.kirby/venvs", "Where virtualenvs are cached, one per package version."),
     "KIRBY_RUN_DIRECTORY": ("~/.kirby/runs", "Where each run gets its own working directory."),
-    "KIRBY_API_TOKEN": (None, "Token for the JSON API (the leader's /schedule calls). Required by `kirby web`."),
+    "KIRBY_API_TOKEN": (None, "Token for the JSON API (the leader's /schedule calls). Unset: `kirby web` warns and /schedule answers 503."),
 }
 
 
