@@ -45,7 +45,7 @@ class LocalConsumer(Consumer[M]):
     """A member of group ``group`` on ``stream``; its token is the message id."""
 
     def __init__(self, bus: LocalBus, stream: str, group: str, member: str, decode: Callable[[bytes], M]):
-        self._bus, self._stream, self._group, self._decode = bus, stream, group, decode
+        self._bus, self._stream, self._decode = bus, stream, decode
         self._table = STREAMS[stream]
         self.member_id = f"{member}:{uuid.uuid4().hex[:12]}"  # two consumers may share a name
         self._db = SqliteFile(bus.path, bus.busy_timeout)

@@ -126,18 +126,12 @@ class Runner:
             self.consumer.ack(delivery)
         return len(deliveries)
 
-    def handle(self, delivery: Delivery[Offer]) -> bool:
-        """Fence, claim, launch in the background, and ack one offer. True if this runner runs it."""
-        accepted = self._accept(delivery)
-        self.consumer.ack(delivery)
-        return accepted
-
-    def _accept(self, delivery: Delivery[Offer], epoch: int | None = None) -> bool:
-        """Fence (by ``epoch``, the store's current one, read if not given) and claim one offer; launch
-        it if claimed. Acknowledging is the caller's (after the claim: a crash before the ack means
-        redelivery, and the redelivered offer loses the claim)."""
+    def _accept(self, delivery: Delivery[Offer], epoch: int | None) -> bool:
+        """Fence (by ``epoch``, the store's current one; read whenever the poll holds a fenced offer)
+        and claim one offer; launch it if claimed. Acknowledging is the caller's (after the claim: a
+        crash before the ack means redelivery, and the redelivered offer loses the claim)."""
         offer = delivery.message
-        if offer.epoch is not None and offer.epoch < (epoch if epoch is not None else self.leases.current_epoch()):
+        if offer.epoch is not None and offer.epoch < epoch:
             self.counters.stale += 1
             log.warning("dropped offer %s of stale epoch %s", offer.run_id, offer.epoch)
             return False

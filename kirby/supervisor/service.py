@@ -29,7 +29,7 @@ from kirby.config import Settings
 from kirby.models import utcnow
 from kirby.errors import KirbyError
 from kirby.lease import open_lease_store
-from kirby.schedule import ScheduleClient, ScheduleSource, entry_offer
+from kirby.schedule import ScheduleClient, ScheduleSnapshot, ScheduleSource, entry_offer
 from kirby.supervisor.arbiter import Arbiter, DaemonSpec
 from kirby.supervisor.election import Election
 from kirby.supervisor.reporting import RunReporter
@@ -40,11 +40,11 @@ from kirby.tasks.executor import LocalExecutor
 log = logging.getLogger(__name__)
 
 
-
-def daemon_specs(source_snapshot, now: datetime) -> list[DaemonSpec]:
+def daemon_specs(snapshot: ScheduleSnapshot, now: datetime) -> list[DaemonSpec]:
+    """The daemons of ``snapshot``, each with its offer template."""
     return [
         DaemonSpec(entry.job, entry.environment, entry_offer(entry, "", now, now, trigger="daemon"))
-        for entry in source_snapshot.daemons
+        for entry in snapshot.daemons
     ]
 
 
@@ -63,17 +63,15 @@ class Supervisor:
         self.settings = settings
         self.name = name
         self.window = window
-        self.wakeup = wakeup
         self.grace = grace
         self.instance = uuid.uuid4().hex
         self.leases = open_lease_store(settings)
         self.bus = open_bus(settings)
-        self.source = source or ScheduleClient(settings)
         self.executor = LocalExecutor(settings, name)
         self.reporter = RunReporter(self.bus, name)
         self.election = Election(self.leases, name, window)
-        self.scheduler = Scheduler(self.source, self.leases, self.bus, self.election, wakeup=wakeup,
-                                   reporter=self.reporter)
+        self.scheduler = Scheduler(source or ScheduleClient(settings), self.leases, self.bus, self.election,
+                                   wakeup=wakeup, reporter=self.reporter)
         self.runner: Runner | None = None
         self.arbiter = Arbiter(name, self.leases, self.executor, self.reporter, ttl=3 * window,
                                fence_directory=settings.run_directory / ".fences" / name)
