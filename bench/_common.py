@@ -48,7 +48,11 @@ def load() -> str:
 def read_ledger(path: Path) -> list[tuple[str, float]]:
     if not path.exists():
         return []
-    return [(parts[0], float(parts[2])) for parts in (line.split() for line in path.read_text().splitlines()) if len(parts) == 3]
+    return [
+        (parts[0], float(parts[2]))
+        for parts in (line.split() for line in path.read_text().splitlines())
+        if len(parts) == 3
+    ]
 
 
 def free_port() -> int:
@@ -65,23 +69,33 @@ class Cluster:
         self.workdir, self.backend, self.port = workdir, backend, free_port()
         self.ledger = workdir / "ledger"
         self.env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", str(workdir)),
-            "LANG": "C.UTF-8", "LOG_FORMAT": LOG_FORMAT,
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", str(workdir)),
+            "LANG": "C.UTF-8",
+            "LOG_FORMAT": LOG_FORMAT,
             "SQLALCHEMY_DATABASE_URI": f"sqlite:///{workdir / 'kirby.db'}",
-            "KIRBY_EMBEDDED_PATH": str(workdir / "embedded.db"), "KIRBY_PACKAGE_INDEX": index,
-            "KIRBY_VENV_DIRECTORY": str(venvs), "KIRBY_RUN_DIRECTORY": str(workdir / "runs"),
-            "KIRBY_API_TOKEN": secrets.token_urlsafe(16), "SECRET_KEY": secrets.token_urlsafe(16),
+            "KIRBY_EMBEDDED_PATH": str(workdir / "embedded.db"),
+            "KIRBY_PACKAGE_INDEX": index,
+            "KIRBY_VENV_DIRECTORY": str(venvs),
+            "KIRBY_RUN_DIRECTORY": str(workdir / "runs"),
+            "KIRBY_API_TOKEN": secrets.token_urlsafe(16),
+            "SECRET_KEY": secrets.token_urlsafe(16),
             "KIRBY_SCHEDULE_ENDPOINT": f"http://127.0.0.1:{self.port}/schedule",
-            "EXT_RETRIES": "2", "EXT_WAIT_BETWEEN_RETRIES": "0.2",
+            "EXT_RETRIES": "2",
+            "EXT_WAIT_BETWEEN_RETRIES": "0.2",
         }
         if backend == "kafka-redis":
             unique = uuid.uuid4().hex[:10]
-            self.env.update({
-                "KAFKA_BOOTSTRAP_SERVERS": os.environ["KAFKA_BOOTSTRAP_SERVERS"], "REDIS_URL": os.environ["REDIS_URL"],
-                "KIRBY_TOPIC_JOB_OFFERS": f".kirby.bench-{unique}.offers",
-                "KIRBY_TOPIC_RUN_EVENTS": f".kirby.bench-{unique}.events",
-                "KIRBY_SUPERVISOR_GROUP_ID": f"kirby-bench-{unique}", "KIRBY_REDIS_PREFIX": f"kirby-bench-{unique}:",
-            })
+            self.env.update(
+                {
+                    "KAFKA_BOOTSTRAP_SERVERS": os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+                    "REDIS_URL": os.environ["REDIS_URL"],
+                    "KIRBY_TOPIC_JOB_OFFERS": f".kirby.bench-{unique}.offers",
+                    "KIRBY_TOPIC_RUN_EVENTS": f".kirby.bench-{unique}.events",
+                    "KIRBY_SUPERVISOR_GROUP_ID": f"kirby-bench-{unique}",
+                    "KIRBY_REDIS_PREFIX": f"kirby-bench-{unique}:",
+                }
+            )
         self.settings = load_settings(environ=self.env, cwd=workdir)
         self.database = open_database(self.settings)
         self.store = open_lease_store(self.settings)
@@ -89,8 +103,14 @@ class Cluster:
 
     def spawn(self, name: str, *args: str) -> None:
         with open(self.workdir / f"{name}.log", "ab") as log:
-            self.processes[name] = subprocess.Popen([str(KIRBY), *args], cwd=self.workdir, env=self.env, stdout=log,
-                                                    stderr=subprocess.STDOUT, start_new_session=True)
+            self.processes[name] = subprocess.Popen(
+                [str(KIRBY), *args],
+                cwd=self.workdir,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def start_web(self) -> None:
         self.spawn("web", "web", "--port", str(self.port))
@@ -98,8 +118,11 @@ class Cluster:
 
     def get(self, path: str, timeout: float):
         try:
-            response = requests.get(f"http://127.0.0.1:{self.port}{path}", timeout=timeout,
-                                    headers={"Authorization": f"Bearer {self.env['KIRBY_API_TOKEN']}"})
+            response = requests.get(
+                f"http://127.0.0.1:{self.port}{path}",
+                timeout=timeout,
+                headers={"Authorization": f"Bearer {self.env['KIRBY_API_TOKEN']}"},
+            )
             return response if response.ok else None
         except requests.RequestException:
             return None

@@ -41,7 +41,9 @@ WARMUP = 200
 def offers(count: int, prefix: str) -> list[Offer]:
     at = datetime(2026, 11, 28, tzinfo=timezone.utc)
     config = {"GREETING": "hello", "TOKEN": "s3cret"}
-    return [Offer(f"{prefix}-{n}", f"slot-{n}", "job", "prod", "pkg", "1.0", at, 1, config=config) for n in range(count)]
+    return [
+        Offer(f"{prefix}-{n}", f"slot-{n}", "job", "prod", "pkg", "1.0", at, 1, config=config) for n in range(count)
+    ]
 
 
 def rate(count: int, function) -> float:
@@ -85,12 +87,18 @@ class SqliteBaseline:
         self.connection = sqlite3.connect(str(path), isolation_level=None)
         self.connection.execute("PRAGMA journal_mode=WAL")
         self.connection.execute("PRAGMA synchronous=NORMAL")
-        self.connection.execute("CREATE TABLE raw (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, payload BLOB, created_at REAL)")
+        self.connection.execute(
+            "CREATE TABLE raw (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, payload BLOB, created_at REAL)"
+        )
         self.cursor = 0
 
     def round(self, payloads: list[bytes]) -> dict[str, float]:
         insert = "INSERT INTO raw (run_id, payload, created_at) VALUES (?, ?, ?)"
-        results = {"insert": rate(len(payloads), lambda: [self.connection.execute(insert, ("r", p, time.time())) for p in payloads])}
+        results = {
+            "insert": rate(
+                len(payloads), lambda: [self.connection.execute(insert, ("r", p, time.time())) for p in payloads]
+            )
+        }
         start = self.cursor
         results["insert-batch"] = rate(len(payloads), lambda: self.insert_batch(insert, payloads))
         results["select"] = rate(len(payloads), lambda: self.select(start, delete=False))
@@ -139,7 +147,10 @@ class KafkaBaseline:
 
     def consume(self, commit: bool) -> float:
         consumer = KafkaConsumer(
-            group_id=f"bench-{uuid.uuid4().hex[:8]}", enable_auto_commit=False, session_timeout_ms=SESSION_TIMEOUT_MS, **self.config
+            group_id=f"bench-{uuid.uuid4().hex[:8]}",
+            enable_auto_commit=False,
+            session_timeout_ms=SESSION_TIMEOUT_MS,
+            **self.config,
         )
         consumer.assign([TopicPartition(self.topic, p) for p in range(PARTITIONS)])
         consumer.seek_to_beginning()
@@ -185,7 +196,9 @@ def best(rounds: int, kirby, baseline, payloads) -> tuple[dict[str, float], dict
 
 def report(backend: str, ours: dict, theirs: dict, rows: list[tuple[str, str, str]]) -> None:
     for step, key, description in rows:
-        print(f"{backend:<9}{step:<15}{ours[step]:>10,.0f}/s {theirs[key]:>10,.0f}/s {ours[step] / theirs[key]:>7.2f}x   {description}")
+        print(
+            f"{backend:<9}{step:<15}{ours[step]:>10,.0f}/s {theirs[key]:>10,.0f}/s {ours[step] / theirs[key]:>7.2f}x   {description}"
+        )
 
 
 def main() -> None:
@@ -206,23 +219,31 @@ def main() -> None:
         ours, theirs = best(arguments.rounds, kirby, baseline, payloads)
         kirby.close()
         baseline.close()
-    report("embedded", ours, theirs, [
-        ("publish", "insert", "sqlite3 INSERT per offer (WAL, synchronous=NORMAL)"),
-        ("publish_offers", "insert-batch", "sqlite3 executemany in one transaction"),
-        ("consume", "select", "sqlite3 SELECT 100 rows at a time"),
-        ("consume", "select+delete", "sqlite3 SELECT 100 at a time + DELETE per row"),
-    ])
+    report(
+        "embedded",
+        ours,
+        theirs,
+        [
+            ("publish", "insert", "sqlite3 INSERT per offer (WAL, synchronous=NORMAL)"),
+            ("publish_offers", "insert-batch", "sqlite3 executemany in one transaction"),
+            ("consume", "select", "sqlite3 SELECT 100 rows at a time"),
+            ("consume", "select+delete", "sqlite3 SELECT 100 at a time + DELETE per row"),
+        ],
+    )
     servers = load_settings(cwd=Path.cwd()).kafka_bootstrap_servers
     if not servers:
         print('kafka: skipped (KAFKA_BOOTSTRAP_SERVERS is not set; eval "$(deploy/services env)")')
         return
     name = uuid.uuid4().hex[:8]
-    settings = load_settings(environ={
-        "KAFKA_BOOTSTRAP_SERVERS": servers,
-        "KIRBY_TOPIC_JOB_OFFERS": f".kirby.bench-{name}.offers",
-        "KIRBY_TOPIC_RUN_EVENTS": f".kirby.bench-{name}.events",
-        "KIRBY_SUPERVISOR_GROUP_ID": f"bench-{name}",
-    }, cwd=Path.cwd())
+    settings = load_settings(
+        environ={
+            "KAFKA_BOOTSTRAP_SERVERS": servers,
+            "KIRBY_TOPIC_JOB_OFFERS": f".kirby.bench-{name}.offers",
+            "KIRBY_TOPIC_RUN_EVENTS": f".kirby.bench-{name}.events",
+            "KIRBY_SUPERVISOR_GROUP_ID": f"bench-{name}",
+        },
+        cwd=Path.cwd(),
+    )
     try:
         kirby, baseline = KirbyBus(settings), KafkaBaseline(settings)
         ours, theirs = best(arguments.rounds, kirby, baseline, payloads)
@@ -230,12 +251,18 @@ def main() -> None:
         baseline.close()
     finally:
         delete_topics(settings)
-    report("kafka", ours, theirs, [
-        ("publish", "send+get", "kafka-python producer, acks=all, waiting for each send"),
-        ("publish_offers", "batched", "kafka-python producer, acks=all, one flush at the end"),
-        ("consume", "poll+commit", "kafka-python consumer, commit per message"),
-        ("consume", "poll", "kafka-python consumer, no commits"),
-    ])
+    report(
+        "kafka",
+        ours,
+        theirs,
+        [
+            ("publish", "send+get", "kafka-python producer, acks=all, waiting for each send"),
+            ("publish_offers", "batched", "kafka-python producer, acks=all, one flush at the end"),
+            ("consume", "poll+commit", "kafka-python consumer, commit per message"),
+            ("consume", "poll", "kafka-python consumer, no commits"),
+        ],
+    )
+
 
 if __name__ == "__main__":
     main()

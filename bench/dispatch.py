@@ -86,10 +86,17 @@ def add_jobs(cluster: Cluster, count: int, per_job: int, overlap: Overlap = Over
 
 def spawn_baseline(python: Path, run_id: str, ledger: Path) -> tuple[float, subprocess.Popen]:
     """A bare spawn of the script, as a run would start it (its own ledger line marks it running)."""
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/"), "LANG": "C.UTF-8",
-           "PYTHONUNBUFFERED": "1", "KIRBY_RUN_LEDGER": str(ledger), "KIRBY_RUN_ID": run_id}
-    return time.time(), subprocess.Popen([str(python), "-m", MODULE], env=env, stdout=subprocess.DEVNULL,
-                                         start_new_session=True)  # like a run: its own session (and CPU autogroup)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/"),
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+        "KIRBY_RUN_LEDGER": str(ledger),
+        "KIRBY_RUN_ID": run_id,
+    }
+    return time.time(), subprocess.Popen(
+        [str(python), "-m", MODULE], env=env, stdout=subprocess.DEVNULL, start_new_session=True
+    )  # like a run: its own session (and CPU autogroup)
 
 
 def baseline(python: Path, t0: float, seconds: int, rate: int, ledger: Path) -> tuple[list[float], list[float]]:
@@ -128,26 +135,43 @@ def bench_dispatch(cluster: Cluster, scripts: int, rate: int, window: float, pyt
     for i, instant in enumerate(instants):
         slots[keys[(i % scripts) * (len(keys) // scripts) + i // scripts][1]] = instant
     with cluster.database.session() as session:
-        session.execute(update(Schedule), [{"id": sid, "cron": f"{at:%M %H} * * * {at:%S}"} for sid, at in slots.items()])
+        session.execute(
+            update(Schedule), [{"id": sid, "cron": f"{at:%M %H} * * * {at:%S}"} for sid, at in slots.items()]
+        )
     for name in ("s1", "s2", "s3"):
         cluster.start_supervisor(name, window=5.0)
     cursor_keys = [f"{job}:bench:{sid}" for job, sid in keys]
-    print(f"  {scripts:,} scripts, {total:,} schedules (GET /schedule {fetch * 1000:.0f} ms, "
-          f"{len(document.content) / 1e6:.1f} MB); {measured} slots at {rate}/s from {t0:%H:%M:%S}")
+    print(
+        f"  {scripts:,} scripts, {total:,} schedules (GET /schedule {fetch * 1000:.0f} ms, "
+        f"{len(document.content) / 1e6:.1f} MB); {measured} slots at {rate}/s from {t0:%H:%M:%S}"
+    )
     try:
-        synced = wait_for(lambda: len(cluster.store.get_cursors(cursor_keys)) == len(cursor_keys) and time.time(),
-                          lead + 60, "", interval=0.5)
+        synced = wait_for(
+            lambda: len(cluster.store.get_cursors(cursor_keys)) == len(cursor_keys) and time.time(),
+            lead + 60,
+            "",
+            interval=0.5,
+        )
     except SystemExit:
-        errors = [m for name in ("s1", "s2", "s3") for _, m in cluster.log_events(name) if "leader" in m or "schedule" in m]
-        print(f"  FAILED: no leader wrote the cursors of all {len(cursor_keys):,} schedules within {lead + 60:.0f} s "
-              f"({load()}); leader log: " + " | ".join(errors[:6]))
+        errors = [
+            m for name in ("s1", "s2", "s3") for _, m in cluster.log_events(name) if "leader" in m or "schedule" in m
+        ]
+        print(
+            f"  FAILED: no leader wrote the cursors of all {len(cursor_keys):,} schedules within {lead + 60:.0f} s "
+            f"({load()}); leader log: " + " | ".join(errors[:6])
+        )
         return
     print(f"  leader synced {t0.timestamp() - synced:.1f} s before the first slot")
     expected = {run_slot_id(f"j{(i % scripts):05d}", "bench", instants[i]): instants[i] for i in range(measured)}
-    base, empty = baseline(python, t0.timestamp(), math.ceil(measured / rate), rate, cluster.workdir / "baseline-ledger")
+    base, empty = baseline(
+        python, t0.timestamp(), math.ceil(measured / rate), rate, cluster.workdir / "baseline-ledger"
+    )
     last = max(expected.values()).timestamp()
-    wait_for(lambda: time.time() > last + 15 or expected.keys() <= {r for r, _ in read_ledger(cluster.ledger)},
-             window + lead + 60, "")
+    wait_for(
+        lambda: time.time() > last + 15 or expected.keys() <= {r for r, _ in read_ledger(cluster.ledger)},
+        window + lead + 60,
+        "",
+    )
     print(f"  {load()} after the window")
     started = {run_id: when for run_id, when in read_ledger(cluster.ledger) if run_id in expected}
     runs = Counter(run_id for run_id, _ in read_ledger(cluster.ledger))
@@ -156,11 +180,13 @@ def bench_dispatch(cluster: Cluster, scripts: int, rate: int, window: float, pyt
     print(f"  bare spawn (Popen -> script running):    {ms(base)}")
     print(f"  python -c pass (round trip):             {ms(empty)}")
     p99, b99 = pct(latency, 0.99), pct(base, 0.99)
-    print(f"  => p50 +{(pct(latency, .5) - pct(base, .5)) * 1000:.1f} ms ({pct(latency, .5) / pct(base, .5):.2f}x), "
-          f"p99 +{(p99 - b99) * 1000:.1f} ms ({p99 / b99:.2f}x) over the spawn baseline; target p99 within +100 ms: "
-          f"{'met' if p99 - b99 <= 0.1 else 'NOT met'}; not started within 15 s of the last slot "
-          f"{len(expected) - len(started)}, "
-          f"ran twice {sum(1 for r in expected if runs[r] > 1)}")
+    print(
+        f"  => p50 +{(pct(latency, 0.5) - pct(base, 0.5)) * 1000:.1f} ms ({pct(latency, 0.5) / pct(base, 0.5):.2f}x), "
+        f"p99 +{(p99 - b99) * 1000:.1f} ms ({p99 / b99:.2f}x) over the spawn baseline; target p99 within +100 ms: "
+        f"{'met' if p99 - b99 <= 0.1 else 'NOT met'}; not started within 15 s of the last slot "
+        f"{len(expected) - len(started)}, "
+        f"ran twice {sum(1 for r in expected if runs[r] > 1)}"
+    )
     profile(cluster, expected, started)
 
 
@@ -168,13 +194,19 @@ def profile(cluster: Cluster, expected: dict[str, datetime], started: dict[str, 
     """Where the time goes, per stage, p50/p99 over the runs that went through every stage."""
     stages = cluster.stages(EVENTS)
     with cluster.database.session() as session:
-        ticks = {run.id: run.offered_at.timestamp() for run in session.query(Run).filter(Run.id.in_(list(expected)))
-                 if run.offered_at}
+        ticks = {
+            run.id: run.offered_at.timestamp()
+            for run in session.query(Run).filter(Run.id.in_(list(expected)))
+            if run.offered_at
+        }
     marks = {"due": {r: at.timestamp() for r, at in expected.items()}, "tick": ticks, **stages, "running": started}
     complete = [r for r in expected if all(r in found for found in marks.values())]
     names = list(marks)
-    parts = [f"{a}->{b} {pct([marks[b][r] - marks[a][r] for r in complete], .5) * 1000:.1f}/"
-             f"{pct([marks[b][r] - marks[a][r] for r in complete], .99) * 1000:.1f}" for a, b in zip(names, names[1:])]
+    parts = [
+        f"{a}->{b} {pct([marks[b][r] - marks[a][r] for r in complete], 0.5) * 1000:.1f}/"
+        f"{pct([marks[b][r] - marks[a][r] for r in complete], 0.99) * 1000:.1f}"
+        for a, b in zip(names, names[1:])
+    ]
     print(f"  profile, ms p50/p99 over {len(complete)} runs: " + ", ".join(parts))
 
 
@@ -207,25 +239,39 @@ def bench_failover(cluster: Cluster, window: float, repeats: int) -> None:
 
         def first_offers():
             events = cluster.log_events(new.owner)
-            elected = next((when for when, m in events if ELECTED.search(m) and int(ELECTED.search(m).group(1)) == new.epoch), None)
-            offers = [(when, EVENTS["offered"].match(m).group(1)) for when, m in events
-                      if elected and when >= elected and EVENTS["offered"].match(m)]
+            elected = next(
+                (when for when, m in events if ELECTED.search(m) and int(ELECTED.search(m).group(1)) == new.epoch), None
+            )
+            offers = [
+                (when, EVENTS["offered"].match(m).group(1))
+                for when, m in events
+                if elected and when >= elected and EVENTS["offered"].match(m)
+            ]
             return (elected, offers) if offers else None
 
         elected, offers = wait_for(first_offers, 30, f"the new leader {new.owner} published nothing")
         first_ids = {run_id for when, run_id in offers if when == offers[0][0]}
-        ran = wait_for(lambda: [when for run_id, when in read_ledger(cluster.ledger) if run_id in first_ids], 30,
-                       "the new leader's first offers did not run")
+        ran = wait_for(
+            lambda: [when for run_id, when in read_ledger(cluster.ledger) if run_id in first_ids],
+            30,
+            "the new leader's first offers did not run",
+        )
         elected_gaps.append(elected - killed_at)
         offer_gaps.append(offers[0][0] - killed_at)
         run_gaps.append(min(ran) - killed_at)
     end = datetime.now(timezone.utc) - timedelta(seconds=1)
     audit(cluster, start, end, killed, created)
     print(f"  failover gap over {repeats} leader SIGKILLs, window {window:g} s (target <= {2 * window:g} s):")
-    for label, gaps in (("new leader elected", elected_gaps), ("first offer published", offer_gaps),
-                        ("first of its runs started", run_gaps)):
-        print(f"    kill -> {label:26s} " + " ".join(f"{g:.2f}" for g in gaps) +
-              f" s; max {max(gaps):.2f} s = {max(gaps) / window:.2f} x window")
+    for label, gaps in (
+        ("new leader elected", elected_gaps),
+        ("first offer published", offer_gaps),
+        ("first of its runs started", run_gaps),
+    ):
+        print(
+            f"    kill -> {label:26s} "
+            + " ".join(f"{g:.2f}" for g in gaps)
+            + f" s; max {max(gaps):.2f} s = {max(gaps) / window:.2f} x window"
+        )
     print(f"  => target failover <= 2 x window: {'met' if max(offer_gaps) <= 2 * window else 'NOT met'}")
 
 
@@ -235,16 +281,23 @@ def audit(cluster: Cluster, start: datetime, end: datetime, killed: dict[str, fl
     while time.time() < deadline and not set(expected) <= {run_id for run_id, _ in read_ledger(cluster.ledger)}:
         time.sleep(0.5)
     ran = Counter(run_id for run_id, _ in read_ledger(cluster.ledger))
-    claimed_by_killed = {run_id for name in killed for when, m in cluster.log_events(name)
-                         if (match := EVENTS["claimed"].match(m)) for run_id in [match.group(1)]}
+    claimed_by_killed = {
+        run_id
+        for name in killed
+        for when, m in cluster.log_events(name)
+        if (match := EVENTS["claimed"].match(m))
+        for run_id in [match.group(1)]
+    }
     missed = [r for r in expected if r not in ran]
     lost = [r for r in missed if r in claimed_by_killed]
     twice = [r for r in expected if ran[r] > 1]
     before = [r for r in ran if slot_instant(r) < created]
-    print(f"  audit of {len(expected)} every-second slots {start:%H:%M:%S}-{end:%H:%M:%S} against the ledger: "
-          f"duplicates {len(twice)}, missed {len(missed) - len(lost)}, lost with a killed supervisor (claimed, "
-          f"never started: the design's 'lost') {len(lost)}; runs of slots before the schedule existed {len(before)}"
-          + (f"; not run: {missed[:5]}" if missed else ""))
+    print(
+        f"  audit of {len(expected)} every-second slots {start:%H:%M:%S}-{end:%H:%M:%S} against the ledger: "
+        f"duplicates {len(twice)}, missed {len(missed) - len(lost)}, lost with a killed supervisor (claimed, "
+        f"never started: the design's 'lost') {len(lost)}; runs of slots before the schedule existed {len(before)}"
+        + (f"; not run: {missed[:5]}" if missed else "")
+    )
 
 
 def main() -> None:
@@ -266,8 +319,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kirby-bench-dispatch-") as temp:
         work = args.keep.resolve() if args.keep else Path(temp)
         index = example_index(work)
-        settings = load_settings(environ={"KIRBY_PACKAGE_INDEX": index, "KIRBY_VENV_DIRECTORY": str(work / "venvs"),
-                                          "KIRBY_RUN_DIRECTORY": str(work / "runs")}, cwd=work)
+        settings = load_settings(
+            environ={
+                "KIRBY_PACKAGE_INDEX": index,
+                "KIRBY_VENV_DIRECTORY": str(work / "venvs"),
+                "KIRBY_RUN_DIRECTORY": str(work / "runs"),
+            },
+            cwd=work,
+        )
         python = LocalExecutor(settings, "bench").prepare(PACKAGE, VERSION) / "bin" / "python"
         print(f"package index {index}; warm venv {python.parent.parent}")
         for backend in backends:

@@ -24,9 +24,9 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from statistics import mean
-from typing import Callable
 from urllib.parse import urlparse
 
 import redis
@@ -88,10 +88,14 @@ def bench_redis(url: str, count: int, rounds: int) -> list[tuple[str, dict[str, 
     raw = redis.Redis.from_url(url)
     week_ms = 7 * 24 * 3600 * 1000
     try:
-        figures = best_of(rounds, count, {
-            "kirby claim_run": lambda run_id: store.claim_run(run_id, "bench"),
-            "redis-py SET NX PX": lambda run_id: raw.set(f"{prefix}raw:{run_id}", "bench|1|0", nx=True, px=week_ms),
-        })
+        figures = best_of(
+            rounds,
+            count,
+            {
+                "kirby claim_run": lambda run_id: store.claim_run(run_id, "bench"),
+                "redis-py SET NX PX": lambda run_id: raw.set(f"{prefix}raw:{run_id}", "bench|1|0", nx=True, px=week_ms),
+            },
+        )
         rows = list(figures.items())
         native = redis_benchmark(url, count * rounds)
         if native:
@@ -100,7 +104,7 @@ def bench_redis(url: str, count: int, rounds: int) -> list[tuple[str, dict[str, 
     finally:
         keys = list(raw.scan_iter(match=prefix + "*", count=1000))
         for start in range(0, len(keys), 1000):
-            raw.delete(*keys[start:start + 1000])
+            raw.delete(*keys[start : start + 1000])
         raw.close()
         store.close()
 
@@ -113,12 +117,16 @@ def bench_local(count: int, rounds: int) -> list[tuple[str, dict[str, float]]]:
         raw.execute("PRAGMA journal_mode=WAL")
         raw.execute("CREATE TABLE claim (run_id TEXT PRIMARY KEY, supervisor TEXT, attempt INTEGER, at REAL)")
         try:
-            figures = best_of(rounds, count, {
-                "kirby claim_run": lambda run_id: store.claim_run(run_id, "bench"),
-                "sqlite3 INSERT OR IGNORE": lambda run_id: raw.execute(
-                    "INSERT OR IGNORE INTO claim VALUES (?, 'bench', 1, ?)", (run_id, time.time())
-                ),
-            })
+            figures = best_of(
+                rounds,
+                count,
+                {
+                    "kirby claim_run": lambda run_id: store.claim_run(run_id, "bench"),
+                    "sqlite3 INSERT OR IGNORE": lambda run_id: raw.execute(
+                        "INSERT OR IGNORE INTO claim VALUES (?, 'bench', 1, ?)", (run_id, time.time())
+                    ),
+                },
+            )
             return list(figures.items())
         finally:
             raw.close()
@@ -142,7 +150,7 @@ def main() -> None:
     if settings.redis_url:
         report("redis", bench_redis(settings.redis_url, arguments.count, arguments.rounds))
     else:
-        print("redis    (skipped: REDIS_URL is unset; eval \"$(deploy/services env)\" first)")
+        print('redis    (skipped: REDIS_URL is unset; eval "$(deploy/services env)" first)')
     report("embedded", bench_local(arguments.count, arguments.rounds))
 
 

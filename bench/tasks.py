@@ -61,8 +61,15 @@ def bench_cold_install(wheels: Path, work: Path) -> None:
 
 
 def _spec(**fields) -> RunSpec:
-    return RunSpec(run_id=uuid.uuid4().hex, job="bench", environment="bench", version="1.0.0",
-                   scheduled_at=datetime.now(timezone.utc), supervisor="bench", **fields)
+    return RunSpec(
+        run_id=uuid.uuid4().hex,
+        job="bench",
+        environment="bench",
+        version="1.0.0",
+        scheduled_at=datetime.now(timezone.utc),
+        supervisor="bench",
+        **fields,
+    )
 
 
 def _first_line_of_run(executor: LocalExecutor, package: str) -> float:
@@ -105,8 +112,10 @@ def bench_warm_start(executor: LocalExecutor) -> None:
         bare.append(_first_line_of_subprocess([python, "-m", "kirby_example_daemon"]))
         empty.append(median_time(lambda: subprocess.run([python, "-c", "pass"], check=True), 1))
     kirby, bare, empty = (statistics.median(times) for times in (kirby, bare, empty))
-    print(f"warm start (start -> first line): kirby {kirby * 1000:.1f} ms, bare python -m {bare * 1000:.1f} ms: "
-          f"ratio {kirby / bare:.2f} (target <= 1.2); bare python -c pass {empty * 1000:.1f} ms: ratio {kirby / empty:.2f}")
+    print(
+        f"warm start (start -> first line): kirby {kirby * 1000:.1f} ms, bare python -m {bare * 1000:.1f} ms: "
+        f"ratio {kirby / bare:.2f} (target <= 1.2); bare python -c pass {empty * 1000:.1f} ms: ratio {kirby / empty:.2f}"
+    )
 
 
 def bench_log_capture(executor: LocalExecutor, work: Path) -> None:
@@ -118,8 +127,9 @@ def bench_log_capture(executor: LocalExecutor, work: Path) -> None:
         count[0] += 1
 
     started = time.perf_counter()
-    executor.start(_spec(package="kirby-example-chatty", config={"CHATTY_LINES": str(LINES)}), on_line,
-                   lambda result: done.set())
+    executor.start(
+        _spec(package="kirby-example-chatty", config={"CHATTY_LINES": str(LINES)}), on_line, lambda result: done.set()
+    )
     done.wait(600)
     kirby = time.perf_counter() - started
     assert count[0] == LINES, count[0]
@@ -133,8 +143,10 @@ def bench_log_capture(executor: LocalExecutor, work: Path) -> None:
         process.wait()
 
     baseline = median_time(cat, 3)
-    print(f"log capture of {LINES:,} lines: kirby {kirby:.2f} s ({LINES / kirby:,.0f} lines/s), "
-          f"cat {baseline:.3f} s: ratio {kirby / baseline:.0f}x")
+    print(
+        f"log capture of {LINES:,} lines: kirby {kirby:.2f} s ({LINES / kirby:,.0f} lines/s), "
+        f"cat {baseline:.3f} s: ratio {kirby / baseline:.0f}x"
+    )
 
 
 def main() -> None:
@@ -142,8 +154,14 @@ def main() -> None:
         work = Path(temp)
         wheels = work / "wheels"
         _builder().build_examples(wheels)
-        settings = load_settings(environ={"KIRBY_PACKAGE_INDEX": str(wheels), "KIRBY_VENV_DIRECTORY": str(work / "venvs"),
-                                          "KIRBY_RUN_DIRECTORY": str(work / "runs")}, cwd=work)
+        settings = load_settings(
+            environ={
+                "KIRBY_PACKAGE_INDEX": str(wheels),
+                "KIRBY_VENV_DIRECTORY": str(work / "venvs"),
+                "KIRBY_RUN_DIRECTORY": str(work / "runs"),
+            },
+            cwd=work,
+        )
         bench_cold_install(wheels, work / "cold")
         executor = LocalExecutor(settings, "bench")
         bench_warm_start(executor)

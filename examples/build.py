@@ -61,7 +61,9 @@ def build_one(package: str, version: str, dest: Path) -> Path:
         f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n"
         f"Summary: {project.get('description', '')}\nRequires-Python: {project.get('requires-python', '>=3.8')}\n"
     ).encode()
-    files[f"{dist_info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: kirby-examples\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    files[f"{dist_info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: kirby-examples\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
     record = "".join(f"{name},{_record_hash(data)}\n" for name, data in files.items()) + f"{dist_info}/RECORD,,\n"
     files[f"{dist_info}/RECORD"] = record.encode()
     partial = dest / f".{target.name}.{os.getpid()}.part"

@@ -11,9 +11,9 @@ import logging
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import urlparse
 
 from dotenv import dotenv_values
@@ -50,7 +50,10 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
     "KIRBY_PACKAGE_INDEX": ("http://127.0.0.1:8081/simple/", "Package index URL, or a folder of wheels."),
     "KIRBY_VENV_DIRECTORY": ("~/.kirby/venvs", "Where virtualenvs are cached, one per package version."),
     "KIRBY_RUN_DIRECTORY": ("~/.kirby/runs", "Where each run gets its own working directory."),
-    "KIRBY_API_TOKEN": (None, "Token for the JSON API (the leader's /schedule calls). Unset: `kirby web` warns and /schedule answers 503."),
+    "KIRBY_API_TOKEN": (
+        None,
+        "Token for the JSON API (the leader's /schedule calls). Unset: `kirby web` warns and /schedule answers 503.",
+    ),
 }
 
 
@@ -158,7 +161,9 @@ def _parse_log_format(raw: str) -> str:
     try:
         logging.Formatter(raw, validate=True).format(record)
     except (ValueError, KeyError, TypeError):
-        raise ConfigError(f"LOG_FORMAT={raw!r} is not a logging format: use e.g. LOG_FORMAT={DEFAULT_LOG_FORMAT!r}") from None
+        raise ConfigError(
+            f"LOG_FORMAT={raw!r} is not a logging format: use e.g. LOG_FORMAT={DEFAULT_LOG_FORMAT!r}"
+        ) from None
     return raw
 
 

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
-from typing import Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter

@@ -214,12 +214,29 @@ class ConfigKey(Base):
     __table_args__ = (
         # One key per scope owner. Partial indexes: a plain unique constraint would let NULL
         # job/context ids make every global key "distinct".
-        Index("uq_config_global_key", "key", unique=True,
-              sqlite_where=text("scope = 'global'"), postgresql_where=text("scope = 'global'")),
-        Index("uq_config_job_key", "job_id", "key", unique=True,
-              sqlite_where=text("scope = 'job'"), postgresql_where=text("scope = 'job'")),
-        Index("uq_config_context_key", "context_id", "key", unique=True,
-              sqlite_where=text("scope = 'context'"), postgresql_where=text("scope = 'context'")),
+        Index(
+            "uq_config_global_key",
+            "key",
+            unique=True,
+            sqlite_where=text("scope = 'global'"),
+            postgresql_where=text("scope = 'global'"),
+        ),
+        Index(
+            "uq_config_job_key",
+            "job_id",
+            "key",
+            unique=True,
+            sqlite_where=text("scope = 'job'"),
+            postgresql_where=text("scope = 'job'"),
+        ),
+        Index(
+            "uq_config_context_key",
+            "context_id",
+            "key",
+            unique=True,
+            sqlite_where=text("scope = 'context'"),
+            postgresql_where=text("scope = 'context'"),
+        ),
         Index("ix_config_job", "job_id"),
         Index("ix_config_context", "context_id"),
     )

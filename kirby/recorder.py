@@ -65,7 +65,9 @@ def offer_data(offer: Offer) -> dict[str, Any]:
 
 def offer_event(kind: str, offer: Offer, time: datetime, supervisor: str | None = None, **extra: Any) -> RunEvent:
     """A ready-made ``offered``/``claimed``/``skipped`` event for ``offer``."""
-    return RunEvent(kind=kind, run_id=offer.run_id, time=time, supervisor=supervisor, data={**offer_data(offer), **extra})
+    return RunEvent(
+        kind=kind, run_id=offer.run_id, time=time, supervisor=supervisor, data={**offer_data(offer), **extra}
+    )
 
 
 def _rank(state: RunState) -> int:
@@ -182,13 +184,16 @@ def record(session: Session, events: list[RunEvent]) -> None:
             session.add(run)
         if event.kind == "log":
             seq = int(event.data["seq"])
-            lines.setdefault((event.run_id, seq), {
-                "run_id": event.run_id,
-                "seq": seq,
-                "time": event.time,
-                "stream": str(event.data.get("stream", "stdout"))[:8],
-                "text": str(event.data.get("text", "")),
-            })
+            lines.setdefault(
+                (event.run_id, seq),
+                {
+                    "run_id": event.run_id,
+                    "seq": seq,
+                    "time": event.time,
+                    "stream": str(event.data.get("stream", "stdout"))[:8],
+                    "text": str(event.data.get("text", "")),
+                },
+            )
         else:
             _apply(run, event)
     session.flush()
@@ -217,7 +222,10 @@ def mark_lost(session: Session, run: Run, time: datetime, reason: str) -> None:
     """Record ``run`` as lost (its supervisor died) with a ``system`` log line saying why."""
     last_seq = session.scalar(select(LogLine.seq).where(LogLine.run_id == run.id).order_by(LogLine.seq.desc()).limit(1))
     seq = 0 if last_seq is None else last_seq + 1
-    record(session, [
-        RunEvent(kind="log", run_id=run.id, time=time, data={"seq": seq, "stream": "system", "text": reason}),
-        RunEvent(kind="lost", run_id=run.id, time=time, data={"error": reason}),
-    ])
+    record(
+        session,
+        [
+            RunEvent(kind="log", run_id=run.id, time=time, data={"seq": seq, "stream": "system", "text": reason}),
+            RunEvent(kind="lost", run_id=run.id, time=time, data={"error": reason}),
+        ],
+    )

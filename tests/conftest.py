@@ -60,7 +60,9 @@ def require_service(value, what: str, service: str):
     """Return ``value``; if it is missing, fail in CI and skip elsewhere, naming the fix."""
     if value:
         return value
-    message = f"{what} is not available: start it with `deploy/services up {service}` and `eval \"$(deploy/services env)\"`"
+    message = (
+        f'{what} is not available: start it with `deploy/services up {service}` and `eval "$(deploy/services env)"`'
+    )
     if IN_CI:
         pytest.fail(message)
     pytest.skip(message)  # outside CI only

@@ -42,16 +42,22 @@ def inline_handlers(admin: Admin) -> list[str]:
         handlers += [f"return modelActions.execute('{name}');" for name, _ in getattr(view, "_actions", [])]
         for inline in getattr(view, "inline_models", None) or ():
             model = getattr(inline, "model", inline)
-            handlers += [f"faForm.addInlineField(this, '{rel.key}');"
-                         for rel in sa_inspect(view.model).relationships if rel.mapper.class_ is model]
+            handlers += [
+                f"faForm.addInlineField(this, '{rel.key}');"
+                for rel in sa_inspect(view.model).relationships
+                if rel.mapper.class_ is model
+            ]
     return handlers
 
 
 def _build(app: Flask, state) -> Admin:
     session = state.scoped
     admin = Admin(
-        app, name="Kirby", theme=Bootstrap4Theme(base_template="kirby_admin/base.html", fluid=True),
-        index_view=HomeView(name="Home", url="/admin"), csp_nonce_generator=csp_nonce,
+        app,
+        name="Kirby",
+        theme=Bootstrap4Theme(base_template="kirby_admin/base.html", fluid=True),
+        index_view=HomeView(name="Home", url="/admin"),
+        csp_nonce_generator=csp_nonce,
     )
     admin.add_view(JobView(Job, session, name="Jobs", category="Scripts"))
     admin.add_view(ContextView(Context, session, name="Contexts", category="Scripts"))

@@ -17,9 +17,9 @@ from flask import abort, has_request_context, redirect, request, url_for
 from flask_admin import BaseView
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.contrib.sqla.form import AdminModelConverter
-from flask_admin.model.form import converts
-from flask_admin.model import typefmt
 from flask_admin.form import SecureForm
+from flask_admin.model import typefmt
+from flask_admin.model.form import converts
 from flask_login import current_user
 from flask_wtf import FlaskForm
 

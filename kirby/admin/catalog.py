@@ -25,8 +25,19 @@ class NotificationGroupView(KirbyModelView):
     column_list = ("name", "emails")
     column_formatters = {"emails": lambda v, c, m, n: ", ".join(e.email for e in m.emails)}
     form_columns = ("name", "emails")
-    inline_models = (InlineFormAdmin(NotificationEmail, form_columns=("id", "email"),
-                                     form_args={"email": {"validators": [Regexp(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", message="not an email address, e.g. ops@example.com")]}}),)
+    inline_models = (
+        InlineFormAdmin(
+            NotificationEmail,
+            form_columns=("id", "email"),
+            form_args={
+                "email": {
+                    "validators": [
+                        Regexp(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", message="not an email address, e.g. ops@example.com")
+                    ]
+                }
+            },
+        ),
+    )
 
 
 def _window_ordered(form, field) -> None:

@@ -21,7 +21,9 @@ class HomeView(_Access, AdminIndexView):
         since = datetime.now(timezone.utc) - timedelta(hours=24)
         with web_state().database.session() as s:
             jobs = s.scalar(select(func.count()).select_from(Job))
-            by_state = dict(s.execute(select(Run.state, func.count()).where(Run.scheduled_at >= since).group_by(Run.state)).all())
+            by_state = dict(
+                s.execute(select(Run.state, func.count()).where(Run.scheduled_at >= since).group_by(Run.state)).all()
+            )
         counts = [(state.value, by_state.get(state, 0)) for state in RunState]
         return self.render("kirby_admin/home.html", jobs=jobs, counts=counts)
 
@@ -37,8 +39,12 @@ class SupervisorsView(KirbyBaseView):
             daemons[owner].append(daemon)
         supervisors = sorted(store.supervisors(), key=lambda s: s.name)
         return self.render(
-            "kirby_admin/supervisors.html", supervisors=supervisors, leader=store.leader(),
-            epoch=store.current_epoch(), daemons=daemons, now=datetime.now(timezone.utc),
+            "kirby_admin/supervisors.html",
+            supervisors=supervisors,
+            leader=store.leader(),
+            epoch=store.current_epoch(),
+            daemons=daemons,
+            now=datetime.now(timezone.utc),
         )
 
 
@@ -49,5 +55,6 @@ class LogsView(KirbyBaseView):
 
         with web_state().database.session() as s:
             jobs = list(s.scalars(select(Job.name).order_by(Job.name)))
-        return self.render("kirby_admin/logs.html", jobs=jobs, job=request.args.get("job", ""),
-                           run=request.args.get("run", ""))
+        return self.render(
+            "kirby_admin/logs.html", jobs=jobs, job=request.args.get("job", ""), run=request.args.get("run", "")
+        )

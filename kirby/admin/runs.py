@@ -52,10 +52,26 @@ class RunView(KirbyModelView):
     can_view_details = True
     simple_list_pager = True
     page_size = 50
-    column_list = ("scheduled_at", "job_name", "environment", "state", "supervisor", "attempt", "trigger",
-                   "started_at", "duration", "exit_code", "logs")
-    column_labels = {"job_name": "Job", "scheduled_at": "Scheduled (UTC)", "started_at": "Started (UTC)",
-                     "duration": "Duration (s)", "logs": ""}
+    column_list = (
+        "scheduled_at",
+        "job_name",
+        "environment",
+        "state",
+        "supervisor",
+        "attempt",
+        "trigger",
+        "started_at",
+        "duration",
+        "exit_code",
+        "logs",
+    )
+    column_labels = {
+        "job_name": "Job",
+        "scheduled_at": "Scheduled (UTC)",
+        "started_at": "Started (UTC)",
+        "duration": "Duration (s)",
+        "logs": "",
+    }
     column_formatters = {
         "logs": _logs_link,
         "duration": lambda v, c, m, n: "" if m.duration_seconds is None else f"{m.duration_seconds:.1f}",

@@ -31,13 +31,35 @@ class ScheduleView(KirbyModelView):
     column_list = ("context", "name", "cron", "timezone", "enabled", "catchup", "overlap", "retries")
     column_filters = ("enabled", "timezone")
     column_searchable_list = ("name", "cron")
-    column_details_list = ("context", "name", "cron", "timezone", "enabled", "misfire_grace_seconds", "catchup",
-                           "overlap", "timeout_seconds", "retries")
-    form_columns = ("context", "name", "cron", "timezone", "enabled", "misfire_grace_seconds", "catchup", "overlap",
-                    "timeout_seconds", "retries")
+    column_details_list = (
+        "context",
+        "name",
+        "cron",
+        "timezone",
+        "enabled",
+        "misfire_grace_seconds",
+        "catchup",
+        "overlap",
+        "timeout_seconds",
+        "retries",
+    )
+    form_columns = (
+        "context",
+        "name",
+        "cron",
+        "timezone",
+        "enabled",
+        "misfire_grace_seconds",
+        "catchup",
+        "overlap",
+        "timeout_seconds",
+        "retries",
+    )
     form_args = {
-        "cron": {"validators": [cron_expression],
-                 "description": "5 fields (minute hour day month weekday), or 6 with trailing seconds"},
+        "cron": {
+            "validators": [cron_expression],
+            "description": "5 fields (minute hour day month weekday), or 6 with trailing seconds",
+        },
         "timezone": {"validators": [time_zone], "description": "IANA time zone, e.g. Europe/Paris", "default": "UTC"},
         "catchup": {"default": "latest"},  # the model's defaults (a select would start at its first choice)
         "overlap": {"default": "forbid"},

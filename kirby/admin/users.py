@@ -16,7 +16,8 @@ class UserView(AdminOnlyModelView):
     form_columns = ("username", "role", "active", "new_password")
     form_extra_fields = {
         "new_password": PasswordField(
-            "Password", validators=[Optional(), Length(min=8, max=1024)],
+            "Password",
+            validators=[Optional(), Length(min=8, max=1024)],
             description="At least 8 characters. On an existing user, leave blank to keep the password.",
         )
     }

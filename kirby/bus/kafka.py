@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -83,7 +84,9 @@ def bus_error(settings: Settings, what: str, exc: Exception) -> BusError:
             f"cannot reach Kafka at {servers} (KAFKA_BOOTSTRAP_SERVERS) to {what}: {reason}; "
             f"check the address{ssl} or start Kafka (deploy/services up kafka)"
         )
-    return BusError(f"Kafka at {servers} (KAFKA_BOOTSTRAP_SERVERS) refused to {what}: {reason}; check the broker's log{ssl}")
+    return BusError(
+        f"Kafka at {servers} (KAFKA_BOOTSTRAP_SERVERS) refused to {what}: {reason}; check the broker's log{ssl}"
+    )
 
 
 def call(settings: Settings, what: str, function: Callable[[], T], retry: bool = True) -> T:
@@ -191,7 +194,9 @@ class KafkaGroupConsumer(Consumer[M]):
             except CommitFailedError:
                 # The partition moved to another member in a rebalance: it receives this offer
                 # again and drops it as already claimed. Nothing is lost.
-                log.warning("offset %d of %s not committed (rebalanced); another member gets it again", offset, partition)
+                log.warning(
+                    "offset %d of %s not committed (rebalanced); another member gets it again", offset, partition
+                )
 
         call(self._settings, "commit an offset", commit_offset)
 
@@ -257,7 +262,9 @@ class KafkaBus(OfferBus):
         self._send_all(self._settings.topic_run_events, [(e.run_id, e.to_json()) for e in events])
 
     def offer_consumer(self, member: str) -> Consumer[Offer]:
-        return self._consumer(self._settings.topic_job_offers, self._settings.supervisor_group_id, member, Offer.from_json)
+        return self._consumer(
+            self._settings.topic_job_offers, self._settings.supervisor_group_id, member, Offer.from_json
+        )
 
     def event_consumer(self, group: str, member: str) -> Consumer[RunEvent]:
         return self._consumer(self._settings.topic_run_events, group, member, RunEvent.from_json)

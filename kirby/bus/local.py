@@ -25,8 +25,8 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from kirby.bus.base import Consumer, Delivery, M, OfferBus
 from kirby.bus.sqlite import SCHEMA, STREAMS, SqliteFile, prune

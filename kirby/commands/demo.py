@@ -11,8 +11,14 @@ from kirby.demo import import_data, parse_file
 
 
 @click.command()
-@click.option("--json_file_path", "--json-file-path", "json_file_path", type=click.Path(path_type=Path),
-              default=None, help="JSON file to import (default: Kirby's own demo.json).")
+@click.option(
+    "--json_file_path",
+    "--json-file-path",
+    "json_file_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="JSON file to import (default: Kirby's own demo.json).",
+)
 @click.option("--force", is_flag=True, help="Import into a database that already holds jobs (same names are replaced).")
 @click.pass_obj
 def demo(settings, json_file_path: Path | None, force: bool) -> None:

@@ -12,12 +12,27 @@ from kirby.supervisor.service import Supervisor
 
 @click.command()
 @click.argument("name")
-@click.option("--window", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
-              help="Seconds between election attempts; the leader lease lives a small multiple of it.")
-@click.option("--wakeup", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
-              help="The leader re-reads the schedule at least this often (seconds).")
-@click.option("--grace", default=30.0, show_default=True, type=click.FloatRange(min=0),
-              help="On shutdown, seconds running scripts get to finish before they are stopped.")
+@click.option(
+    "--window",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds between election attempts; the leader lease lives a small multiple of it.",
+)
+@click.option(
+    "--wakeup",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="The leader re-reads the schedule at least this often (seconds).",
+)
+@click.option(
+    "--grace",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="On shutdown, seconds running scripts get to finish before they are stopped.",
+)
 @click.pass_obj
 def supervisor(settings, name: str, window: float, wakeup: float, grace: float) -> None:
     """Run supervisor NAME: lead when elected, run offered scripts, keep daemons alive."""

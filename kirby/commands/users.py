@@ -36,7 +36,9 @@ def adduser(settings: Settings, name: str, password_stdin: bool, admin: bool | N
         if password_stdin:
             password = _password_from_stdin()
         else:
-            password = click.prompt("Password", hide_input=True, confirmation_prompt=True, default="", show_default=False)
+            password = click.prompt(
+                "Password", hide_input=True, confirmation_prompt=True, default="", show_default=False
+            )
         if not password:
             raise UserError(f"refusing an empty password for user {name!r}; choose a password")
         if admin is None:

@@ -43,7 +43,9 @@ def list_venvs(settings) -> None:
         state = "yes" if info.in_use else "no"
         if not info.ready:
             state += " (broken: rebuilt on next use)"
-        click.echo(f"{info.package:32} {info.version:12} {info.python:6} {_size(info.size):>9} {_when(info.last_used):19} {state}")
+        click.echo(
+            f"{info.package:32} {info.version:12} {info.python:6} {_size(info.size):>9} {_when(info.last_used):19} {state}"
+        )
 
 
 def used_versions(settings) -> set[tuple[str, str]]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from kirby.demo.source import child, type_name
 from kirby.errors import DemoImportError, PackageError
@@ -91,7 +92,7 @@ def package_name(value: Any, path: str, hint: str = "") -> str:
 
 def version(value: Any, path: str) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        raise DemoImportError(path, f"is a number; write the version as a string, e.g. \"{value}\"")
+        raise DemoImportError(path, f'is a number; write the version as a string, e.g. "{value}"')
     string(value, path, 64, empty=False)
     try:
         names.check_version(value)

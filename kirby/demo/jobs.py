@@ -11,8 +11,16 @@ from kirby.demo.spec import ConfigValue, ContextSpec, JobSpec, ScheduleSpec
 from kirby.errors import CronError, DemoImportError
 from kirby.models import CatchUp, JobType, Overlap
 
-JOB_KEYS = ("description", "notification_group", "scheduled_param", "config",
-            "package_name", "module", "enabled", "notify_on")
+JOB_KEYS = (
+    "description",
+    "notification_group",
+    "scheduled_param",
+    "config",
+    "package_name",
+    "module",
+    "enabled",
+    "notify_on",
+)
 CRON_FIELDS = ("minute", "hour", "day", "month", "weekday", "second")
 POLICY_KEYS = ("timezone", "misfire_grace_seconds", "catchup", "overlap", "timeout_seconds", "retries")
 NOTIFY_ON = ("failure", "missed")
@@ -26,7 +34,9 @@ def config_values(value: Any, path: str) -> tuple[ConfigValue, ...]:
         checks.variable(key, where)
         if isinstance(item, dict):
             if "value" not in item:
-                raise DemoImportError(where, 'is an object; expected a string, number, boolean or {"value": ..., "secret": true}')
+                raise DemoImportError(
+                    where, 'is an object; expected a string, number, boolean or {"value": ..., "secret": true}'
+                )
             checks.keys(item, where, required=("value",), optional=("secret",))
             secret = checks.boolean(item.get("secret", False), child(where, "secret"))
             result.append(ConfigValue(key, checks.scalar_text(item["value"], child(where, "value")), secret))
@@ -46,7 +56,7 @@ def _cron(param: dict, path: str) -> str:
         except CronError as exc:
             raise DemoImportError(child(path, "cron"), str(exc)) from None
     if not fields:
-        raise DemoImportError(path, "no time given; set cron (e.g. \"*/5 * * * *\") or minute, hour, ...")
+        raise DemoImportError(path, 'no time given; set cron (e.g. "*/5 * * * *") or minute, hour, ...')
     values = {}
     for key in fields:
         item = param[key]
@@ -66,22 +76,32 @@ def schedule(value: Any, path: str, job_type: JobType) -> ScheduleSpec:
     param = checks.keys(checks.obj(value, path), path, optional=("name", "cron") + CRON_FIELDS + POLICY_KEYS)
     expression = _cron(param, path)
     if len(expression) > 255:
-        raise DemoImportError(path, f"the cron expression is {len(expression)} characters long; at most 255 are allowed")
+        raise DemoImportError(
+            path, f"the cron expression is {len(expression)} characters long; at most 255 are allowed"
+        )
     timezone = checks.string(param.get("timezone", "UTC"), child(path, "timezone"), 64, empty=False)
     try:
         cron.zone(timezone)
     except CronError:
-        raise DemoImportError(child(path, "timezone"), f"{timezone!r} is not an IANA time zone, e.g. \"Europe/Paris\"") from None
+        raise DemoImportError(
+            child(path, "timezone"), f'{timezone!r} is not an IANA time zone, e.g. "Europe/Paris"'
+        ) from None
     policies: dict[str, Any] = {}
     for key in ("misfire_grace_seconds", "retries"):
         if key in param:
             policies[key] = checks.integer(param[key], child(path, key), minimum=0)
     if param.get("timeout_seconds") is not None:
-        policies["timeout_seconds"] = checks.integer(param["timeout_seconds"], child(path, "timeout_seconds"), minimum=1)
+        policies["timeout_seconds"] = checks.integer(
+            param["timeout_seconds"], child(path, "timeout_seconds"), minimum=1
+        )
     if "catchup" in param:
-        policies["catchup"] = CatchUp(checks.choice(param["catchup"], child(path, "catchup"), [c.value for c in CatchUp]))
+        policies["catchup"] = CatchUp(
+            checks.choice(param["catchup"], child(path, "catchup"), [c.value for c in CatchUp])
+        )
     if "overlap" in param:
-        policies["overlap"] = Overlap(checks.choice(param["overlap"], child(path, "overlap"), [o.value for o in Overlap]))
+        policies["overlap"] = Overlap(
+            checks.choice(param["overlap"], child(path, "overlap"), [o.value for o in Overlap])
+        )
     return ScheduleSpec(
         name=checks.string(param.get("name", ""), child(path, "name")),
         cron=expression,
@@ -95,7 +115,9 @@ def _contexts(versions: Any, config: dict, path: str) -> tuple[ContextSpec, ...]
     versions_path = child(path, "package_version")
     versions = checks.obj(versions, versions_path)
     if not versions:
-        raise DemoImportError(versions_path, 'is empty; give the version to run in at least one environment, e.g. {"dev": "1.0.0"}')
+        raise DemoImportError(
+            versions_path, 'is empty; give the version to run in at least one environment, e.g. {"dev": "1.0.0"}'
+        )
     context_path = child(child(path, "config"), "CONTEXT")
     context_config = checks.obj(config.get("CONTEXT", {}), context_path)
     for environment, values in context_config.items():
@@ -127,8 +149,9 @@ def job(name: str, value: Any, path: str) -> JobSpec:
     checks.name(name, path, "job", 128)
     body = checks.keys(checks.obj(value, path), path, required=("type", "package_version"), optional=JOB_KEYS)
     job_type = JobType(checks.choice(body["type"], child(path, "type"), [t.value for t in JobType]))
-    config = checks.keys(checks.obj(body.get("config", {}), child(path, "config")), child(path, "config"),
-                         optional=("JOB", "CONTEXT"))
+    config = checks.keys(
+        checks.obj(body.get("config", {}), child(path, "config")), child(path, "config"), optional=("JOB", "CONTEXT")
+    )
     if "package_name" in body:
         package = checks.package_name(body["package_name"], child(path, "package_name"))
     else:

@@ -37,7 +37,7 @@ CHUNK = 500  # names per IN (...) query
 def _by_name(session: Session, model, names: list[str]) -> dict:
     found = {}
     for start in range(0, len(names), CHUNK):
-        rows = session.scalars(select(model).where(model.name.in_(names[start:start + CHUNK])))
+        rows = session.scalars(select(model).where(model.name.in_(names[start : start + CHUNK])))
         found.update((row.name, row) for row in rows)
     return found
 
@@ -54,8 +54,10 @@ def _environments(session: Session, data: DemoData, notes: list[str]) -> tuple[d
     for name in wanted:
         if name in environments:
             if name in undeclared:
-                notes.append(f"note: environment {name!r} is not in ENVS; it exists already, the new contexts "
-                             "in it are disabled (enable them in the web UI)")
+                notes.append(
+                    f"note: environment {name!r} is not in ENVS; it exists already, the new contexts "
+                    "in it are disabled (enable them in the web UI)"
+                )
             continue
         environments[name] = Environment(name=name, description=data.environments.get(name, name))
         session.add(environments[name])
@@ -97,8 +99,10 @@ def _exts(session: Session, names: tuple[str, ...]) -> None:
 def _check_groups(data: DemoData, groups: dict[str, NotificationGroup]) -> None:
     for spec in data.jobs:
         if spec.notification_group is not None and spec.notification_group not in groups:
-            raise DemoImportError(child(spec.path, "notification_group"),
-                                  f"{spec.notification_group!r} is not defined in NOTIFICATION_GROUPS")
+            raise DemoImportError(
+                child(spec.path, "notification_group"),
+                f"{spec.notification_group!r} is not defined in NOTIFICATION_GROUPS",
+            )
 
 
 def _insert(session: Session, model, rows: list[dict]) -> None:
@@ -117,57 +121,105 @@ def _ids(session: Session, columns, column, values: list) -> dict:
     """``{key: id}`` for the rows whose ``column`` is in ``values``; ``columns`` are (id, key...)."""
     found = {}
     for start in range(0, len(values), CHUNK):
-        for row in session.execute(select(*columns).where(column.in_(values[start:start + CHUNK]))):
+        for row in session.execute(select(*columns).where(column.in_(values[start : start + CHUNK]))):
             found[row[1] if len(row) == 2 else tuple(row[1:])] = row[0]
     return found
 
 
 def _config_rows(scope: ConfigScope, owner: str, owner_id: int, values) -> list[dict]:
     other = "context_id" if owner == "job_id" else "job_id"
-    return [{"scope": scope, owner: owner_id, other: None, "key": v.key, "value": v.value, "secret": v.secret}
-            for v in values]
+    return [
+        {"scope": scope, owner: owner_id, other: None, "key": v.key, "value": v.value, "secret": v.secret}
+        for v in values
+    ]
 
 
-def _insert_jobs(session: Session, data: DemoData, environments: dict[str, Environment], undeclared: set[str],
-                 groups: dict[str, NotificationGroup]) -> dict[str, int]:
+def _insert_jobs(
+    session: Session,
+    data: DemoData,
+    environments: dict[str, Environment],
+    undeclared: set[str],
+    groups: dict[str, NotificationGroup],
+) -> dict[str, int]:
     """Insert every job with its contexts, schedules, config and notifications; returns job ids by name."""
-    _insert(session, Job, [
-        {"name": s.name, "description": s.description, "type": s.type, "enabled": s.enabled, "module": s.module}
-        for s in data.jobs
-    ])
+    _insert(
+        session,
+        Job,
+        [
+            {"name": s.name, "description": s.description, "type": s.type, "enabled": s.enabled, "module": s.module}
+            for s in data.jobs
+        ],
+    )
     by_name = _ids(session, (Job.id, Job.name), Job.name, [spec.name for spec in data.jobs])
     job_ids = [by_name[spec.name] for spec in data.jobs]
     contexts = [(spec, job_id, item) for spec, job_id in zip(data.jobs, job_ids) for item in spec.contexts]
-    _insert(session, Context, [
-        {"job_id": job_id, "environment_id": environments[item.environment].id, "package_name": spec.package_name,
-         "package_version": item.package_version, "enabled": item.environment not in undeclared}
-        for spec, job_id, item in contexts
-    ])
+    _insert(
+        session,
+        Context,
+        [
+            {
+                "job_id": job_id,
+                "environment_id": environments[item.environment].id,
+                "package_name": spec.package_name,
+                "package_version": item.package_version,
+                "enabled": item.environment not in undeclared,
+            }
+            for spec, job_id, item in contexts
+        ],
+    )
     by_pair = _ids(session, (Context.id, Context.job_id, Context.environment_id), Context.job_id, job_ids)
     context_ids = [by_pair[(job_id, environments[item.environment].id)] for _, job_id, item in contexts]
-    _insert(session, Schedule, [
-        {"context_id": context_id, "name": spec.schedule.name, "cron": spec.schedule.cron,
-         "timezone": spec.schedule.timezone, "enabled": spec.schedule.enabled, **_policies(spec.schedule.policies)}
-        for (spec, _, _), context_id in zip(contexts, context_ids) if spec.schedule is not None
-    ])
-    config = [row for spec, job_id in zip(data.jobs, job_ids)
-              for row in _config_rows(ConfigScope.JOB, "job_id", job_id, spec.config)]
-    config += [row for (_, _, item), context_id in zip(contexts, context_ids)
-               for row in _config_rows(ConfigScope.CONTEXT, "context_id", context_id, item.config)]
+    _insert(
+        session,
+        Schedule,
+        [
+            {
+                "context_id": context_id,
+                "name": spec.schedule.name,
+                "cron": spec.schedule.cron,
+                "timezone": spec.schedule.timezone,
+                "enabled": spec.schedule.enabled,
+                **_policies(spec.schedule.policies),
+            }
+            for (spec, _, _), context_id in zip(contexts, context_ids)
+            if spec.schedule is not None
+        ],
+    )
+    config = [
+        row
+        for spec, job_id in zip(data.jobs, job_ids)
+        for row in _config_rows(ConfigScope.JOB, "job_id", job_id, spec.config)
+    ]
+    config += [
+        row
+        for (_, _, item), context_id in zip(contexts, context_ids)
+        for row in _config_rows(ConfigScope.CONTEXT, "context_id", context_id, item.config)
+    ]
     _insert(session, ConfigKey, config)
-    _insert(session, JobNotification, [
-        {"job_id": job_id, "group_id": groups[spec.notification_group].id,
-         "on_failure": spec.notify_on_failure, "on_missed": spec.notify_on_missed}
-        for spec, job_id in zip(data.jobs, job_ids) if spec.notification_group is not None
-    ])
+    _insert(
+        session,
+        JobNotification,
+        [
+            {
+                "job_id": job_id,
+                "group_id": groups[spec.notification_group].id,
+                "on_failure": spec.notify_on_failure,
+                "on_missed": spec.notify_on_missed,
+            }
+            for spec, job_id in zip(data.jobs, job_ids)
+            if spec.notification_group is not None
+        ],
+    )
     return dict(zip((spec.name for spec in data.jobs), job_ids))
 
 
 def _policies(given: dict) -> dict:
     """Every policy column of a schedule: the given values, else the model's defaults (same keys in every row)."""
     columns = Schedule.__table__.c
-    return {key: given.get(key, columns[key].default.arg if columns[key].default is not None else None)
-            for key in POLICY_COLUMNS}
+    return {
+        key: given.get(key, columns[key].default.arg if columns[key].default is not None else None)
+        for key in POLICY_COLUMNS
+    }
 
 
 POLICY_COLUMNS = ("misfire_grace_seconds", "catchup", "overlap", "timeout_seconds", "retries")
@@ -181,13 +233,16 @@ def _replace_jobs(session: Session, data: DemoData, force: bool) -> None:
     """
     count = session.scalar(select(func.count()).select_from(Job))
     if count and not force:
-        raise DemoImportError("", f"the database already holds {count} job{'s' if count != 1 else ''}; "
-                                  "use --force to import anyway")
+        raise DemoImportError(
+            "", f"the database already holds {count} job{'s' if count != 1 else ''}; use --force to import anyway"
+        )
     if count:
         names = [spec.name for spec in data.jobs]
         for start in range(0, len(names), CHUNK):
-            session.execute(delete(Job).where(Job.name.in_(names[start:start + CHUNK])),
-                            execution_options={"synchronize_session": False})
+            session.execute(
+                delete(Job).where(Job.name.in_(names[start : start + CHUNK])),
+                execution_options={"synchronize_session": False},
+            )
 
 
 def _suspensions(session: Session, data: DemoData, job_ids: dict[str, int]) -> None:
@@ -197,7 +252,9 @@ def _suspensions(session: Session, data: DemoData, job_ids: dict[str, int]) -> N
         if spec.job is not None:
             job_id = job_ids.get(spec.job) or session.scalar(select(Job.id).where(Job.name == spec.job))
             if job_id is None:
-                raise DemoImportError(child(spec.path, "job"), f"{spec.job!r} is not a job of this file or of the database")
+                raise DemoImportError(
+                    child(spec.path, "job"), f"{spec.job!r} is not a job of this file or of the database"
+                )
         rows.append({"job_id": job_id, "starts_at": spec.starts_at, "ends_at": spec.ends_at, "reason": spec.reason})
     _insert(session, Suspension, rows)
 
@@ -207,7 +264,9 @@ def _users(session: Session, settings: Settings, data: DemoData, notes: list[str
     for spec in data.users:
         existing = find_user(session, spec.username)
         if existing is not None:
-            notes.append(f"note: user {existing.username!r} already exists; kept unchanged (password and role not changed)")
+            notes.append(
+                f"note: user {existing.username!r} already exists; kept unchanged (password and role not changed)"
+            )
             continue
         try:
             add_user(session, settings, spec.username, spec.password, spec.admin)

@@ -28,8 +28,10 @@ def _environments(value: Any) -> dict[str, str]:
 def _env_vars(value: Any):
     for key in checks.obj(value, "ENV_VARS"):
         if key != "GLOBAL":
-            raise DemoImportError(child("ENV_VARS", key), "only GLOBAL is supported here; put values for one "
-                                  f"environment in JOBS.<job>.config.CONTEXT.{key}")
+            raise DemoImportError(
+                child("ENV_VARS", key),
+                f"only GLOBAL is supported here; put values for one environment in JOBS.<job>.config.CONTEXT.{key}",
+            )
     return jobs.config_values(value.get("GLOBAL", {}), "ENV_VARS.GLOBAL")
 
 
@@ -46,12 +48,14 @@ def _users(value: Any) -> tuple[UserSpec, ...]:
         path = child("USERS", index)
         checks.keys(checks.obj(item, path), path, required=("username", "password"), optional=("role",))
         role = checks.choice(item.get("role", Role.VIEWER.value), child(path, "role"), [r.value for r in Role])
-        users.append(UserSpec(
-            path=path,
-            username=_username(item["username"], child(path, "username")),
-            password=checks.string(item["password"], child(path, "password"), 1024, empty=False),
-            admin=role == Role.ADMIN.value,
-        ))
+        users.append(
+            UserSpec(
+                path=path,
+                username=_username(item["username"], child(path, "username")),
+                password=checks.string(item["password"], child(path, "password"), 1024, empty=False),
+                admin=role == Role.ADMIN.value,
+            )
+        )
     checks.unique([user.username.lower() for user in users], "USERS", "username")
     return tuple(users)
 
@@ -72,9 +76,11 @@ def _instant(value: Any, path: str) -> datetime:
     try:
         instant = datetime.fromisoformat(text)
     except ValueError:
-        raise DemoImportError(path, f"{text!r} is not an ISO 8601 date and time, e.g. \"2026-12-24T18:00:00+01:00\"") from None
+        raise DemoImportError(
+            path, f'{text!r} is not an ISO 8601 date and time, e.g. "2026-12-24T18:00:00+01:00"'
+        ) from None
     if instant.tzinfo is None:
-        raise DemoImportError(path, f"{text!r} has no UTC offset; add one, e.g. \"{text}+00:00\"")
+        raise DemoImportError(path, f'{text!r} has no UTC offset; add one, e.g. "{text}+00:00"')
     return instant
 
 
@@ -88,25 +94,32 @@ def _suspensions(value: Any) -> tuple[SuspensionSpec, ...]:
         if ends_at <= starts_at:
             raise DemoImportError(child(path, "ends_at"), "must be after starts_at")
         job = item.get("job")
-        result.append(SuspensionSpec(
-            path=path,
-            job=None if job is None else checks.string(job, child(path, "job"), 128, empty=False),
-            starts_at=starts_at,
-            ends_at=ends_at,
-            reason=checks.string(item.get("reason", ""), child(path, "reason")),
-        ))
+        result.append(
+            SuspensionSpec(
+                path=path,
+                job=None if job is None else checks.string(job, child(path, "job"), 128, empty=False),
+                starts_at=starts_at,
+                ends_at=ends_at,
+                reason=checks.string(item.get("reason", ""), child(path, "reason")),
+            )
+        )
     return tuple(result)
 
 
 def parse(document: dict) -> DemoData:
     """Validate a decoded document; raise DemoImportError(path, message) on the first problem."""
     checks.keys(document, "", required=REQUIRED_KEYS, optional=OPTIONAL_KEYS)
-    exts = [checks.string(name, child("EXTS", i), empty=False) for i, name in enumerate(checks.array(document.get("EXTS", []), "EXTS"))]
+    exts = [
+        checks.string(name, child("EXTS", i), empty=False)
+        for i, name in enumerate(checks.array(document.get("EXTS", []), "EXTS"))
+    ]
     checks.unique(exts, "EXTS", "ext")
     data = DemoData(
         environments=_environments(document["ENVS"]),
         global_config=_env_vars(document.get("ENV_VARS", {})),
-        jobs=tuple(jobs.job(name, body, child("JOBS", name)) for name, body in checks.obj(document["JOBS"], "JOBS").items()),
+        jobs=tuple(
+            jobs.job(name, body, child("JOBS", name)) for name, body in checks.obj(document["JOBS"], "JOBS").items()
+        ),
         exts=tuple(exts),
         users=_users(document.get("USERS", [])),
         groups=_groups(document.get("NOTIFICATION_GROUPS", {})),

@@ -19,9 +19,10 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any
 
 from kirby.config import Settings
 from kirby.errors import LeaseError, SupervisorNameTaken

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -114,7 +115,9 @@ def context_document(
 def live_suspensions(session: Session, now: datetime) -> list[Suspension]:
     """Suspension windows not ended at ``now``, oldest start first."""
     return list(
-        session.scalars(select(Suspension).where(Suspension.ends_at > now).order_by(Suspension.starts_at, Suspension.id))
+        session.scalars(
+            select(Suspension).where(Suspension.ends_at > now).order_by(Suspension.starts_at, Suspension.id)
+        )
     )
 
 
@@ -129,7 +132,9 @@ def build_schedule(session: Session, now: datetime) -> dict[str, Any]:
     ).all()
     layers: dict[tuple, list[ConfigKey]] = defaultdict(list)
     for key in session.scalars(select(ConfigKey).order_by(ConfigKey.id)):
-        owner = key.job_id if key.scope == ConfigScope.JOB else key.context_id if key.scope == ConfigScope.CONTEXT else None
+        owner = (
+            key.job_id if key.scope == ConfigScope.JOB else key.context_id if key.scope == ConfigScope.CONTEXT else None
+        )
         layers[(key.scope, owner)].append(key)
     suspensions = live_suspensions(session, now)
     entries = []

@@ -21,21 +21,20 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from datetime import datetime
-from typing import Callable
+from pathlib import Path
 
 from kirby.errors import KirbyError, PackageError
 from kirby.events import Offer
-from kirby.models import utcnow
 from kirby.lease.base import LeaseStore
+from kirby.models import utcnow
 from kirby.supervisor.reporting import RunReporter
 from kirby.supervisor.runner import spec_for
 from kirby.tasks.base import Executor, RunResult
 
 log = logging.getLogger(__name__)
-
 
 
 def daemon_key(job: str, environment: str) -> str:
@@ -162,8 +161,17 @@ class Arbiter:
         spec = held.spec
         started = self.clock()
         run_id = f"{spec.job}:{spec.environment}:daemon-{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
-        offer = Offer(**{**spec.offer.__dict__, "run_id": run_id, "slot_id": run_id, "scheduled_at": started,
-                         "trigger": "daemon", "epoch": None, "timeout_seconds": None})
+        offer = Offer(
+            **{
+                **spec.offer.__dict__,
+                "run_id": run_id,
+                "slot_id": run_id,
+                "scheduled_at": started,
+                "trigger": "daemon",
+                "epoch": None,
+                "timeout_seconds": None,
+            }
+        )
         self.reporter.claimed(offer)
         run_spec = spec_for(offer, self.name)
         if self.fence_directory is not None:  # the process stops itself before the lease can expire
@@ -175,8 +183,9 @@ class Arbiter:
             self.executor.prepare(offer.package, offer.version)
             held.run_id = run_id
             held.started_at = started.timestamp()
-            self.executor.start(run_spec, on_line=self.reporter.line,
-                                on_exit=lambda result, key=spec.key: self._exited(key, result))
+            self.executor.start(
+                run_spec, on_line=self.reporter.line, on_exit=lambda result, key=spec.key: self._exited(key, result)
+            )
         except PackageError as exc:
             held.run_id = None
             self.reporter.failed_before_start(run_id, str(exc), exc.output.splitlines())
@@ -202,7 +211,7 @@ class Arbiter:
         self._backoff(held)
 
     def _backoff(self, held: _Held) -> None:
-        delay = min(self.max_backoff, 2.0 ** held.failures)
+        delay = min(self.max_backoff, 2.0**held.failures)
         held.failures += 1
         held.next_start = self.clock().timestamp() + delay
         log.info("daemon %s restarts in %.0f s", held.spec.key, delay)

@@ -19,9 +19,9 @@ Logs (``LOG_FORMAT``): "supervisor NAME became leader (epoch N)", "... stopped b
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
 
 from kirby.errors import LeaseError
 from kirby.lease.base import LeaseStore

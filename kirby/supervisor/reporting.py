@@ -13,16 +13,15 @@ import threading
 from datetime import datetime
 
 from kirby.bus.base import OfferBus
-from kirby.models import utcnow
 from kirby.errors import KirbyError
 from kirby.events import Offer, RunEvent
+from kirby.models import utcnow
 from kirby.recorder import offer_data
 from kirby.tasks.base import OutputLine, RunResult
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
-
 
 
 class RunReporter:
@@ -37,7 +36,9 @@ class RunReporter:
         self._thread.start()
 
     def _emit(self, kind: str, run_id: str, data: dict, time: datetime | None = None) -> None:
-        self._queue.put(RunEvent(kind=kind, run_id=run_id, time=time or utcnow(), supervisor=self.supervisor, data=data))
+        self._queue.put(
+            RunEvent(kind=kind, run_id=run_id, time=time or utcnow(), supervisor=self.supervisor, data=data)
+        )
 
     def offered(self, offer: Offer) -> None:
         self._emit("offered", offer.run_id, offer_data(offer))
@@ -95,8 +96,13 @@ class RunReporter:
         try:
             self.bus.publish_events(events)
         except KirbyError as exc:  # the bus retried already; the events are lost, say so
-            log.error("could not publish %d run event(s) (first: %s of run %s): %s", len(events), events[0].kind,
-                      events[0].run_id, exc)
+            log.error(
+                "could not publish %d run event(s) (first: %s of run %s): %s",
+                len(events),
+                events[0].kind,
+                events[0].run_id,
+                exc,
+            )
 
     def close(self, timeout: float = 10.0) -> None:
         """Publish what is queued (up to ``timeout``), then stop the thread."""

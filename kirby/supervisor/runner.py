@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Callable
 
 from kirby.bus.base import Consumer, Delivery, OfferBus
 from kirby.errors import KirbyError, PackageError
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 OVERLAP_TTL = 30.0  # seconds; renewed every OVERLAP_TTL / 3 while the run lives
 REPLACE_WAIT = 60.0  # seconds a replacing run waits for the run it replaces to stop
-
 
 
 def overlap_key(offer: Offer) -> str:
@@ -176,7 +175,9 @@ class Runner:
         self._release_overlap(offer.run_id)
         self.counters.finished += 1
         self.reporter.finished(result)
-        log.info("finished run %s: %s (exit code %s, signal %s)", offer.run_id, result.state, result.exit_code, result.signal)
+        log.info(
+            "finished run %s: %s (exit code %s, signal %s)", offer.run_id, result.state, result.exit_code, result.signal
+        )
         self._maybe_retry(offer, result.state)
 
     def _maybe_retry(self, offer: Offer, state: str) -> None:

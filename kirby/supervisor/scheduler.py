@@ -36,8 +36,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Callable
 
 from kirby.bus.base import OfferBus
 from kirby.cron import next_fire
@@ -59,7 +59,6 @@ NEVER = datetime.max.replace(tzinfo=timezone.utc)
 
 def since_key(schedule_key: str) -> str:
     return SINCE_PREFIX + schedule_key
-
 
 
 class Scheduler:
@@ -100,8 +99,12 @@ class Scheduler:
         try:
             self._latest, self._fetched_at = self.source.fetch(now), now
         except KirbyError as exc:  # before the first copy this is usually `kirby web` still starting
-            log.log(logging.WARNING if self._latest is None else logging.ERROR, "cannot read the schedule%s: %s",
-                    " yet" if self._latest is None else "", exc)
+            log.log(
+                logging.WARNING if self._latest is None else logging.ERROR,
+                "cannot read the schedule%s: %s",
+                " yet" if self._latest is None else "",
+                exc,
+            )
 
     def _stale(self, now: datetime) -> bool:
         limit = self.wakeup * (2 if self._background else 1)
@@ -143,7 +146,12 @@ class Scheduler:
 
     def _commit(self, batch: Batch, now: datetime, epoch: int) -> None:
         """Cursors (fenced by the epoch, with the alive mark) first, then the offers, then their events."""
-        if batch.offers or batch.cursors or self._alive_written is None or (now - self._alive_written).total_seconds() >= self.wakeup:
+        if (
+            batch.offers
+            or batch.cursors
+            or self._alive_written is None
+            or (now - self._alive_written).total_seconds() >= self.wakeup
+        ):
             self.store.set_cursors({**batch.cursors, ALIVE_KEY: now}, epoch)
             self._alive = self._alive_written = now
         if batch.offers:
@@ -215,13 +223,20 @@ class Scheduler:
         if end <= start:
             return
         for slot in plan_slots(track.entry, track.rule, start, None, end, self.max_publish, 0).slots:
-            if slot.publish and self.store.get_claim(run_slot_id(track.entry.job, track.entry.environment, slot.instant)) is None:
+            if (
+                slot.publish
+                and self.store.get_claim(run_slot_id(track.entry.job, track.entry.environment, slot.instant)) is None
+            ):
                 batch.offers.append(offer_for_slot(track.entry, track.rule, slot.instant, epoch, now))
-                log.info("re-publishing unclaimed slot %s of %s under epoch %d", slot.instant.isoformat(), track.key, epoch)
+                log.info(
+                    "re-publishing unclaimed slot %s of %s under epoch %d", slot.instant.isoformat(), track.key, epoch
+                )
 
     def _plan(self, track: Track, now: datetime, epoch: int, batch: Batch) -> None:
         """Add every slot of ``track`` in (done_until, now] to ``batch``, with the cursor at the last one."""
-        plan = plan_slots(track.entry, track.rule, track.done_until, self._alive, now, self.max_publish, self.max_skipped)
+        plan = plan_slots(
+            track.entry, track.rule, track.done_until, self._alive, now, self.max_publish, self.max_skipped
+        )
         if plan.missed or plan.more_missed:
             log.warning(
                 "schedule %s missed %s%d slot(s) beyond its misfire grace; catch-up policy %s",
@@ -249,7 +264,9 @@ class Scheduler:
         the loop sleeps exactly until the next due slot or election action, at most ``wakeup``.
         """
         self._background = True
-        refresher = threading.Thread(target=self._refresh_loop, args=(stop_event,), name="schedule-refresh", daemon=True)
+        refresher = threading.Thread(
+            target=self._refresh_loop, args=(stop_event,), name="schedule-refresh", daemon=True
+        )
         refresher.start()
         try:
             while not stop_event.is_set():

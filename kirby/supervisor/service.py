@@ -26,9 +26,9 @@ from datetime import datetime
 
 from kirby.bus import open_bus
 from kirby.config import Settings
-from kirby.models import utcnow
 from kirby.errors import KirbyError
 from kirby.lease import open_lease_store
+from kirby.models import utcnow
 from kirby.schedule import ScheduleClient, ScheduleSnapshot, ScheduleSource, entry_offer
 from kirby.supervisor.arbiter import Arbiter, DaemonSpec
 from kirby.supervisor.election import Election
@@ -70,11 +70,23 @@ class Supervisor:
         self.executor = LocalExecutor(settings, name)
         self.reporter = RunReporter(self.bus, name)
         self.election = Election(self.leases, name, window)
-        self.scheduler = Scheduler(source or ScheduleClient(settings), self.leases, self.bus, self.election,
-                                   wakeup=wakeup, reporter=self.reporter)
+        self.scheduler = Scheduler(
+            source or ScheduleClient(settings),
+            self.leases,
+            self.bus,
+            self.election,
+            wakeup=wakeup,
+            reporter=self.reporter,
+        )
         self.runner: Runner | None = None
-        self.arbiter = Arbiter(name, self.leases, self.executor, self.reporter, ttl=3 * window,
-                               fence_directory=settings.run_directory / ".fences" / name)
+        self.arbiter = Arbiter(
+            name,
+            self.leases,
+            self.executor,
+            self.reporter,
+            ttl=3 * window,
+            fence_directory=settings.run_directory / ".fences" / name,
+        )
 
     def _info(self) -> dict:
         return {
@@ -115,10 +127,16 @@ class Supervisor:
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set, then shut down cleanly. Raises SupervisorNameTaken at start."""
         self._heartbeat()
-        log.info("supervisor %s started (host %s, pid %d, instance %s)", self.name, socket.gethostname(),
-                 os.getpid(), self.instance[:8])
-        self.runner = Runner(self.name, self.bus.offer_consumer(self.name), self.bus, self.leases,
-                             self.executor, self.reporter)
+        log.info(
+            "supervisor %s started (host %s, pid %d, instance %s)",
+            self.name,
+            socket.gethostname(),
+            os.getpid(),
+            self.instance[:8],
+        )
+        self.runner = Runner(
+            self.name, self.bus.offer_consumer(self.name), self.bus, self.leases, self.executor, self.reporter
+        )
         threads = [
             threading.Thread(target=self.scheduler.run, args=(stop,), name="scheduler"),
             threading.Thread(target=self._run_offers, args=(stop,), name="runner"),

@@ -6,10 +6,10 @@ Implemented by ``kirby.tasks.executor.LocalExecutor`` (venv per package version 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 
 @dataclass(frozen=True)

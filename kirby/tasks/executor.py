@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from kirby.config import Settings
 from kirby.tasks.base import Executor, OutputLine, RunResult, RunSpec
@@ -23,8 +23,9 @@ class LocalExecutor(Executor):
     Thread-safe. ``timeout_grace``: seconds between SIGTERM and SIGKILL when a run times out.
     """
 
-    def __init__(self, settings: Settings, supervisor_name: str, installer: Installer | None = None,
-                 timeout_grace: float = 10.0):
+    def __init__(
+        self, settings: Settings, supervisor_name: str, installer: Installer | None = None, timeout_grace: float = 10.0
+    ):
         self.supervisor_name = supervisor_name
         self.run_directory = Path(settings.run_directory)
         self.cache = VenvCache(settings.venv_directory, installer or default_installer(settings.package_index))

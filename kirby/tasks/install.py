@@ -30,8 +30,13 @@ _NOT_FOUND = (
     "no matching distribution found",  # pip
     "could not find a version that satisfies",  # pip
 )
-_UNREACHABLE = ("connection refused", "failed to establish a new connection", "tcp connect error",
-                "name or service not known", "failed to resolve")
+_UNREACHABLE = (
+    "connection refused",
+    "failed to establish a new connection",
+    "tcp connect error",
+    "name or service not known",
+    "failed to resolve",
+)
 
 
 def home_directory() -> str:
@@ -99,8 +104,17 @@ class Installer:
         else:
             # The supervisor's own pip installs into the venv (``--python``): no ensurepip, faster.
             create = [self.python, "-m", "venv", "--without-pip", str(venv)]
-            install = [self.python, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
-                       "--isolated", "--no-input", "--no-warn-script-location"]
+            install = [
+                self.python,
+                "-m",
+                "pip",
+                "--python",
+                str(venv / "bin" / "python"),
+                "install",
+                "--isolated",
+                "--no-input",
+                "--no-warn-script-location",
+            ]
         install += [*index_arguments(self.index), requirement]
         output = self._run(create, requirement)
         return output + self._run(install, requirement)
@@ -118,7 +132,10 @@ class Installer:
             )
         except subprocess.TimeoutExpired as exc:
             output = (exc.output or b"").decode("utf-8", "replace")
-            raise PackageError(f"installing {requirement} took over {INSTALL_TIMEOUT:.0f} s: check the package index {self.index}", output) from None
+            raise PackageError(
+                f"installing {requirement} took over {INSTALL_TIMEOUT:.0f} s: check the package index {self.index}",
+                output,
+            ) from None
         output = done.stdout.decode("utf-8", "replace")
         if done.returncode != 0:
             raise PackageError(self._explain(requirement, output), output)

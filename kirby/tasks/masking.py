@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 MASK = "***"
 MIN_SECRET_LENGTH = 3  # shorter values would mask ordinary text ("1", "no"); they are not masked

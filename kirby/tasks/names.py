@@ -37,9 +37,7 @@ def check_version(version: str) -> str:
     try:
         return str(Version(version))
     except (InvalidVersion, TypeError):
-        raise PackageError(
-            f"version {version!r} is not a valid exact version: pin one release, e.g. 1.0.0"
-        ) from None
+        raise PackageError(f"version {version!r} is not a valid exact version: pin one release, e.g. 1.0.0") from None
 
 
 def module_for(package: str, module: str = "") -> str:

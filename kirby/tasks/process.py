@@ -24,9 +24,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 from kirby.tasks.base import OutputLine, RunResult, RunSpec
 from kirby.tasks.install import SAFE_PATH, home_directory
@@ -117,9 +117,16 @@ def _cut(line: bytes) -> bytes:
 class RunProcess:
     """A started run; ``stop`` ends it (timeout and cancel both go through it)."""
 
-    def __init__(self, spec: RunSpec, venv: Path, module: str, run_root: Path,
-                 on_line: Callable[[OutputLine], None], on_exit: Callable[[RunResult], None],
-                 timeout_grace: float = 10.0):
+    def __init__(
+        self,
+        spec: RunSpec,
+        venv: Path,
+        module: str,
+        run_root: Path,
+        on_line: Callable[[OutputLine], None],
+        on_exit: Callable[[RunResult], None],
+        timeout_grace: float = 10.0,
+    ):
         self.spec = spec
         self._timeout_grace = timeout_grace
         self._on_line = on_line
@@ -137,10 +144,22 @@ class RunProcess:
         self.started_at = datetime.now(timezone.utc)
         self._started = time.monotonic()
         self.process = subprocess.Popen(
-            [str(venv / "bin" / "python"), "-c", REAPER_SOURCE, module, str(LEFTOVER_GRACE),
-             *([spec.fence_file, str(spec.fence_after)] if spec.fence_file else [])],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=self.workdir, env=env, start_new_session=True, close_fds=True, pipesize=1024 * 1024,
+            [
+                str(venv / "bin" / "python"),
+                "-c",
+                REAPER_SOURCE,
+                module,
+                str(LEFTOVER_GRACE),
+                *([spec.fence_file, str(spec.fence_after)] if spec.fence_file else []),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=self.workdir,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+            pipesize=1024 * 1024,
         )
         for key in skipped:
             self._emit_system(f"config key {key!r} skipped: not a valid environment variable name or value")

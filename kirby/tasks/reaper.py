@@ -97,8 +97,12 @@ def _kirby_reaper(module, leftover_grace, fence="", fence_after=0.0):
         if kill_at and time.monotonic() >= kill_at[0]:
             _signal_all(_descendants(me), signal.SIGKILL)
         elif fence and not kill_at and _stale(fence, fence_after):
-            print(f"kirby: {fence} not refreshed for {fence_after:g} s: the supervisor lost this run's "
-                  "lease (or froze); stopping it", file=sys.stderr, flush=True)
+            print(
+                f"kirby: {fence} not refreshed for {fence_after:g} s: the supervisor lost this run's "
+                "lease (or froze); stopping it",
+                file=sys.stderr,
+                flush=True,
+            )
             stop_everything()
 
     handled = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP, signal.SIGALRM)

@@ -166,8 +166,13 @@ class VenvCache:
         started = time.time()
         try:
             self.installer.build(temp, package, version)
-            marker = {"package": package, "version": version, "python": PYTHON_VERSION,
-                      "installer": self.installer.name, "built_at": time.time()}
+            marker = {
+                "package": package,
+                "version": version,
+                "python": PYTHON_VERSION,
+                "installer": self.installer.name,
+                "built_at": time.time(),
+            }
             (temp / MARKER).write_text(json.dumps(marker))
             os.rename(temp, venv)
         finally:
@@ -196,10 +201,16 @@ class VenvCache:
         use = self.locks / f"{venv.name}.use"
         built_at = float(marker.get("built_at", 0.0))
         return VenvInfo(
-            name=venv.name, path=venv, package=package, version=version,
-            python=marker.get("python", "?"), installer=marker.get("installer", "?"),
-            ready=bool(marker) and is_ready(venv, package, version), size=_tree_size(venv),
-            built_at=built_at, last_used=use.stat().st_mtime if use.exists() else built_at,
+            name=venv.name,
+            path=venv,
+            package=package,
+            version=version,
+            python=marker.get("python", "?"),
+            installer=marker.get("installer", "?"),
+            ready=bool(marker) and is_ready(venv, package, version),
+            size=_tree_size(venv),
+            built_at=built_at,
+            last_used=use.stat().st_mtime if use.exists() else built_at,
             in_use=self._in_use(venv),
         )
 

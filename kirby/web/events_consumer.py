@@ -35,8 +35,15 @@ def web_group(settings) -> str:
 
 
 class EventsConsumer:
-    def __init__(self, state: WebState, member: str | None = None, batch: int = 500, poll_timeout: float = 0.5,
-                 grace: float = 60.0, lost_check_every: float = 10.0):
+    def __init__(
+        self,
+        state: WebState,
+        member: str | None = None,
+        batch: int = 500,
+        poll_timeout: float = 0.5,
+        grace: float = 60.0,
+        lost_check_every: float = 10.0,
+    ):
         self.state = state
         self.member = member or f"web-{socket.gethostname()}-{os.getpid()}"
         self.batch = batch
@@ -80,8 +87,10 @@ class EventsConsumer:
             for run in active:
                 since = self._missing_since.get(run.supervisor or "")
                 if since is not None and now - since >= self.grace:
-                    reason = (f"Kirby: supervisor {run.supervisor} stopped heartbeating at about "
-                              f"{since:%Y-%m-%d %H:%M:%S}Z; this run is recorded as lost.")
+                    reason = (
+                        f"Kirby: supervisor {run.supervisor} stopped heartbeating at about "
+                        f"{since:%Y-%m-%d %H:%M:%S}Z; this run is recorded as lost."
+                    )
                     mark_lost(s, run, now, reason)
                     lost.append(run.id)
         for run_id in lost:
@@ -93,8 +102,10 @@ class EventsConsumer:
         was lost, e.g. with a supervisor killed before it published it. The claim tells who had them."""
         cutoff = now - self.grace
         offered = session.scalars(
-            select(Run).where(Run.state == RunState.OFFERED, Run.offered_at < cutoff, Run.offered_at > cutoff - timedelta(hours=1))
-            .order_by(Run.offered_at).limit(500)
+            select(Run)
+            .where(Run.state == RunState.OFFERED, Run.offered_at < cutoff, Run.offered_at > cutoff - timedelta(hours=1))
+            .order_by(Run.offered_at)
+            .limit(500)
         )
         found = []
         for run in offered:

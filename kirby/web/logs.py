@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
@@ -60,13 +60,27 @@ def run_events(state: WebState, run_id: str, after: int, poll: float, lifetime: 
             run = s.get(Run, run_id)
             finished = run is not None and run.state.finished
             job = run.job_name if run else ""
-            lines = list(s.scalars(
-                select(LogLine).where(LogLine.run_id == run_id, LogLine.seq > after).order_by(LogLine.seq).limit(BATCH)
-            ))
+            lines = list(
+                s.scalars(
+                    select(LogLine)
+                    .where(LogLine.run_id == run_id, LogLine.seq > after)
+                    .order_by(LogLine.seq)
+                    .limit(BATCH)
+                )
+            )
         for line in lines:
             after = line.seq
-            yield _event(line.seq, {"run_id": run_id, "job": job, "seq": line.seq, "time": line.time.isoformat(),
-                                    "stream": line.stream, "text": line.text})
+            yield _event(
+                line.seq,
+                {
+                    "run_id": run_id,
+                    "job": job,
+                    "seq": line.seq,
+                    "time": line.time.isoformat(),
+                    "stream": line.stream,
+                    "text": line.text,
+                },
+            )
         if len(lines) == BATCH:
             continue
         if finished:
@@ -93,8 +107,17 @@ def tail_events(state: WebState, job: str | None, after: int | None, poll: float
             rows = s.execute(_tail_query(job).where(LogLine.id > after).order_by(LogLine.id).limit(BATCH)).all()
         for line, job_name in rows:
             after = line.id
-            yield _event(line.id, {"run_id": line.run_id, "job": job_name, "seq": line.seq,
-                                   "time": line.time.isoformat(), "stream": line.stream, "text": line.text})
+            yield _event(
+                line.id,
+                {
+                    "run_id": line.run_id,
+                    "job": job_name,
+                    "seq": line.seq,
+                    "time": line.time.isoformat(),
+                    "stream": line.stream,
+                    "text": line.text,
+                },
+            )
         if len(rows) == BATCH:
             continue
         if not (yield from _idle(state, deadline, beat, poll)):

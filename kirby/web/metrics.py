@@ -55,11 +55,14 @@ def render_metrics(session: Session, lease_store: LeaseStore, now: datetime) -> 
     leader = lease_store.leader()
     alive = lease_store.supervisors()
     lines += [
-        "# HELP kirby_leader_epoch The newest leader epoch issued.", "# TYPE kirby_leader_epoch gauge",
+        "# HELP kirby_leader_epoch The newest leader epoch issued.",
+        "# TYPE kirby_leader_epoch gauge",
         f"kirby_leader_epoch {lease_store.current_epoch()}",
-        "# HELP kirby_leader_present 1 when a live leader holds the lease.", "# TYPE kirby_leader_present gauge",
+        "# HELP kirby_leader_present 1 when a live leader holds the lease.",
+        "# TYPE kirby_leader_present gauge",
         f"kirby_leader_present {1 if leader else 0}",
-        "# HELP kirby_supervisors_alive Supervisors with a live heartbeat.", "# TYPE kirby_supervisors_alive gauge",
+        "# HELP kirby_supervisors_alive Supervisors with a live heartbeat.",
+        "# TYPE kirby_supervisors_alive gauge",
         f"kirby_supervisors_alive {len(alive)}",
         "# HELP kirby_metrics_generated_timestamp_seconds When this page was built.",
         "# TYPE kirby_metrics_generated_timestamp_seconds gauge",

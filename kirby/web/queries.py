@@ -97,12 +97,26 @@ def run_dict(run: Run) -> dict[str, Any]:
         return value.isoformat() if value else None
 
     return {
-        "id": run.id, "slot_id": run.slot_id, "job": run.job_name, "environment": run.environment,
-        "package": run.package_name, "version": run.package_version, "trigger": run.trigger,
-        "attempt": run.attempt, "epoch": run.epoch, "state": run.state.value, "supervisor": run.supervisor,
-        "exit_code": run.exit_code, "signal": run.signal, "error": run.error,
-        "scheduled_at": iso(run.scheduled_at), "offered_at": iso(run.offered_at), "claimed_at": iso(run.claimed_at),
-        "started_at": iso(run.started_at), "finished_at": iso(run.finished_at), "duration_seconds": run.duration_seconds,
+        "id": run.id,
+        "slot_id": run.slot_id,
+        "job": run.job_name,
+        "environment": run.environment,
+        "package": run.package_name,
+        "version": run.package_version,
+        "trigger": run.trigger,
+        "attempt": run.attempt,
+        "epoch": run.epoch,
+        "state": run.state.value,
+        "supervisor": run.supervisor,
+        "exit_code": run.exit_code,
+        "signal": run.signal,
+        "error": run.error,
+        "scheduled_at": iso(run.scheduled_at),
+        "offered_at": iso(run.offered_at),
+        "claimed_at": iso(run.claimed_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "duration_seconds": run.duration_seconds,
     }
 
 
@@ -113,4 +127,10 @@ def log_lines_after(session: Session, run_id: str, after_seq: int, limit: int) -
 
 
 def line_dict(line: LogLine) -> dict[str, Any]:
-    return {"run_id": line.run_id, "seq": line.seq, "time": line.time.isoformat(), "stream": line.stream, "text": line.text}
+    return {
+        "run_id": line.run_id,
+        "seq": line.seq,
+        "time": line.time.isoformat(),
+        "stream": line.stream,
+        "text": line.text,
+    }

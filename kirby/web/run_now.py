@@ -1,4 +1,4 @@
-""""Run now": publish a manual offer (its own run id) and record the run as ``offered``."""
+""" "Run now": publish a manual offer (its own run id) and record the run as ``offered``."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ def context_for(session, job_name: str, environment: str | None) -> Context:
             raise KirbyError(f"job {job_name!r} has no context in environment {environment!r}")
     if len(contexts) != 1:
         names = ", ".join(sorted(c.environment.name for c in job.contexts)) or "none"
-        raise KirbyError(f"job {job_name!r} runs in several or no environments ({names}): say which with environment=NAME")
+        raise KirbyError(
+            f"job {job_name!r} runs in several or no environments ({names}): say which with environment=NAME"
+        )
     return contexts[0]
 
 

@@ -11,8 +11,8 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from functools import wraps
-from typing import Callable
 
 from flask import Flask, Response, current_app, g, jsonify, request
 from flask.sessions import SecureCookieSessionInterface
@@ -87,7 +87,9 @@ def api_auth(admin: bool = False) -> Callable:
             if bearer_token_ok(web_state().settings.api_token):
                 return view(*args, **kwargs)
             if not current_user.is_authenticated:
-                return api_error(401, "authentication required: log in, or send Authorization: Bearer <KIRBY_API_TOKEN>")
+                return api_error(
+                    401, "authentication required: log in, or send Authorization: Bearer <KIRBY_API_TOKEN>"
+                )
             if admin and not current_user.is_admin:
                 return api_error(403, "this action needs the admin role")
             return view(*args, **kwargs)

@@ -20,20 +20,27 @@ log = logging.getLogger(__name__)
 THREADS = 48
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, debug: bool = False,
-          lost_grace: float = 60.0) -> None:
+def serve(
+    settings: Settings, host: str = "127.0.0.1", port: int = 8080, debug: bool = False, lost_grace: float = 60.0
+) -> None:
     app = create_app(settings)
     state = app.extensions["kirby"]
     if not settings.api_token:
         log.warning("KIRBY_API_TOKEN is not set: /schedule answers 503 until it is (the leader needs it)")
     consumer = EventsConsumer(state, grace=lost_grace, lost_check_every=min(10.0, max(1.0, lost_grace / 3)))
     consumer.start()
+
     def stop(*_) -> None:  # stop cleanly: log streams end, consumer closed, leases released
         state.stopping.set()
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, stop)
-    log.info("kirby web on http://%s:%d/ (database %s)", host, port, state.database.engine.url.render_as_string(hide_password=True))
+    log.info(
+        "kirby web on http://%s:%d/ (database %s)",
+        host,
+        port,
+        state.database.engine.url.render_as_string(hide_password=True),
+    )
     try:
         if debug:
             app.run(host=host, port=port, debug=True, use_reloader=False, threaded=True)
@@ -41,9 +48,15 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, debug: 
             from waitress import serve as waitress_serve
 
             waitress_serve(
-                app, host=host, port=port, threads=THREADS, ident="kirby",
-                trusted_proxy="127.0.0.1", trusted_proxy_headers={"x-forwarded-proto"},
-                clear_untrusted_proxy_headers=True, channel_timeout=120,
+                app,
+                host=host,
+                port=port,
+                threads=THREADS,
+                ident="kirby",
+                trusted_proxy="127.0.0.1",
+                trusted_proxy_headers={"x-forwarded-proto"},
+                clear_untrusted_proxy_headers=True,
+                channel_timeout=120,
             )
     finally:
         state.stopping.set()

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from helpers import wait_for
+
 from kirby.config import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +40,9 @@ def free_port() -> int:
 
 
 def kirby(env: dict[str, str], cwd: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(KIRBY), *args], input=stdin, text=True, capture_output=True, env=env, cwd=cwd, timeout=120, check=True)
+    return subprocess.run(
+        [str(KIRBY), *args], input=stdin, text=True, capture_output=True, env=env, cwd=cwd, timeout=120, check=True
+    )
 
 
 def start_kirby_web(directory: Path, **extra: str) -> KirbyWeb:
@@ -60,8 +62,14 @@ def start_kirby_web(directory: Path, **extra: str) -> KirbyWeb:
     port = free_port()
     env["KIRBY_SCHEDULE_ENDPOINT"] = f"http://127.0.0.1:{port}/schedule"
     with open(directory / "web.log", "wb") as log:
-        process = subprocess.Popen([str(KIRBY), "web", "--port", str(port)], env=env, cwd=directory,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [str(KIRBY), "web", "--port", str(port)],
+            env=env,
+            cwd=directory,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
@@ -95,7 +103,9 @@ def kirby_web(tmp_path_factory) -> KirbyWeb:
 @pytest.fixture(scope="session")
 def browser():
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver (scripts/bootstrap --test does it)")
+        pytest.fail(
+            f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver (scripts/bootstrap --test does it)"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -113,13 +123,24 @@ def page(browser):
     page = context.new_page()
     page.set_default_timeout(15_000)
     dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(f"{dialog.type}: {dialog.message}"),
-                                      dialog.accept() if dialog.type == "confirm" else dialog.dismiss()))
+    page.on(
+        "dialog",
+        lambda dialog: (
+            dialogs.append(f"{dialog.type}: {dialog.message}"),
+            dialog.accept() if dialog.type == "confirm" else dialog.dismiss(),
+        ),
+    )
     page.dialogs = dialogs
     # CSP violations other than javascript:void(0) links (harmless no-ops blocked by the policy)
     violations: list[str] = []
-    page.on("console", lambda message: violations.append(message.text) if (
-        "Content Security Policy" in message.text and "javascript url" not in message.text.lower()) else None)
+    page.on(
+        "console",
+        lambda message: (
+            violations.append(message.text)
+            if ("Content Security Policy" in message.text and "javascript url" not in message.text.lower())
+            else None
+        ),
+    )
     page.csp_violations = violations
     yield page
     context.close()

@@ -10,8 +10,8 @@ import re
 import subprocess
 
 import pytest
-
 from conftest import KIRBY, log_in, screenshot, start_kirby_web, stop
+
 from kirby.db import open_database
 from kirby.models import ConfigKey, ConfigScope, Context, Environment, Job, JobType, Run, RunState
 from tests.integration.conftest import example_index, example_wheels  # noqa: F401 (fixtures)
@@ -25,13 +25,27 @@ def cluster(tmp_path, example_index):  # noqa: F811
     database = open_database(web.settings)
     with database.session() as s:
         job = Job(name="sleepy", type=JobType.SCHEDULED, description="prints a heartbeat a second")
-        s.add_all([job, Context(job=job, environment=Environment(name="e2e"), package_name="kirby-example-sleep",
-                                package_version="1.0.0"),
-                   ConfigKey(scope=ConfigScope.JOB, job=job, key="SLEEP_SECONDS", value="4")])
+        s.add_all(
+            [
+                job,
+                Context(
+                    job=job,
+                    environment=Environment(name="e2e"),
+                    package_name="kirby-example-sleep",
+                    package_version="1.0.0",
+                ),
+                ConfigKey(scope=ConfigScope.JOB, job=job, key="SLEEP_SECONDS", value="4"),
+            ]
+        )
     with open(tmp_path / "supervisor.log", "wb") as log:
-        supervisor = subprocess.Popen([str(KIRBY), "supervisor", "alpha", "--window", "1", "--wakeup", "2", "--grace", "2"],
-                                      env=web.env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        supervisor = subprocess.Popen(
+            [str(KIRBY), "supervisor", "alpha", "--window", "1", "--wakeup", "2", "--grace", "2"],
+            env=web.env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     yield web, database
     stop(supervisor)
     stop(web.process)

@@ -8,8 +8,8 @@ import re
 from datetime import datetime, timezone
 
 import pytest
-
 from conftest import log_in, screenshot
+
 from kirby.bus import open_bus
 from kirby.db import open_database
 from kirby.events import RunEvent
@@ -88,7 +88,11 @@ def test_admin_creates_a_scheduled_job_and_sees_the_preview(page, kirby_web):
     database = open_database(kirby_web.settings)
     with database.session() as s:
         [schedule] = s.query(Schedule).all()
-        assert (schedule.cron, schedule.timezone, schedule.context.job.name) == ("30 9 * * mon-fri", "Europe/Paris", "nightly-report")
+        assert (schedule.cron, schedule.timezone, schedule.context.job.name) == (
+            "30 9 * * mon-fri",
+            "Europe/Paris",
+            "nightly-report",
+        )
         [key] = s.query(Job).filter_by(name="nightly-report").one().config
         assert (key.scope, key.key, key.value, key.secret) == (ConfigScope.JOB, "REPORT_TOKEN", "job-secret-123", True)
 

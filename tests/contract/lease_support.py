@@ -132,7 +132,6 @@ def delete_keys(url: str, prefix: str) -> None:
         subprocess.run(["redis-cli", "-u", url, "del", *keys], capture_output=True, check=True)
 
 
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -9,13 +9,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import pytest
-
 from helpers import wait_for
+
 from kirby.bus.base import Consumer
 from kirby.events import Offer, RunEvent
 
@@ -217,8 +215,11 @@ def test_events_of_a_run_arrive_in_order(bus_factory):
 def test_publish_events_stores_a_batch_in_order(bus_factory):
     bus = bus_factory()
     consumer = bus.event_consumer("web", "w1")
-    batch = [RunEvent("log", run_id, T0, "sup", {"seq": seq, "stream": "stdout", "text": "x" * seq})
-             for seq in range(50) for run_id in ("r-a", "r-b")]
+    batch = [
+        RunEvent("log", run_id, T0, "sup", {"seq": seq, "stream": "stdout", "text": "x" * seq})
+        for seq in range(50)
+        for run_id in ("r-a", "r-b")
+    ]
     bus.publish_events(batch)
     events = receive(consumer, 100, 30)
     for run_id in ("r-a", "r-b"):

@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-
 from helpers import wait_for
+
 from kirby.bus import open_bus
 from kirby.bus.local import LocalBus
 from kirby.errors import BusError
@@ -74,7 +74,9 @@ def private_kafka(kafka_servers, tmp_path: Path):
     }
 
     def services(*command: str) -> None:
-        subprocess.run([str(SERVICES), *command, "kafka"], env=environ, check=True, timeout=180, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [str(SERVICES), *command, "kafka"], env=environ, check=True, timeout=180, stdout=subprocess.DEVNULL
+        )
 
     services("up")
     yield f"127.0.0.1:{port}", services

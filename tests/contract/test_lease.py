@@ -14,14 +14,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-
 from helpers import wait_for
+from lease_support import Backend, delete_keys
+
 from kirby.errors import LeaseError, SupervisorNameTaken
 from kirby.lease.base import LeaseStore, StaleEpoch
-from lease_support import Backend, delete_keys
 
 T0 = datetime(2026, 11, 28, 3, 0, tzinfo=timezone.utc)
 TTL = 0.3  # seconds: short leases whose expiry the tests await
+
 
 @pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.redis)])
 def backend(request, tmp_path: Path) -> Backend:

@@ -17,12 +17,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-
 from helpers import wait_for
+from lease_support import Backend, Lines, delete_keys, free_port
+
 from kirby.errors import LeaseError
 from kirby.lease.local import LocalLeaseStore
 from kirby.lease.redis import RedisLeaseStore
-from lease_support import Backend, Lines, delete_keys, free_port
 
 
 class PrivateRedis:
@@ -37,8 +37,20 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory), *self.options],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                *self.options,
+            ],
             stdout=subprocess.DEVNULL,
         )
         wait_for(self.answers, 10, f"the private redis-server on port {self.port} answered")
@@ -135,14 +147,41 @@ def test_redis_restarted_while_in_use_the_client_reconnects_and_then_fails_clear
 def test_a_password_and_tls_in_redis_url_are_honoured(start_private_redis, tmp_path: Path, make_settings):
     key, certificate = tmp_path / "server.key", tmp_path / "server.crt"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(certificate)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(certificate),
+        ],
+        check=True,
+        capture_output=True,
     )
     tls_port = free_port()
     start_private_redis(
-        "--requirepass", "s3cret", "--tls-port", str(tls_port), "--tls-auth-clients", "no",
-        "--tls-cert-file", str(certificate), "--tls-key-file", str(key), "--tls-ca-cert-file", str(certificate),
+        "--requirepass",
+        "s3cret",
+        "--tls-port",
+        str(tls_port),
+        "--tls-auth-clients",
+        "no",
+        "--tls-cert-file",
+        str(certificate),
+        "--tls-key-file",
+        str(key),
+        "--tls-ca-cert-file",
+        str(certificate),
     )
     url = f"rediss://:s3cret@127.0.0.1:{tls_port}/0?ssl_ca_certs={certificate}"
     store = RedisLeaseStore(settings_for(make_settings, url, retries=0, wait=0))

@@ -53,8 +53,14 @@ class Cluster:
 
     def _spawn(self, name: str, *args: str) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "ab")
-        process = subprocess.Popen([str(KIRBY), *args], cwd=self.workdir, env=self.env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [str(KIRBY), *args],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.processes[name] = process
         return process
 
@@ -88,15 +94,25 @@ class Cluster:
         return (leader.owner, leader.epoch) if leader else None
 
     def wait_leader(self, timeout: float = 60, other_than: str | None = None) -> tuple[str, int]:
-        return wait_for(lambda: (lambda l: l if l and l[0] != other_than else None)(self.leader()), timeout,
-                        f"no leader (other than {other_than}) was elected; see {self.workdir}/*.log")
+        return wait_for(
+            lambda: (lambda held: held if held and held[0] != other_than else None)(self.leader()),
+            timeout,
+            f"no leader (other than {other_than}) was elected; see {self.workdir}/*.log",
+        )
 
     def runs(self, job: str) -> list[Run]:
         with self.database.session() as session:
             return list(session.query(Run).filter(Run.job_name == job).order_by(Run.scheduled_at))
 
-    def add_job(self, name: str, package: str, cron: str | None = None, daemon: bool = False,
-                config: dict[str, str] | None = None, **schedule) -> None:
+    def add_job(
+        self,
+        name: str,
+        package: str,
+        cron: str | None = None,
+        daemon: bool = False,
+        config: dict[str, str] | None = None,
+        **schedule,
+    ) -> None:
         from kirby.models import ConfigKey, ConfigScope
 
         with self.database.session() as session:
@@ -110,7 +126,7 @@ class Cluster:
                 session.add(Schedule(context=context, cron=cron, **schedule))
 
     def close(self) -> None:
-        for name, process in self.processes.items():
+        for process in self.processes.values():
             if process.poll() is None:
                 try:
                     os.killpg(process.pid, signal.SIGTERM)
@@ -143,14 +159,16 @@ def cluster(request, tmp_path, example_index, shared_venvs):  # noqa: F811 (fixt
         kafka = request.getfixturevalue("kafka_servers")
         redis_url = request.getfixturevalue("redis_url")
         unique = uuid.uuid4().hex[:10]
-        env.update({
-            "KAFKA_BOOTSTRAP_SERVERS": kafka,
-            "KIRBY_TOPIC_JOB_OFFERS": f".kirby.e2e-{unique}.offers",
-            "KIRBY_TOPIC_RUN_EVENTS": f".kirby.e2e-{unique}.events",
-            "KIRBY_SUPERVISOR_GROUP_ID": f"kirby-e2e-{unique}",
-            "REDIS_URL": redis_url,
-            "KIRBY_REDIS_PREFIX": f"kirby-e2e-{unique}:",
-        })
+        env.update(
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": kafka,
+                "KIRBY_TOPIC_JOB_OFFERS": f".kirby.e2e-{unique}.offers",
+                "KIRBY_TOPIC_RUN_EVENTS": f".kirby.e2e-{unique}.events",
+                "KIRBY_SUPERVISOR_GROUP_ID": f"kirby-e2e-{unique}",
+                "REDIS_URL": redis_url,
+                "KIRBY_REDIS_PREFIX": f"kirby-e2e-{unique}:",
+            }
+        )
     database = open_database(load_settings(environ=env, cwd=tmp_path))
     cluster = Cluster(tmp_path, env, web_port, database)
     yield cluster

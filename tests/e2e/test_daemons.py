@@ -27,8 +27,10 @@ def lifetimes(pidfile) -> dict[int, list[float | None]]:
 
 def assert_never_two_at_once(pidfile, seen_gone: dict[int, float]) -> None:
     """No two lifetimes overlap; a pid without a stop record ended by ``seen_gone[pid]`` (or runs)."""
-    spans = sorted((start, stop if stop is not None else seen_gone.get(pid, float("inf")), pid)
-                   for pid, (start, stop) in lifetimes(pidfile).items())
+    spans = sorted(
+        (start, stop if stop is not None else seen_gone.get(pid, float("inf")), pid)
+        for pid, (start, stop) in lifetimes(pidfile).items()
+    )
     for (_, stop, pid), (start, _, other) in zip(spans, spans[1:]):
         assert start >= stop, f"daemon instances {pid} and {other} ran at the same time"
 
@@ -40,8 +42,9 @@ def test_a_daemon_runs_once_and_moves_when_its_supervisor_is_killed(cluster):
     cluster.start_web()
     for name in ("s1", "s2", "s3"):
         cluster.start_supervisor(name)
-    first = wait_for(lambda: [pid for pid, (_, stop) in lifetimes(pidfile).items() if stop is None], 120,
-                     "the daemon did not start")
+    first = wait_for(
+        lambda: [pid for pid, (_, stop) in lifetimes(pidfile).items() if stop is None], 120, "the daemon did not start"
+    )
     assert len(first) == 1
     with open_lease_store(cluster.settings) as store:
         holder = store.daemon_holders()["daemon:sensor:e2e"]
@@ -49,13 +52,17 @@ def test_a_daemon_runs_once_and_moves_when_its_supervisor_is_killed(cluster):
     cluster.signal(holder, signal.SIGKILL)
     wait_for(lambda: not Path(f"/proc/{first[0]}").exists(), 30, "the daemon outlived its killed supervisor")
     gone_at = time.time()  # it may have been SIGKILLed after the grace, too late to record its stop
-    moved = wait_for(lambda: [pid for pid, (_, stop) in lifetimes(pidfile).items() if stop is None and pid != first[0]],
-                     60, "the daemon did not move to another supervisor")
+    moved = wait_for(
+        lambda: [pid for pid, (_, stop) in lifetimes(pidfile).items() if stop is None and pid != first[0]],
+        60,
+        "the daemon did not move to another supervisor",
+    )
     took = lifetimes(pidfile)[moved[0]][0] - killed_at
     ttl = 3 * 2.0  # the daemon lease: 3 x the supervisors' --window
     assert took < ttl + 20, f"the daemon moved {took:.1f} s after the kill (lease TTL {ttl:g} s)"
     with open_lease_store(cluster.settings) as store:
         assert store.daemon_holders()["daemon:sensor:e2e"] != holder
     assert_never_two_at_once(pidfile, {first[0]: gone_at})
-    assert [pid for pid, (_, stop) in lifetimes(pidfile).items() if stop is None and Path(f"/proc/{pid}").exists()] \
-        == moved[:1]
+    assert [
+        pid for pid, (_, stop) in lifetimes(pidfile).items() if stop is None and Path(f"/proc/{pid}").exists()
+    ] == moved[:1]

@@ -34,21 +34,30 @@ def audit(cluster, job: str, ledger, start: datetime, end: datetime, killed: set
         ran = set(ledger_ids(ledger))  # read again: a late run may still be writing it
         runs = {run.id: run for run in cluster.runs(job)}
         return [
-            (run_id, run_id in ran, runs[run_id].state.value if run_id in runs else None,
-             runs[run_id].supervisor if run_id in runs else None)
+            (
+                run_id,
+                run_id in ran,
+                runs[run_id].state.value if run_id in runs else None,
+                runs[run_id].supervisor if run_id in runs else None,
+            )
             for run_id in expected
-            if not (run_id in runs and (
-                (run_id in ran and runs[run_id].state == RunState.SUCCEEDED)
-                or (runs[run_id].state == RunState.LOST and runs[run_id].supervisor in killed)))
+            if not (
+                run_id in runs
+                and (
+                    (run_id in ran and runs[run_id].state == RunState.SUCCEEDED)
+                    or (runs[run_id].state == RunState.LOST and runs[run_id].supervisor in killed)
+                )
+            )
         ]
 
     try:
         wait_for(lambda: not unsettled(), 120, "")
     except AssertionError:
         left = unsettled()
-        raise AssertionError(f"{len(left)} of {len(expected)} slots neither succeeded nor lost with a killed "
-                             f"supervisor (id, in ledger, state, supervisor): {left[:10]}; logs in {cluster.workdir}"
-                             ) from None
+        raise AssertionError(
+            f"{len(left)} of {len(expected)} slots neither succeeded nor lost with a killed "
+            f"supervisor (id, in ledger, state, supervisor): {left[:10]}; logs in {cluster.workdir}"
+        ) from None
     twice = [run_id for run_id, count in Counter(ledger_ids(ledger)).items() if count > 1]
     assert not twice, f"ran more than once: {twice}"
     lost = [run.id for run in cluster.runs(job) if run.id in expected and run.state == RunState.LOST]
@@ -60,8 +69,13 @@ def audit(cluster, job: str, ledger, start: datetime, end: datetime, killed: set
 @pytest.mark.slow
 def test_leader_killed_repeatedly_every_slot_runs_exactly_once(cluster):
     ledger = cluster.workdir / "ledger"
-    cluster.add_job("tick", "kirby-example-hello", cron=EVERY_SECOND, overlap=Overlap.ALLOW,
-                    config={"KIRBY_RUN_LEDGER": str(ledger)})
+    cluster.add_job(
+        "tick",
+        "kirby-example-hello",
+        cron=EVERY_SECOND,
+        overlap=Overlap.ALLOW,
+        config={"KIRBY_RUN_LEDGER": str(ledger)},
+    )
     cluster.start_web()
     names = ["s1", "s2", "s3"]
     for name in names:
@@ -82,8 +96,11 @@ def test_leader_killed_repeatedly_every_slot_runs_exactly_once(cluster):
         names.append(replacement)
         leader, _ = cluster.wait_leader(other_than=leader)
     end = datetime.now(timezone.utc)
-    wait_for(lambda: run_slot_id("tick", "e2e", end.replace(microsecond=0) + timedelta(seconds=3)) in ledger_ids(ledger),
-             60, "runs stopped after the last failover")
+    wait_for(
+        lambda: run_slot_id("tick", "e2e", end.replace(microsecond=0) + timedelta(seconds=3)) in ledger_ids(ledger),
+        60,
+        "runs stopped after the last failover",
+    )
     expected = audit(cluster, "tick", ledger, start, end, killed)
     assert len(expected) >= 10
 
@@ -91,8 +108,13 @@ def test_leader_killed_repeatedly_every_slot_runs_exactly_once(cluster):
 @pytest.mark.slow
 def test_a_paused_leader_publishes_nothing_that_runs(cluster):
     ledger = cluster.workdir / "ledger"
-    cluster.add_job("tick", "kirby-example-hello", cron=EVERY_SECOND, overlap=Overlap.ALLOW,
-                    config={"KIRBY_RUN_LEDGER": str(ledger)})
+    cluster.add_job(
+        "tick",
+        "kirby-example-hello",
+        cron=EVERY_SECOND,
+        overlap=Overlap.ALLOW,
+        config={"KIRBY_RUN_LEDGER": str(ledger)},
+    )
     cluster.start_web()
     for name in ("s1", "s2", "s3"):
         cluster.start_supervisor(name)
@@ -108,8 +130,11 @@ def test_a_paused_leader_publishes_nothing_that_runs(cluster):
     wait_for(lambda: len(ledger_ids(ledger)) >= seen + 5, 60, "runs stopped after the resume")
     end = datetime.now(timezone.utc) - timedelta(seconds=1)
     audit(cluster, "tick", ledger, start, end)
-    late = [run.id for run in cluster.runs("tick")
-            if run.epoch == old_epoch and run.claimed_at and run.claimed_at > takeover + timedelta(seconds=1)]
+    late = [
+        run.id
+        for run in cluster.runs("tick")
+        if run.epoch == old_epoch and run.claimed_at and run.claimed_at > takeover + timedelta(seconds=1)
+    ]
     assert not late, f"runs offered under the deposed epoch {old_epoch} ran after the takeover: {late}"
 
 
@@ -117,17 +142,26 @@ def test_a_paused_leader_publishes_nothing_that_runs(cluster):
 def test_a_supervisor_killed_mid_run_leaves_its_run_lost_and_others_undisturbed(cluster):
     ledger = cluster.workdir / "ledger"
     cluster.add_job("long", "kirby-example-sleep", cron="* * * * * */5", config={"SLEEP_SECONDS": "600"})
-    cluster.add_job("tick", "kirby-example-hello", cron=EVERY_SECOND, overlap=Overlap.ALLOW,
-                    config={"KIRBY_RUN_LEDGER": str(ledger)})
+    cluster.add_job(
+        "tick",
+        "kirby-example-hello",
+        cron=EVERY_SECOND,
+        overlap=Overlap.ALLOW,
+        config={"KIRBY_RUN_LEDGER": str(ledger)},
+    )
     cluster.start_web()
     for name in ("s1", "s2", "s3"):
         cluster.start_supervisor(name)
-    running = wait_for(lambda: [r for r in cluster.runs("long") if r.state == RunState.RUNNING], 120,
-                       "the long run did not start")[0]
+    running = wait_for(
+        lambda: [r for r in cluster.runs("long") if r.state == RunState.RUNNING], 120, "the long run did not start"
+    )[0]
     start = datetime.now(timezone.utc)
     cluster.signal(running.supervisor, signal.SIGKILL)
-    lost = wait_for(lambda: [r for r in cluster.runs("long") if r.id == running.id and r.state == RunState.LOST],
-                    150, f"run {running.id} was not marked lost")
+    lost = wait_for(
+        lambda: [r for r in cluster.runs("long") if r.id == running.id and r.state == RunState.LOST],
+        150,
+        f"run {running.id} was not marked lost",
+    )
     assert lost[0].finished_at is not None
     end = datetime.now(timezone.utc) - timedelta(seconds=2)
     audit(cluster, "tick", ledger, start, end, killed={running.supervisor})

@@ -25,7 +25,16 @@ from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 # Settings of the caller (CI exports the real services' variables) must not leak into the demo.
-SCRUBBED_PREFIXES = ("KIRBY_", "KAFKA_", "REDIS_", "SQLALCHEMY_", "SECRET_KEY", "SECURITY_PASSWORD_SALT", "EXT_", "LOG_FORMAT")
+SCRUBBED_PREFIXES = (
+    "KIRBY_",
+    "KAFKA_",
+    "REDIS_",
+    "SQLALCHEMY_",
+    "SECRET_KEY",
+    "SECURITY_PASSWORD_SALT",
+    "EXT_",
+    "LOG_FORMAT",
+)
 SUPERVISORS = ("supervisor-1", "supervisor-2")
 
 
@@ -47,7 +56,7 @@ def processes_under(folder: Path, session: int) -> list[str]:
             stat = (entry / "stat").read_text()
         except OSError:  # gone meanwhile, or not ours to read
             continue
-        fields = stat[stat.rindex(")") + 2:].split()  # state ppid pgrp session ...
+        fields = stat[stat.rindex(")") + 2 :].split()  # state ppid pgrp session ...
         if fields[0] == "Z":
             continue
         if int(fields[3]) == session or cwd.startswith(str(folder)) or str(folder) in cmdline:
@@ -62,8 +71,14 @@ class Quickstart:
         self.folder, self.output_path = folder, output_path
         self.base = f"http://127.0.0.1:{web_port}"
         with output_path.open("wb") as output:
-            self.process = subprocess.Popen([str(REPO / "scripts" / "quickstart")], cwd=REPO, env=env, stdout=output,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                [str(REPO / "scripts" / "quickstart")],
+                cwd=REPO,
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def output(self) -> str:
         return self.output_path.read_text(errors="replace")
@@ -74,8 +89,11 @@ class Quickstart:
     def wait(self, condition, timeout: float, what: str, interval: float = 0.5):
         def check():
             if self.process.poll() is not None:
-                raise AssertionError(f"scripts/quickstart exited with {self.process.returncode} while waiting: {what}{self.tail()}")
+                raise AssertionError(
+                    f"scripts/quickstart exited with {self.process.returncode} while waiting: {what}{self.tail()}"
+                )
             return condition()
+
         return wait_for(check, timeout, f"{what}{self.tail()}", interval)
 
     def wait_ready(self, timeout: float) -> None:
@@ -84,6 +102,7 @@ class Quickstart:
                 return requests.get(f"{self.base}/healthz", timeout=2).ok
             except requests.RequestException:
                 return False
+
         self.wait(ready, timeout, f"the web UI never answered on {self.base}/healthz")
 
     def interrupt(self) -> int:
@@ -118,8 +137,12 @@ def test_quickstart_runs_the_demo_stops_cleanly_and_starts_again(tmp_path: Path)
     folder = tmp_path / "quickstart"
     web_port, index_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_PREFIXES)}
-    env.update(KIRBY_QUICKSTART_DIR=str(folder), KIRBY_DEMO_FILE="short_demo.json",
-               KIRBY_WEB_PORT=str(web_port), KIRBY_INDEX_PORT=str(index_port))
+    env.update(
+        KIRBY_QUICKSTART_DIR=str(folder),
+        KIRBY_DEMO_FILE="short_demo.json",
+        KIRBY_WEB_PORT=str(web_port),
+        KIRBY_INDEX_PORT=str(index_port),
+    )
 
     first = Quickstart(env, folder, tmp_path / "first-run.out", web_port)
     try:
@@ -132,7 +155,9 @@ def test_quickstart_runs_the_demo_stops_cleanly_and_starts_again(tmp_path: Path)
         api.headers["Authorization"] = f"Bearer {token}"
 
         def succeeded_run():
-            runs = api.get(f"{first.base}/api/runs", params={"job": "hello", "state": "succeeded"}, timeout=5).json()["runs"]
+            runs = api.get(f"{first.base}/api/runs", params={"job": "hello", "state": "succeeded"}, timeout=5).json()[
+                "runs"
+            ]
             return runs[0] if runs else None
 
         run = first.wait(succeeded_run, 75, "no run of the demo job 'hello' succeeded", interval=1)
@@ -141,17 +166,23 @@ def test_quickstart_runs_the_demo_stops_cleanly_and_starts_again(tmp_path: Path)
         texts = [line["text"] for line in logs.json()["lines"]]
         assert "greeting: hello from the short demo" in texts, texts  # the job's config reached the script
 
-        daemons = api.get(f"{first.base}/api/runs", params={"job": "heartbeat", "state": "running"}, timeout=5).json()["runs"]
+        daemons = api.get(f"{first.base}/api/runs", params={"job": "heartbeat", "state": "running"}, timeout=5).json()[
+            "runs"
+        ]
         assert len(daemons) == 1, f"the demo daemon should run once in the cluster: {daemons}"
 
         browser = requests.Session()
         form = browser.get(f"{first.base}/login", timeout=5).text
         csrf = re.search(r'name="csrf_token"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*name="csrf_token"', form)
-        login = browser.post(f"{first.base}/login", data={"username": user, "password": password,
-                                                           "csrf_token": csrf.group(1) or csrf.group(2)},
-                             allow_redirects=False, timeout=5)
-        assert login.status_code == 302 and "/login" not in login.headers["Location"], \
+        login = browser.post(
+            f"{first.base}/login",
+            data={"username": user, "password": password, "csrf_token": csrf.group(1) or csrf.group(2)},
+            allow_redirects=False,
+            timeout=5,
+        )
+        assert login.status_code == 302 and "/login" not in login.headers["Location"], (
             f"the printed credentials {user}/{password} did not log in: {login.status_code}"
+        )
     finally:
         code = first.interrupt()
     first.assert_stopped_cleanly(code)

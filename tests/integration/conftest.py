@@ -104,9 +104,15 @@ def spec_for():
 
     def build(package: str, version: str = "1.0.0", **fields) -> RunSpec:
         fields.setdefault("run_id", f"test:{package}:{uuid.uuid4().hex[:8]}")
-        return RunSpec(job=fields.pop("job", "test-job"), environment="test", package=package, version=version,
-                       scheduled_at=datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc), supervisor="test-supervisor",
-                       **fields)
+        return RunSpec(
+            job=fields.pop("job", "test-job"),
+            environment="test",
+            package=package,
+            version=version,
+            scheduled_at=datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc),
+            supervisor="test-supervisor",
+            **fields,
+        )
 
     return build
 

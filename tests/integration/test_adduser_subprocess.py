@@ -51,7 +51,13 @@ class Terminal:
     def __init__(self, argv: list[str], env: dict[str, str], cwd: Path):
         self.master, slave = os.openpty()
         self.process = subprocess.Popen(
-            argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd, start_new_session=True,
+            argv,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
             preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),  # the pty becomes /dev/tty
         )
         os.close(slave)
@@ -110,8 +116,13 @@ def test_interactive_dialogue_through_a_terminal(tmp_path: Path, kirby_env):
 def test_password_stdin_and_duplicate_refusal(tmp_path: Path, kirby_env):
     def adduser(*args: str, stdin: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [str(KIRBY), "adduser", *args], input=stdin, env=kirby_env, cwd=tmp_path,
-            capture_output=True, text=True, timeout=TIMEOUT,
+            [str(KIRBY), "adduser", *args],
+            input=stdin,
+            env=kirby_env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
         )
 
     created = adduser("robot", "--password-stdin", stdin="from-a-script\n")

@@ -22,7 +22,17 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 RULE = ScheduleRule(id=1, cron="* * * * * */10", misfire_grace_seconds=30)
 SNAPSHOT = ScheduleSnapshot(
     generated_at=T0,
-    entries=(ScheduleEntry(context_id=1, job="report", job_type="scheduled", environment="prod", package="p", version="1", schedules=(RULE,)),),
+    entries=(
+        ScheduleEntry(
+            context_id=1,
+            job="report",
+            job_type="scheduled",
+            environment="prod",
+            package="p",
+            version="1",
+            schedules=(RULE,),
+        ),
+    ),
 )
 
 

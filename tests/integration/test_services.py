@@ -25,9 +25,7 @@ def run_services(*arguments: str, **variables: str) -> subprocess.CompletedProce
     """Run deploy/services with only the given KIRBY_* variables (nothing inherited)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("KIRBY_")}
     environ.update(variables)
-    return subprocess.run(
-        [str(SERVICES), *arguments], env=environ, capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([str(SERVICES), *arguments], env=environ, capture_output=True, text=True, timeout=120)
 
 
 def status_of(result: subprocess.CompletedProcess) -> dict[str, list[str]]:
@@ -50,9 +48,7 @@ def test_kafka_round_trip_on_a_fresh_topic(kafka_servers):
         producer.send(topic, key=b"k", value=b"hello kirby").get(timeout=30)
     finally:
         producer.close()
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=kafka_servers, group_id=topic, auto_offset_reset="earliest"
-    )
+    consumer = KafkaConsumer(topic, bootstrap_servers=kafka_servers, group_id=topic, auto_offset_reset="earliest")
     try:
         received, deadline = [], time.monotonic() + 30
         while not received and time.monotonic() < deadline:
@@ -93,7 +89,9 @@ def make_wheel(folder: Path, name: str) -> Path:
     info = f"{name}-1.0.dist-info"
     with zipfile.ZipFile(path, "w") as wheel:
         wheel.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
-        wheel.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: kirby-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(
+            f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: kirby-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
         wheel.writestr(f"{info}/RECORD", "")
     return path
 
@@ -118,8 +116,12 @@ def test_pypiserver_lists_a_wheel_copied_into_the_wheelhouse(package_index, whee
 
 def test_env_prints_the_exports_for_the_chosen_ports_and_folder(tmp_path):
     result = run_services(
-        "env", KIRBY_SERVICES_DIR=str(tmp_path / "s"), KIRBY_KAFKA_PORT="19092",
-        KIRBY_REDIS_PORT="16390", KIRBY_POSTGRES_PORT="15439", KIRBY_PYPI_PORT="18081",
+        "env",
+        KIRBY_SERVICES_DIR=str(tmp_path / "s"),
+        KIRBY_KAFKA_PORT="19092",
+        KIRBY_REDIS_PORT="16390",
+        KIRBY_POSTGRES_PORT="15439",
+        KIRBY_PYPI_PORT="18081",
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [

@@ -26,8 +26,16 @@ NOW = datetime(2026, 3, 1, tzinfo=timezone.utc)
 
 
 def daemon(name: str, pidfile: Path, version: str = "1.0.0") -> DaemonSpec:
-    offer = Offer(run_id="", slot_id="", job=name, environment="dev", package="kirby-example-daemon",
-                  version=version, scheduled_at=NOW, config={"KIRBY_DAEMON_PIDFILE": str(pidfile)})
+    offer = Offer(
+        run_id="",
+        slot_id="",
+        job=name,
+        environment="dev",
+        package="kirby-example-daemon",
+        version=version,
+        scheduled_at=NOW,
+        config={"KIRBY_DAEMON_PIDFILE": str(pidfile)},
+    )
     return DaemonSpec(name, "dev", offer)
 
 
@@ -53,8 +61,9 @@ def arbiters(make_settings, example_wheels, shared_venvs, tmp_path):
     def make(name: str, ttl: float = 3.0) -> Arbiter:
         executor = LocalExecutor(settings, name, timeout_grace=1.0)
         reporter = RunReporter(bus, name)
-        arbiter = Arbiter(name, leases, executor, reporter, ttl=ttl, max_backoff=1.0,
-                          fence_directory=tmp_path / "fences" / name)
+        arbiter = Arbiter(
+            name, leases, executor, reporter, ttl=ttl, max_backoff=1.0, fence_directory=tmp_path / "fences" / name
+        )
         made.append((arbiter, executor, reporter))
         return arbiter
 
@@ -141,6 +150,9 @@ def test_a_crashed_daemon_is_restarted(arbiters, tmp_path):
     a.tick(spec, live_supervisors=1)
     (pid,) = wait_for(lambda: instances(pidfile), 60, "the daemon did not start")
     os.kill(pid, signal.SIGKILL)  # it cannot record its stop: it stays in the file
-    restarted = wait_for(lambda: a.tick(spec, 1) or [p for p in instances(pidfile) if p != pid], 30,
-                         "the crashed daemon was not restarted")
+    restarted = wait_for(
+        lambda: a.tick(spec, 1) or [p for p in instances(pidfile) if p != pid],
+        30,
+        "the crashed daemon was not restarted",
+    )
     assert len(restarted) == 1

@@ -25,8 +25,16 @@ SLOT = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 
 def make_offer(package: str = "kirby-example-hello", run_id: str = "hello:dev:20260301T120000Z", **fields) -> Offer:
-    return Offer(run_id=run_id, slot_id=fields.pop("slot_id", run_id), job=fields.pop("job", "hello"),
-                 environment="dev", package=package, version="1.0.0", scheduled_at=SLOT, **fields)
+    return Offer(
+        run_id=run_id,
+        slot_id=fields.pop("slot_id", run_id),
+        job=fields.pop("job", "hello"),
+        environment="dev",
+        package=package,
+        version="1.0.0",
+        scheduled_at=SLOT,
+        **fields,
+    )
 
 
 class Events:
@@ -133,8 +141,9 @@ def test_a_failed_run_is_retried_as_its_own_attempt(cluster):
 
 
 def sleeper(run_id: str, overlap: str, seconds: str = "60") -> Offer:
-    return make_offer("kirby-example-sleep", run_id=run_id, job="sleep", overlap=overlap,
-                      config={"SLEEP_SECONDS": seconds})
+    return make_offer(
+        "kirby-example-sleep", run_id=run_id, job="sleep", overlap=overlap, config={"SLEEP_SECONDS": seconds}
+    )
 
 
 def test_overlap_forbid_skips_a_run_while_the_previous_one_runs(cluster):

@@ -74,17 +74,34 @@ def test_nothing_of_the_supervisors_environment_leaks(executor, collector, spec_
     # Run a tiny module of our own through the same machinery: the hello venv's python with -c.
     from kirby.tasks import process
 
-    monkeypatch.setattr(process, "REAPER_SOURCE", process.REAPER_SOURCE.replace(
-        "runpy._run_module_as_main(module, alter_argv=True)", f"exec({script!r})"))
+    monkeypatch.setattr(
+        process,
+        "REAPER_SOURCE",
+        process.REAPER_SOURCE.replace("runpy._run_module_as_main(module, alter_argv=True)", f"exec({script!r})"),
+    )
     executor.start(spec, collector.on_line, collector.on_exit)
     assert collector.wait().state == "succeeded", collector.texts()
     env = eval(dump.read_text())
     venv = executor.cache.path("kirby-example-hello", "1.0.0")
-    assert set(env) == {"MY_KEY", "PATH", "HOME", "LANG", "PYTHONUNBUFFERED", "KIRBY_RUN_ID", "KIRBY_JOB",
-                        "KIRBY_ENVIRONMENT", "KIRBY_SCHEDULED_AT", "KIRBY_SUPERVISOR"}
+    assert set(env) == {
+        "MY_KEY",
+        "PATH",
+        "HOME",
+        "LANG",
+        "PYTHONUNBUFFERED",
+        "KIRBY_RUN_ID",
+        "KIRBY_JOB",
+        "KIRBY_ENVIRONMENT",
+        "KIRBY_SCHEDULED_AT",
+        "KIRBY_SUPERVISOR",
+    }
     assert env["PATH"] == f"{venv}/bin:/usr/local/bin:/usr/bin:/bin"
     assert env["KIRBY_SCHEDULED_AT"] == "2026-01-02T03:04:00+00:00"
-    assert (env["KIRBY_RUN_ID"], env["KIRBY_SUPERVISOR"], env["KIRBY_ENVIRONMENT"]) == (spec.run_id, "test-supervisor", "test")
+    assert (env["KIRBY_RUN_ID"], env["KIRBY_SUPERVISOR"], env["KIRBY_ENVIRONMENT"]) == (
+        spec.run_id,
+        "test-supervisor",
+        "test",
+    )
     assert "leaked" not in dump.read_text()
 
 
@@ -93,8 +110,11 @@ def test_the_run_has_its_own_working_directory_and_session(executor, collector, 
     script = f"import os; open({str(dump)!r}, 'w').write(f'{{os.getcwd()}} {{os.getsid(0)}} {{os.getpgid(0)}}')"
     from kirby.tasks import process
 
-    monkeypatch.setattr(process, "REAPER_SOURCE", process.REAPER_SOURCE.replace(
-        "runpy._run_module_as_main(module, alter_argv=True)", f"exec({script!r})"))
+    monkeypatch.setattr(
+        process,
+        "REAPER_SOURCE",
+        process.REAPER_SOURCE.replace("runpy._run_module_as_main(module, alter_argv=True)", f"exec({script!r})"),
+    )
     spec = spec_for("kirby-example-hello", run_id="../../etc/passwd:2026")
     executor.start(spec, collector.on_line, collector.on_exit)
     assert collector.wait().state == "succeeded", collector.texts()
@@ -105,8 +125,11 @@ def test_the_run_has_its_own_working_directory_and_session(executor, collector, 
 
 
 def test_secret_values_are_masked_even_mid_line(executor, collector, spec_for):
-    spec = spec_for("kirby-example-hello", config={"GREETING": "hi s3cr3t-value!", "TOKEN": "s3cr3t-value", "SHORT": "hi"},
-                    secrets=("TOKEN", "SHORT"))
+    spec = spec_for(
+        "kirby-example-hello",
+        config={"GREETING": "hi s3cr3t-value!", "TOKEN": "s3cr3t-value", "SHORT": "hi"},
+        secrets=("TOKEN", "SHORT"),
+    )
     executor.start(spec, collector.on_line, collector.on_exit)
     collector.wait()
     assert "greeting: hi ***!" in collector.texts()
@@ -115,8 +138,9 @@ def test_secret_values_are_masked_even_mid_line(executor, collector, spec_for):
 
 def test_a_timeout_kills_the_whole_process_tree(executor, collector, spec_for, tmp_path):
     pidfile = tmp_path / "pids"
-    spec = spec_for("kirby-example-forker", config={"FORKER_PIDFILE": str(pidfile), "FORKER_STAY": "1"},
-                    timeout_seconds=2)
+    spec = spec_for(
+        "kirby-example-forker", config={"FORKER_PIDFILE": str(pidfile), "FORKER_STAY": "1"}, timeout_seconds=2
+    )
     executor.start(spec, collector.on_line, collector.on_exit)
     result = collector.wait()
     assert result.state == "timed_out" and result.error == "timed out after 2 s"
@@ -130,8 +154,9 @@ def test_a_timeout_kills_the_whole_process_tree(executor, collector, spec_for, t
 
 def test_a_forking_script_leaves_nothing_behind(executor, collector, spec_for, tmp_path):
     pidfile = tmp_path / "pids"
-    executor.start(spec_for("kirby-example-forker", config={"FORKER_PIDFILE": str(pidfile)}),
-                   collector.on_line, collector.on_exit)
+    executor.start(
+        spec_for("kirby-example-forker", config={"FORKER_PIDFILE": str(pidfile)}), collector.on_line, collector.on_exit
+    )
     result = collector.wait()
     assert result.state == "succeeded", collector.texts()
     pids = _recorded_pids(pidfile)
@@ -209,7 +234,9 @@ def test_a_failing_callback_does_not_stop_the_run(executor, collector, spec_for)
 def test_shutdown_cancels_every_run(executor, make_collector, spec_for):
     runs = [make_collector() for _ in range(2)]
     for collector in runs:
-        executor.start(spec_for("kirby-example-sleep", config={"SLEEP_SECONDS": "60"}), collector.on_line, collector.on_exit)
+        executor.start(
+            spec_for("kirby-example-sleep", config={"SLEEP_SECONDS": "60"}), collector.on_line, collector.on_exit
+        )
     _wait_until(lambda: all(c.texts() for c in runs), 20, "both sleepers started")
     executor.shutdown(grace=2)
     assert [c.wait(1).state for c in runs] == ["cancelled", "cancelled"]
@@ -235,7 +262,9 @@ def test_huge_output_does_not_grow_the_supervisors_memory(executor, spec_for, ma
     done = make_collector()
     before = _rss_kib()
     # 50 MB on one line, then 2,000,000 lines (about 60 MB).
-    executor.start(spec_for("kirby-example-chatty", config={"CHATTY_LINE_BYTES": str(50 * 1024 * 1024)}), count, done.on_exit)
+    executor.start(
+        spec_for("kirby-example-chatty", config={"CHATTY_LINE_BYTES": str(50 * 1024 * 1024)}), count, done.on_exit
+    )
     assert done.wait(120).state == "succeeded"
     assert counted["lines"] == 1 and counted["longest"] < 65 * 1024
     assert counted["last"].endswith(f" [... line cut by kirby: {50 * 1024 * 1024 - 64 * 1024} more bytes]")

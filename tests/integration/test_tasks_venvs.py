@@ -25,7 +25,9 @@ def _builds(cache: VenvCache) -> list[str]:
 
 def _installed_version(venv: Path) -> str:
     code = "from importlib.metadata import version; print(version('kirby-example-hello'))"
-    return subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def test_two_pinned_versions_live_side_by_side(tmp_path, example_index):
@@ -128,10 +130,17 @@ def test_a_broken_venv_is_detected_and_rebuilt(tmp_path, example_index):
     assert len(_builds(cache)) == 2
 
 
-@pytest.mark.parametrize("name, version", [
-    ("kirby example", "1.0.0"), ("-bad", "1.0.0"), ("x; rm -rf /", "1.0.0"),
-    ("kirby-example-hello", ">=1.0"), ("kirby-example-hello", ""), ("kirby-example-hello", "1.0 --index-url x"),
-])
+@pytest.mark.parametrize(
+    "name, version",
+    [
+        ("kirby example", "1.0.0"),
+        ("-bad", "1.0.0"),
+        ("x; rm -rf /", "1.0.0"),
+        ("kirby-example-hello", ">=1.0"),
+        ("kirby-example-hello", ""),
+        ("kirby-example-hello", "1.0 --index-url x"),
+    ],
+)
 def test_invalid_names_and_versions_are_refused_before_any_command(tmp_path, name, version):
     class NoCommands(Installer):
         def _run(self, command, requirement):

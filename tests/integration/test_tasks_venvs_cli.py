@@ -29,10 +29,13 @@ def setup(tmp_path, monkeypatch, make_settings, example_index):
     with database.session() as session:
         production = Environment(name="production")
         job = Job(name="hello", type=JobType.SCHEDULED)
-        session.add_all([
-            production, job,
-            Context(job=job, environment=production, package_name="kirby-example-hello", package_version="1.1.0"),
-        ])
+        session.add_all(
+            [
+                production,
+                job,
+                Context(job=job, environment=production, package_name="kirby-example-hello", package_version="1.1.0"),
+            ]
+        )
     database.dispose()
     cache = VenvCache(settings.venv_directory, default_installer(example_index))
     return settings, cache

@@ -37,7 +37,12 @@ CASES = {
     "SECRET_KEY": ("secret_key", "kirby-insecure-development-key", "s3cret", "s3cret"),
     "SECURITY_PASSWORD_SALT": ("security_password_salt", "", "pepper", "pepper"),
     "TESTING": ("testing", False, "yes", True),
-    "KAFKA_BOOTSTRAP_SERVERS": ("kafka_bootstrap_servers", None, "127.0.0.1:9092,kafka-2:9093", "127.0.0.1:9092,kafka-2:9093"),
+    "KAFKA_BOOTSTRAP_SERVERS": (
+        "kafka_bootstrap_servers",
+        None,
+        "127.0.0.1:9092,kafka-2:9093",
+        "127.0.0.1:9092,kafka-2:9093",
+    ),
     "KAFKA_USE_SSL": ("kafka_use_ssl", False, "1", True),
     "KAFKA_SSL_CAFILE": ("kafka_ssl_cafile", None, "ca.pem", "{tmp}/ca.pem"),
     "KAFKA_SSL_CERTFILE": ("kafka_ssl_certfile", None, "certs/client.pem", "{tmp}/certs/client.pem"),
@@ -45,7 +50,12 @@ CASES = {
     "KIRBY_TOPIC_JOB_OFFERS": ("topic_job_offers", ".kirby.job-offers", "prod.offers", "prod.offers"),
     "KIRBY_TOPIC_RUN_EVENTS": ("topic_run_events", ".kirby.run-events", "prod_events-2", "prod_events-2"),
     "KIRBY_SUPERVISOR_GROUP_ID": ("supervisor_group_id", "kirby-supervisors", "team a", "team a"),
-    "KIRBY_SCHEDULE_ENDPOINT": ("schedule_endpoint", "http://127.0.0.1:8080/schedule", "https://web:8443/schedule", "https://web:8443/schedule"),
+    "KIRBY_SCHEDULE_ENDPOINT": (
+        "schedule_endpoint",
+        "http://127.0.0.1:8080/schedule",
+        "https://web:8443/schedule",
+        "https://web:8443/schedule",
+    ),
     "EXT_WAIT_BETWEEN_RETRIES": ("ext_wait_between_retries", 0.4, "1.5", 1.5),
     "EXT_RETRIES": ("ext_retries", 3, " 7 ", 7),
     "LOG_FORMAT": ("log_format", DEFAULT_LOG_FORMAT, "%(levelname)s %(message)s", "%(levelname)s %(message)s"),
@@ -95,8 +105,12 @@ def test_secrets_and_derived_flags(tmp_path):
     default = settings(tmp_path)
     assert default.secret_key_is_default and default.embedded_bus and default.embedded_leases
     configured = settings(
-        tmp_path, SECRET_KEY="s3cret", SECURITY_PASSWORD_SALT="pepper", KIRBY_API_TOKEN="t0ken",
-        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9092", REDIS_URL="redis://127.0.0.1:6390/0",
+        tmp_path,
+        SECRET_KEY="s3cret",
+        SECURITY_PASSWORD_SALT="pepper",
+        KIRBY_API_TOKEN="t0ken",
+        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9092",
+        REDIS_URL="redis://127.0.0.1:6390/0",
     )
     assert not configured.secret_key_is_default and not configured.embedded_bus and not configured.embedded_leases
     assert not {"s3cret", "pepper", "t0ken"} & set(re.findall(r"'([^']*)'", repr(configured)))
@@ -156,7 +170,10 @@ def test_database_urls(tmp_path, raw, expected):
     ("raw", "message"),
     [
         ("kirby.db", "SQLALCHEMY_DATABASE_URI='kirby.db' is not a database URL: use e.g. ///kirby.db"),
-        ("postgresql://kirby:hunter2@db:port/kirby", "SQLALCHEMY_DATABASE_URI='postgresql://kirby:***@db:port/kirby' is not a database URL"),
+        (
+            "postgresql://kirby:hunter2@db:port/kirby",
+            "SQLALCHEMY_DATABASE_URI='postgresql://kirby:***@db:port/kirby' is not a database URL",
+        ),
         ("mysql://db/kirby", "Kirby stores scripts in SQLite or PostgreSQL"),
     ],
 )
@@ -188,7 +205,11 @@ def test_bad_kafka_servers(tmp_path, raw):
 
 @pytest.mark.parametrize("name", ["KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE"])
 def test_missing_ssl_files(tmp_path, name):
-    refused(tmp_path, f"{name}='missing.pem': no such file; point it at an existing file or unset it", **{name: "missing.pem"})
+    refused(
+        tmp_path,
+        f"{name}='missing.pem': no such file; point it at an existing file or unset it",
+        **{name: "missing.pem"},
+    )
     refused(tmp_path, f"{name}='certs': no such file", **{name: "certs"})  # a folder is not a file
 
 
@@ -203,7 +224,10 @@ def test_bad_log_format(tmp_path, raw):
 
 
 def test_package_index_url_or_folder(tmp_path):
-    assert settings(tmp_path, KIRBY_PACKAGE_INDEX="https://pypi.example/simple/").package_index == "https://pypi.example/simple/"
+    assert (
+        settings(tmp_path, KIRBY_PACKAGE_INDEX="https://pypi.example/simple/").package_index
+        == "https://pypi.example/simple/"
+    )
     assert settings(tmp_path, KIRBY_PACKAGE_INDEX="/srv/wheels").package_index == "/srv/wheels"
 
 
@@ -260,18 +284,35 @@ def test_real_command_reports_a_bad_setting_in_one_line(tmp_path):
     with_dotenv.mkdir()
     (with_dotenv / ".env").write_text("KAFKA_SSL_CAFILE=/no/such/ca.pem\n")
     for argv, extra, cwd, message in (
-        (["demo"], {"EXT_RETRIES": "x"}, tmp_path, "Error: EXT_RETRIES='x' is not a whole number: use e.g. EXT_RETRIES=3\n"),
-        (["adduser", "alice"], {}, with_dotenv,
-         "Error: KAFKA_SSL_CAFILE='/no/such/ca.pem': no such file; point it at an existing file or unset it\n"),
+        (
+            ["demo"],
+            {"EXT_RETRIES": "x"},
+            tmp_path,
+            "Error: EXT_RETRIES='x' is not a whole number: use e.g. EXT_RETRIES=3\n",
+        ),
+        (
+            ["adduser", "alice"],
+            {},
+            with_dotenv,
+            "Error: KAFKA_SSL_CAFILE='/no/such/ca.pem': no such file; point it at an existing file or unset it\n",
+        ),
     ):
         done = subprocess.run(
-            [str(kirby), *argv], env={**env, **extra}, cwd=cwd, capture_output=True, text=True, timeout=120,
+            [str(kirby), *argv],
+            env={**env, **extra},
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert (done.returncode, done.stdout, done.stderr) == (1, "", message)
         assert not (cwd / "kirby.db").exists()
 
 
 def test_passwords_in_urls_stay_out_of_repr(tmp_path):
-    configured = settings(tmp_path, REDIS_URL="redis://:hunter2@127.0.0.1:6390/0",
-                          SQLALCHEMY_DATABASE_URI="postgresql://kirby:s3cret@127.0.0.1:5439/kirby")
+    configured = settings(
+        tmp_path,
+        REDIS_URL="redis://:hunter2@127.0.0.1:6390/0",
+        SQLALCHEMY_DATABASE_URI="postgresql://kirby:s3cret@127.0.0.1:5439/kirby",
+    )
     assert "hunter2" not in repr(configured) and "s3cret" not in repr(configured)

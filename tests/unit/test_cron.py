@@ -118,7 +118,11 @@ def test_spring_forward_gap_runs_once_at_the_first_valid_instant():
     # Australia/Lord_Howe shifts by 30 minutes: 02:00 -> 02:30 on 2024-10-06.
     slots = cron.slots_between("0,15,45 * * * *", "Australia/Lord_Howe", utc(2024, 10, 5, 14, 40), utc(2024, 10, 5, 16))
     assert [local(s, "Australia/Lord_Howe")[11:22] for s in slots] == [
-        "01:15:00+10", "01:45:00+10", "02:30:00+11", "02:45:00+11", "03:00:00+11"
+        "01:15:00+10",
+        "01:45:00+10",
+        "02:30:00+11",
+        "02:45:00+11",
+        "03:00:00+11",
     ]
 
 
@@ -126,7 +130,9 @@ def test_fall_back_repeated_hour_runs_once_first_occurrence():
     # America/New_York, 2024-11-03: 01:00-02:00 happens twice (EDT then EST).
     slots = list(cron.slots_between("30 * * * *", "America/New_York", utc(2024, 11, 3, 4), utc(2024, 11, 3, 9)))
     assert [local(s, "America/New_York") for s in slots] == [
-        "2024-11-03T00:30:00-04:00", "2024-11-03T01:30:00-04:00", "2024-11-03T02:30:00-05:00",
+        "2024-11-03T00:30:00-04:00",
+        "2024-11-03T01:30:00-04:00",
+        "2024-11-03T02:30:00-05:00",
         "2024-11-03T03:30:00-05:00",
     ]
     second_pass = utc(2024, 11, 3, 6, 10)  # 01:10 EST
@@ -159,7 +165,10 @@ def _numbers(low: int, high: int):
 
 
 EXPRESSIONS = st.tuples(
-    _numbers(0, 59), _numbers(0, 23), st.one_of(_numbers(1, 28), st.just("L")), _numbers(1, 12),
+    _numbers(0, 59),
+    _numbers(0, 23),
+    st.one_of(_numbers(1, 28), st.just("L")),
+    _numbers(1, 12),
     st.one_of(_numbers(0, 6), st.sampled_from(["mon-fri", "sat,sun", "1#2"])),
     st.one_of(st.none(), _numbers(0, 59)),
 ).map(lambda fields: " ".join(f for f in fields if f is not None))
@@ -181,12 +190,16 @@ def test_matches_croniter_in_utc(expression, instant):
 
 # Transitions (UTC instants) in zones with 1-hour and 30-minute DST shifts.
 TRANSITIONS = [
-    ("Europe/Paris", utc(2024, 3, 31, 1)), ("Europe/Paris", utc(2024, 10, 27, 1)),
-    ("America/New_York", utc(2024, 3, 10, 7)), ("America/New_York", utc(2024, 11, 3, 6)),
-    ("Australia/Lord_Howe", utc(2024, 10, 5, 15, 30)), ("Australia/Lord_Howe", utc(2024, 4, 6, 15)),
+    ("Europe/Paris", utc(2024, 3, 31, 1)),
+    ("Europe/Paris", utc(2024, 10, 27, 1)),
+    ("America/New_York", utc(2024, 3, 10, 7)),
+    ("America/New_York", utc(2024, 11, 3, 6)),
+    ("Australia/Lord_Howe", utc(2024, 10, 5, 15, 30)),
+    ("Australia/Lord_Howe", utc(2024, 4, 6, 15)),
 ]
 COARSE = st.tuples(
-    st.sampled_from(["0", "30", "*/15", "*/7", "0,45", "59", "10-40/10", "*"]), _numbers(0, 23),
+    st.sampled_from(["0", "30", "*/15", "*/7", "0,45", "59", "10-40/10", "*"]),
+    _numbers(0, 23),
     st.sampled_from(["*", "6", "7"]),
     st.sampled_from(["*", "0,30", None, None, None]),
 ).map(lambda f: " ".join(x for x in (f[0], f[1], "*", "*", f[2], f[3]) if x is not None))
@@ -241,7 +254,9 @@ def test_next_and_previous_fire_are_consistent(expression, around, micros):
 def test_no_hourly_slot_is_lost(tz, transition):
     zone = ZoneInfo(tz)
     day_start = transition.astimezone(zone).replace(hour=0, minute=0, tzinfo=None)
-    slots = list(cron.slots_between("0 * * * *", tz, transition - timedelta(hours=12), transition + timedelta(hours=12)))
+    slots = list(
+        cron.slots_between("0 * * * *", tz, transition - timedelta(hours=12), transition + timedelta(hours=12))
+    )
     fired_hours = {s.astimezone(zone).replace(tzinfo=None) for s in slots}
     for hour in range(24):
         wall = day_start + timedelta(hours=hour)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from test_demo_parse import DOCUMENT_ERRORS, FILE_ERRORS, FIXTURES, LOAD_ERRORS, base_document, broken, write
 
 from kirby.cli import main
 from kirby.demo import DEMO_FILE, SHORT_DEMO_FILE, import_file
@@ -28,7 +29,6 @@ from kirby.models import (
     Suspension,
     User,
 )
-from test_demo_parse import DOCUMENT_ERRORS, FILE_ERRORS, FIXTURES, LOAD_ERRORS, base_document, broken, write
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,7 +41,9 @@ def row_counts(db) -> dict[str, int]:
 def snapshot(db) -> tuple:
     """Row counts of every table plus every job's contexts and versions: what an import could change."""
     with db.session() as session:
-        contexts = sorted((c.job.name, c.environment.name, c.package_version, c.enabled) for c in session.scalars(select(Context)))
+        contexts = sorted(
+            (c.job.name, c.environment.name, c.package_version, c.enabled) for c in session.scalars(select(Context))
+        )
     return row_counts(db), contexts
 
 
@@ -60,7 +62,10 @@ def test_original_style_file_keeps_every_quirk(db, settings):
     ]
     with db.session() as session:
         assert {e.name: e.description for e in session.scalars(select(Environment))} == {
-            "dev": "Development", "staging": "staging", "live": "live"}
+            "dev": "Development",
+            "staging": "staging",
+            "live": "live",
+        }
         contexts = {(c.job.name, c.environment.name): c for c in session.scalars(select(Context))}
         assert {key: (c.package_name, c.package_version, c.enabled) for key, c in contexts.items()} == {
             ("fetch_weather", "dev"): ("fetch_weather", "0.1", True),
@@ -76,8 +81,10 @@ def test_original_style_file_keeps_every_quirk(db, settings):
             ("daily_summary", "dev"): ("15 6 * * mon-fri", "UTC", True),
             ("daily_summary", "live"): ("15 6 * * mon-fri", "UTC", True),
         }
-        config = {(k.scope, k.job.name if k.job else k.context and str(k.context), k.key): k.value
-                  for k in session.scalars(select(ConfigKey))}
+        config = {
+            (k.scope, k.job.name if k.job else k.context and str(k.context), k.key): k.value
+            for k in session.scalars(select(ConfigKey))
+        }
         assert config[(ConfigScope.GLOBAL, None, "USE_TLS")] == "false"
         assert config[(ConfigScope.GLOBAL, None, "UNIT_COST")] == "0.8"
         assert config[(ConfigScope.GLOBAL, None, "BATCH_SIZE")] == "50"
@@ -89,7 +96,10 @@ def test_original_style_file_keeps_every_quirk(db, settings):
         groups = {g.name: sorted(e.email for e in g.emails) for g in session.scalars(select(NotificationGroup))}
         assert groups == {"watchers": ["alice@local.local", "bob@local.local"], "nobody": []}
         assert sorted((n.job.name, n.group.name) for j in session.scalars(select(Job)) for n in j.notifications) == [
-            ("aggregate_rain", "watchers"), ("daily_summary", "nobody"), ("fetch_weather", "watchers")]
+            ("aggregate_rain", "watchers"),
+            ("daily_summary", "nobody"),
+            ("fetch_weather", "watchers"),
+        ]
         assert sorted(session.scalars(select(Ext.name))) == ["DB/Weather", "stations"]
         user = session.scalar(select(User))
         assert (user.username, user.is_admin) == ("demo", True)
@@ -111,7 +121,10 @@ def test_project_demo_exercises_every_feature(db, settings):
     with db.session() as session:
         assert session.scalar(select(func.count()).select_from(Environment)) >= 3
         assert {k.scope for k in session.scalars(select(ConfigKey))} == set(ConfigScope)
-        assert {k.scope for k in session.scalars(select(ConfigKey).where(ConfigKey.secret))} >= {ConfigScope.GLOBAL, ConfigScope.CONTEXT}
+        assert {k.scope for k in session.scalars(select(ConfigKey).where(ConfigKey.secret))} >= {
+            ConfigScope.GLOBAL,
+            ConfigScope.CONTEXT,
+        }
         schedules = list(session.scalars(select(Schedule)))
         assert {s.timezone for s in schedules} >= {"UTC", "Europe/Paris", "America/New_York"}
         assert {s.catchup for s in schedules} == set(CatchUp)
@@ -145,8 +158,13 @@ def test_every_error_rolls_back_everything(db, settings, tmp_path):
     before = snapshot(db)
     cases = [(i, write(tmp_path, broken(m), f"{i}.json"), text) for i, m, text in DOCUMENT_ERRORS + LOAD_ERRORS]
     cases += [(i, FIXTURES / name, f"{FIXTURES / name}: {text}") for i, name, text in FILE_ERRORS]
-    cases.append(("duplicate", FIXTURES / "duplicate_job.json",
-                  "JOBS.a: this name appears twice in the same JSON object; keep only one"))
+    cases.append(
+        (
+            "duplicate",
+            FIXTURES / "duplicate_job.json",
+            "JOBS.a: this name appears twice in the same JSON object; keep only one",
+        )
+    )
     for case, path, expected in cases:
         with pytest.raises(DemoImportError) as caught:
             import_file(db, settings, path, force=True)
@@ -182,8 +200,14 @@ def test_force_replaces_jobs_of_the_same_name_and_adds_the_rest(db, settings, tm
     document["JOBS"]["fresh"] = {"type": "daemon", "package_version": {"dev": "1.0"}, "notification_group": "sysadmins"}
     document["ENV_VARS"]["GLOBAL"] = {"BROKER": "10.0.0.1:9092"}
     document["NOTIFICATION_GROUPS"]["sysadmins"] = ["bob@local.local"]
-    document["SUSPENSIONS"] = [{"job": "sensor_cash", "starts_at": "2027-01-01T00:00:00+00:00",
-                                "ends_at": "2027-01-02T00:00:00+00:00", "reason": "a job of the database"}]
+    document["SUSPENSIONS"] = [
+        {
+            "job": "sensor_cash",
+            "starts_at": "2027-01-01T00:00:00+00:00",
+            "ends_at": "2027-01-02T00:00:00+00:00",
+            "reason": "a job of the database",
+        }
+    ]
     notes = import_file(db, settings, write(tmp_path, document), force=True)
     assert notes == [
         "note: environment 'prod' is not in ENVS; created it, its contexts are disabled (enable them in the web UI)",
@@ -191,8 +215,12 @@ def test_force_replaces_jobs_of_the_same_name_and_adds_the_rest(db, settings, tm
     ]
     with db.session() as session:
         contexts = sorted((c.job.name, c.environment.name, c.package_version) for c in session.scalars(select(Context)))
-        assert contexts == [("fresh", "dev", "1.0"), ("sensor_cash", "dev", "1.0.5"),
-                            ("sensor_orders", "dev", "2.0"), ("sensor_orders", "prod", "2.0")]
+        assert contexts == [
+            ("fresh", "dev", "1.0"),
+            ("sensor_cash", "dev", "1.0.5"),
+            ("sensor_orders", "dev", "2.0"),
+            ("sensor_orders", "prod", "2.0"),
+        ]
         suspensions = [(s.job.name, s.reason) for s in session.scalars(select(Suspension))]
         assert suspensions == [("sensor_cash", "a job of the database")]  # sensor_orders' went with it
         assert list(session.scalars(select(ConfigKey.value).where(ConfigKey.key == "BROKER"))) == ["10.0.0.1:9092"]
@@ -201,16 +229,23 @@ def test_force_replaces_jobs_of_the_same_name_and_adds_the_rest(db, settings, tm
         assert session.scalar(select(func.count()).select_from(User)) == 1
     # The undeclared environment exists now; a re-import still keeps its contexts disabled.
     notes = import_file(db, settings, write(tmp_path, document), force=True)
-    assert notes[0] == ("note: environment 'prod' is not in ENVS; it exists already, the new contexts in it are "
-                        "disabled (enable them in the web UI)")
+    assert notes[0] == (
+        "note: environment 'prod' is not in ENVS; it exists already, the new contexts in it are "
+        "disabled (enable them in the web UI)"
+    )
     with db.session() as session:
-        assert [c.enabled for c in session.scalars(select(Context).join(Environment).where(Environment.name == "prod"))] == [False]
+        assert [
+            c.enabled for c in session.scalars(select(Context).join(Environment).where(Environment.name == "prod"))
+        ] == [False]
 
 
 @pytest.mark.slow
 def test_a_five_megabyte_file_imports(db, settings, tmp_path):
-    document = {"ENVS": {"dev": "Development", "prod": "Production"}, "JOBS": {},
-                "NOTIFICATION_GROUPS": {"ops": ["ops@example.com"]}}
+    document = {
+        "ENVS": {"dev": "Development", "prod": "Production"},
+        "JOBS": {},
+        "NOTIFICATION_GROUPS": {"ops": ["ops@example.com"]},
+    }
     job = base_document()["JOBS"]["sensor_orders"]
     job["notification_group"] = "ops"
     job["package_version"]["prod"] = "1.0.6"

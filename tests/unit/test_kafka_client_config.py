@@ -23,7 +23,9 @@ def test_tls_settings_reach_the_clients(make_settings, tmp_path: Path):
     config = client_config(settings)
     assert config["bootstrap_servers"] == ["10.0.0.1:9093", "10.0.0.2:9093"]
     assert config["security_protocol"] == "SSL"
-    assert (config["ssl_cafile"], config["ssl_certfile"], config["ssl_keyfile"]) == tuple(str(p) for p in files.values())
+    assert (config["ssl_cafile"], config["ssl_certfile"], config["ssl_keyfile"]) == tuple(
+        str(p) for p in files.values()
+    )
     assert "security_protocol" not in client_config(make_settings(KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9092"))
 
 
@@ -32,7 +34,9 @@ def test_errors_name_the_address_the_variables_and_the_fix(make_settings, tmp_pa
     ca.write_text("-")
     tls = make_settings(KAFKA_BOOTSTRAP_SERVERS="10.0.0.1:9093", KAFKA_USE_SSL="true", KAFKA_SSL_CAFILE=str(ca))
     unreachable = str(bus_error(tls, "connect", NoBrokersAvailable()))
-    assert unreachable.startswith("cannot reach Kafka at 10.0.0.1:9093 (KAFKA_BOOTSTRAP_SERVERS) to connect: NoBrokersAvailable")
+    assert unreachable.startswith(
+        "cannot reach Kafka at 10.0.0.1:9093 (KAFKA_BOOTSTRAP_SERVERS) to connect: NoBrokersAvailable"
+    )
     assert "KAFKA_USE_SSL" in unreachable and "deploy/services up kafka" in unreachable
     refused = str(bus_error(tls, "publish to t", TopicAuthorizationFailedError("not allowed\nsecond line")))
     assert "refused to publish to t" in refused and "\n" not in refused

@@ -59,8 +59,13 @@ def add_script(session, name="sensor", environment="dev") -> Context:
 def add_run(session, context: Context, attempt: int = 1) -> Run:
     slot = run_slot_id(context.job.name, context.environment.name, WHEN)
     run = Run(
-        id=attempt_run_id(slot, attempt), slot_id=slot, context_id=context.id,
-        job_name=context.job.name, environment=context.environment.name, scheduled_at=WHEN, attempt=attempt,
+        id=attempt_run_id(slot, attempt),
+        slot_id=slot,
+        context_id=context.id,
+        job_name=context.job.name,
+        environment=context.environment.name,
+        scheduled_at=WHEN,
+        attempt=attempt,
     )
     session.add(run)
     return run
@@ -94,7 +99,9 @@ def test_one_context_per_job_and_environment(db):
         session.add(Context(job_id=context.job_id, environment_id=prod.id, package_name="p", package_version="2"))
 
     def duplicate(session):
-        session.add(Context(job_id=context.job_id, environment_id=context.environment_id, package_name="p", package_version="3"))
+        session.add(
+            Context(job_id=context.job_id, environment_id=context.environment_id, package_name="p", package_version="3")
+        )
 
     refused(db, duplicate)
     assert count(db, Context) == 2
@@ -104,11 +111,13 @@ def test_one_config_key_per_scope_owner(db):
     with db.session() as session:
         context = add_script(session)
         session.flush()
-        session.add_all([
-            ConfigKey(scope=ConfigScope.GLOBAL, key="A", value="1"),
-            ConfigKey(scope=ConfigScope.JOB, job_id=context.job_id, key="A", value="2"),
-            ConfigKey(scope=ConfigScope.CONTEXT, context_id=context.id, key="A", value="3"),
-        ])
+        session.add_all(
+            [
+                ConfigKey(scope=ConfigScope.GLOBAL, key="A", value="1"),
+                ConfigKey(scope=ConfigScope.JOB, job_id=context.job_id, key="A", value="2"),
+                ConfigKey(scope=ConfigScope.CONTEXT, context_id=context.id, key="A", value="3"),
+            ]
+        )
     refused(db, lambda s: s.add(ConfigKey(scope=ConfigScope.GLOBAL, key="A", value="again")))
     refused(db, lambda s: s.add(ConfigKey(scope=ConfigScope.JOB, job_id=context.job_id, key="A", value="again")))
     refused(db, lambda s: s.add(ConfigKey(scope=ConfigScope.CONTEXT, context_id=context.id, key="A", value="again")))
@@ -138,7 +147,9 @@ def test_run_ids_and_log_line_sequences_are_unique(db):
 
 def test_user_names_environments_and_groups_are_unique(db):
     with db.session() as session:
-        session.add_all([User(username="alice", password_hash="x"), Environment(name="dev"), NotificationGroup(name="ops")])
+        session.add_all(
+            [User(username="alice", password_hash="x"), Environment(name="dev"), NotificationGroup(name="ops")]
+        )
     refused(db, lambda s: s.add(User(username="alice", password_hash="y")))
     refused(db, lambda s: s.add(Environment(name="dev")))
     refused(db, lambda s: s.add(NotificationGroup(name="ops")))
@@ -152,14 +163,16 @@ def populate(db) -> dict[str, int]:
         context = add_script(session)
         session.flush()
         group = NotificationGroup(name="ops", emails=[NotificationEmail(email="ops@example.com")])
-        session.add_all([
-            group,
-            JobNotification(job=context.job, group=group),
-            Suspension(job=context.job, starts_at=WHEN, ends_at=WHEN + timedelta(hours=1)),
-            ConfigKey(scope=ConfigScope.JOB, job=context.job, key="A", value="1"),
-            ConfigKey(scope=ConfigScope.CONTEXT, context=context, key="A", value="2", secret=True),
-            ConfigKey(scope=ConfigScope.GLOBAL, key="B", value="3"),
-        ])
+        session.add_all(
+            [
+                group,
+                JobNotification(job=context.job, group=group),
+                Suspension(job=context.job, starts_at=WHEN, ends_at=WHEN + timedelta(hours=1)),
+                ConfigKey(scope=ConfigScope.JOB, job=context.job, key="A", value="1"),
+                ConfigKey(scope=ConfigScope.CONTEXT, context=context, key="A", value="2", secret=True),
+                ConfigKey(scope=ConfigScope.GLOBAL, key="B", value="3"),
+            ]
+        )
         run = add_run(session, context)
         session.flush()
         session.add(LogLine(run_id=run.id, seq=1, time=WHEN, stream="stdout", text="hi"))
@@ -226,9 +239,9 @@ def test_enums_are_stored_as_their_values(db):
         run = add_run(session, context)
         run.state = RunState.TIMED_OUT
     with db.engine.connect() as connection:
-        raw = connection.execute(sa.text(
-            "SELECT j.type, s.catchup, s.overlap, u.role, r.state FROM jobs j, schedules s, users u, runs r"
-        )).one()
+        raw = connection.execute(
+            sa.text("SELECT j.type, s.catchup, s.overlap, u.role, r.state FROM jobs j, schedules s, users u, runs r")
+        ).one()
     assert tuple(raw) == ("scheduled", "all", "replace", "admin", "timed_out")
     with db.session() as session:
         schedule = session.scalars(sa.select(Schedule)).one()
@@ -245,7 +258,10 @@ def test_defaults(db):
     with db.session() as session:
         schedule = session.scalars(sa.select(Schedule)).one()
         assert (schedule.misfire_grace_seconds, schedule.catchup, schedule.overlap, schedule.retries) == (
-            300, CatchUp.LATEST, Overlap.FORBID, 0
+            300,
+            CatchUp.LATEST,
+            Overlap.FORBID,
+            0,
         )
         user = session.scalars(sa.select(User)).one()
         assert user.role is Role.VIEWER and user.active and user.created_at.tzinfo == UTC
@@ -270,17 +286,26 @@ def test_an_old_database_is_upgraded_without_data_loss(database_url, make_settin
     assert current_revision(engine) == "0001"
     with engine.begin() as connection:  # data as revision 0001 stores it, written with plain SQL
         connection.execute(sa.text("INSERT INTO environments (id, name, description) VALUES (1, 'dev', 'Development')"))
-        connection.execute(sa.text(
-            "INSERT INTO jobs (id, name, description, type, enabled, module) VALUES (1, 'sensor', '', 'scheduled', :t, '')"
-        ), {"t": True})
-        connection.execute(sa.text(
-            "INSERT INTO contexts (id, job_id, environment_id, package_name, package_version, enabled) "
-            "VALUES (1, 1, 1, 'sensor-pkg', '1.0.0', :t)"
-        ), {"t": True})
-        connection.execute(sa.text(
-            "INSERT INTO users (id, username, password_hash, role, active, created_at) "
-            "VALUES (1, 'alice', 'hash', 'admin', :t, :when)"
-        ), {"t": True, "when": WHEN if engine.dialect.name != "sqlite" else WHEN.replace(tzinfo=None)})
+        connection.execute(
+            sa.text(
+                "INSERT INTO jobs (id, name, description, type, enabled, module) VALUES (1, 'sensor', '', 'scheduled', :t, '')"
+            ),
+            {"t": True},
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO contexts (id, job_id, environment_id, package_name, package_version, enabled) "
+                "VALUES (1, 1, 1, 'sensor-pkg', '1.0.0', :t)"
+            ),
+            {"t": True},
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO users (id, username, password_hash, role, active, created_at) "
+                "VALUES (1, 'alice', 'hash', 'admin', :t, :when)"
+            ),
+            {"t": True, "when": WHEN if engine.dialect.name != "sqlite" else WHEN.replace(tzinfo=None)},
+        )
     engine.dispose()
 
     database = open_database(make_settings(SQLALCHEMY_DATABASE_URI=database_url))
@@ -289,7 +314,9 @@ def test_an_old_database_is_upgraded_without_data_loss(database_url, make_settin
         with database.session() as session:
             context = session.scalars(sa.select(Context)).one()
             assert (context.job.name, context.environment.description, context.package_version) == (
-                "sensor", "Development", "1.0.0"
+                "sensor",
+                "Development",
+                "1.0.0",
             )
             alice = session.scalars(sa.select(User)).one()
             assert (alice.username, alice.role, alice.created_at) == ("alice", Role.ADMIN, WHEN)

@@ -16,9 +16,18 @@ T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 def make_offer(job: str = "backup", attempt: int = 1) -> Offer:
     slot = run_slot_id(job, "prod", T0)
     return Offer(
-        run_id=slot if attempt == 1 else f"{slot}#{attempt}", slot_id=slot, job=job, environment="prod",
-        package="backup-pkg", version="1.2.3", scheduled_at=T0, epoch=7, config={"TOKEN": "s3cret"},
-        secrets=("TOKEN",), attempt=attempt, offered_at=T0,
+        run_id=slot if attempt == 1 else f"{slot}#{attempt}",
+        slot_id=slot,
+        job=job,
+        environment="prod",
+        package="backup-pkg",
+        version="1.2.3",
+        scheduled_at=T0,
+        epoch=7,
+        config={"TOKEN": "s3cret"},
+        secrets=("TOKEN",),
+        attempt=attempt,
+        offered_at=T0,
     )
 
 
@@ -33,8 +42,13 @@ def lifecycle(offer: Offer) -> list[RunEvent]:
         RunEvent("started", offer.run_id, T0 + timedelta(seconds=1), "sup-a"),
         log(offer.run_id, 1, "hello"),
         log(offer.run_id, 2, "<script>alert(1)</script>"),
-        RunEvent("finished", offer.run_id, T0 + timedelta(seconds=3), "sup-a",
-                 {"state": "succeeded", "exit_code": 0, "signal": None, "error": ""}),
+        RunEvent(
+            "finished",
+            offer.run_id,
+            T0 + timedelta(seconds=3),
+            "sup-a",
+            {"state": "succeeded", "exit_code": 0, "signal": None, "error": ""},
+        ),
     ]
 
 
@@ -69,8 +83,18 @@ def test_states_never_go_backwards(db):
     with db.session() as s:
         record(s, [events[0], events[1], events[5]])  # offered, claimed, finished
         record(s, [events[2], events[1]])  # a late started and claimed
-        record(s, [RunEvent("finished", offer.run_id, T0 + timedelta(hours=1), "sup-b",
-                            {"state": "failed", "exit_code": 1, "signal": None, "error": "x"})])
+        record(
+            s,
+            [
+                RunEvent(
+                    "finished",
+                    offer.run_id,
+                    T0 + timedelta(hours=1),
+                    "sup-b",
+                    {"state": "failed", "exit_code": 1, "signal": None, "error": "x"},
+                )
+            ],
+        )
     with db.session() as s:
         run = s.get(Run, offer.run_id)
         assert run.state == RunState.SUCCEEDED

@@ -41,7 +41,9 @@ def populate(session) -> dict[str, Context]:
     session.flush()
     contexts = {
         "report:prod": Context(job=report, environment=prod, package_name="report-pkg", package_version="1.2.0"),
-        "report:dev": Context(job=report, environment=dev, package_name="report-pkg", package_version="1.3.0", enabled=False),
+        "report:dev": Context(
+            job=report, environment=dev, package_name="report-pkg", package_version="1.3.0", enabled=False
+        ),
         "feed:prod": Context(job=feed, environment=prod, package_name="feed-pkg", package_version="0.1"),
         "off:prod": Context(job=off, environment=prod, package_name="off-pkg", package_version="1"),
     }
@@ -66,9 +68,13 @@ def populate(session) -> dict[str, Context]:
             ConfigKey(scope=ConfigScope.GLOBAL, key="LEVEL", value="info"),
             ConfigKey(scope=ConfigScope.JOB, job=report, key="LEVEL", value="debug"),
             ConfigKey(scope=ConfigScope.JOB, job=report, key="TOKEN", value="job-token", secret=False),
-            ConfigKey(scope=ConfigScope.CONTEXT, context=contexts["report:prod"], key="TOKEN", value="ctx", secret=True),
+            ConfigKey(
+                scope=ConfigScope.CONTEXT, context=contexts["report:prod"], key="TOKEN", value="ctx", secret=True
+            ),
             ConfigKey(scope=ConfigScope.JOB, job=feed, key="LEVEL", value="warning"),
-            Suspension(job=report, starts_at=NOW - timedelta(hours=1), ends_at=NOW + timedelta(hours=1), reason="maintenance"),
+            Suspension(
+                job=report, starts_at=NOW - timedelta(hours=1), ends_at=NOW + timedelta(hours=1), reason="maintenance"
+            ),
             Suspension(job=report, starts_at=NOW - timedelta(hours=3), ends_at=NOW - timedelta(hours=2), reason="over"),
             Suspension(job=None, starts_at=NOW + timedelta(days=1), ends_at=NOW + timedelta(days=2), reason="freeze"),
             Suspension(job=feed, starts_at=NOW, ends_at=NOW + timedelta(minutes=5), reason="feed only"),
@@ -197,7 +203,9 @@ def test_database_source_names_the_database_when_it_cannot_read(make_settings, t
 
     database = open_database(make_settings(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'empty.db'}"), migrate=False)
     try:
-        with pytest.raises(KirbyError, match=r"cannot read the schedule from sqlite:///.*empty\.db: .*SQLALCHEMY_DATABASE_URI"):
+        with pytest.raises(
+            KirbyError, match=r"cannot read the schedule from sqlite:///.*empty\.db: .*SQLALCHEMY_DATABASE_URI"
+        ):
             DatabaseScheduleSource(database).fetch(NOW)
     finally:
         database.dispose()

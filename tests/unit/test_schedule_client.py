@@ -17,8 +17,15 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 DOCUMENT = {
     "generated_at": NOW.isoformat(),
     "contexts": [
-        {"context_id": 1, "job": "j", "job_type": "scheduled", "environment": "e", "package": "p", "version": "1",
-         "schedules": [{"id": 4, "cron": "* * * * *"}]}
+        {
+            "context_id": 1,
+            "job": "j",
+            "job_type": "scheduled",
+            "environment": "e",
+            "package": "p",
+            "version": "1",
+            "schedules": [{"id": 4, "cron": "* * * * *"}],
+        }
     ],
 }
 
@@ -132,12 +139,12 @@ def test_bad_document_keeps_the_last_good_copy(web, make_settings):
 
 def test_fetch_from_the_real_web_app(make_settings, db):
     """``kirby web``'s /schedule (the real Flask app on a real socket) read by the leader's client."""
+    from test_schedule import populate
     from werkzeug.serving import make_server
 
     from kirby.bus import open_bus
     from kirby.lease import open_lease_store
     from kirby.web import create_app
-    from test_schedule import populate
 
     with db.session() as session:
         populate(session)

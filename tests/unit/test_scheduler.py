@@ -23,8 +23,16 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 def entry(*rules: ScheduleRule, job="report", suspensions=()) -> ScheduleEntry:
     return ScheduleEntry(
-        context_id=1, job=job, job_type="scheduled", environment="prod", package="report-pkg", version="1.0",
-        module="report.main", config={"TOKEN": "t", "LEVEL": "debug"}, secrets=("TOKEN",), schedules=rules,
+        context_id=1,
+        job=job,
+        job_type="scheduled",
+        environment="prod",
+        package="report-pkg",
+        version="1.0",
+        module="report.main",
+        config={"TOKEN": "t", "LEVEL": "debug"},
+        secrets=("TOKEN",),
+        schedules=rules,
         suspensions=tuple(suspensions),
     )
 
@@ -33,7 +41,9 @@ def snapshot(*entries: ScheduleEntry) -> ScheduleSnapshot:
     return ScheduleSnapshot(generated_at=T0, entries=entries)
 
 
-EVERY_10S = ScheduleRule(id=1, cron="* * * * * */10", misfire_grace_seconds=30, timeout_seconds=20, retries=1, overlap="allow")
+EVERY_10S = ScheduleRule(
+    id=1, cron="* * * * * */10", misfire_grace_seconds=30, timeout_seconds=20, retries=1, overlap="allow"
+)
 
 
 class Cluster:
@@ -213,7 +223,9 @@ def test_catch_up_all_is_bounded(cluster, caplog):
 
 
 def test_suspended_slots_are_skipped_and_recorded(cluster):
-    window = SuspensionWindow(id=1, starts_at=T0 + timedelta(seconds=15), ends_at=T0 + timedelta(seconds=35), reason="db upgrade")
+    window = SuspensionWindow(
+        id=1, starts_at=T0 + timedelta(seconds=15), ends_at=T0 + timedelta(seconds=35), reason="db upgrade"
+    )
     alpha = cluster.leader("alpha", StaticScheduleSource(snapshot(entry(EVERY_10S, suspensions=[window]))))
     lead(alpha)
     for seconds in (0, 10, 20, 30, 40):
@@ -228,7 +240,9 @@ def test_suspended_slots_are_skipped_and_recorded(cluster):
 
 def test_dst_spring_forward_in_paris(cluster):
     half_hourly = entry(ScheduleRule(id=3, cron="*/30 * * * *", timezone="Europe/Paris"), job="half")
-    nightly = entry(ScheduleRule(id=4, cron="30 2 * * *", timezone="Europe/Paris"), job="nightly")  # 02:30 is skipped over
+    nightly = entry(
+        ScheduleRule(id=4, cron="30 2 * * *", timezone="Europe/Paris"), job="nightly"
+    )  # 02:30 is skipped over
     alpha = cluster.leader("alpha", StaticScheduleSource(snapshot(half_hourly, nightly)), wakeup=3600)
     lead(alpha)
     now = datetime(2026, 3, 28, 23, 50, tzinfo=UTC)  # 00:50 CET on the 29th
@@ -309,7 +323,9 @@ def test_skipped_events_are_capped_for_long_outages(cluster):
     alpha.tick(T0)
     alpha.tick(T0 + timedelta(days=1))
     offers = cluster.published()
-    assert [o.scheduled_at for o in offers] == [T0 + timedelta(days=1, seconds=-s) for s in range(5, -1, -1)]  # 5 s late is in time
+    assert [o.scheduled_at for o in offers] == [
+        T0 + timedelta(days=1, seconds=-s) for s in range(5, -1, -1)
+    ]  # 5 s late is in time
     skips = cluster.recorded("skipped")
     assert len(skips) == 21  # the latest max_skipped + 1 missed slots, not 86,000 of them
     assert skips[-1].run_id == run_slot_id("report", "prod", T0 + timedelta(days=1, seconds=-6))

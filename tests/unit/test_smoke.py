@@ -1,4 +1,3 @@
-from kirby.db import open_database
 from kirby.models import Environment
 
 

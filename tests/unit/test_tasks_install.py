@@ -24,13 +24,25 @@ ERROR: No matching distribution found for kirby-example-nope==1.0.0"""
 INDEX = "http://127.0.0.1:9/simple/"
 
 
-@pytest.mark.parametrize("output, message", [
-    (UV_NOT_FOUND, f"package 'kirby-example-nope'==1.0.0 is not on the package index {INDEX}: check the name and version, or upload it"),
-    (PIP_NOT_FOUND, f"package 'kirby-example-nope'==1.0.0 is not on the package index {INDEX}: check the name and version, or upload it"),
-    (UV_UNREACHABLE, f"the package index {INDEX} cannot be reached: start it or fix KIRBY_PACKAGE_INDEX"),
-    (PIP_UNREACHABLE, f"the package index {INDEX} cannot be reached: start it or fix KIRBY_PACKAGE_INDEX"),
-    ("error: something else", f"could not install kirby-example-nope==1.0.0 from {INDEX} with uv: see the installer's output"),
-])
+@pytest.mark.parametrize(
+    "output, message",
+    [
+        (
+            UV_NOT_FOUND,
+            f"package 'kirby-example-nope'==1.0.0 is not on the package index {INDEX}: check the name and version, or upload it",
+        ),
+        (
+            PIP_NOT_FOUND,
+            f"package 'kirby-example-nope'==1.0.0 is not on the package index {INDEX}: check the name and version, or upload it",
+        ),
+        (UV_UNREACHABLE, f"the package index {INDEX} cannot be reached: start it or fix KIRBY_PACKAGE_INDEX"),
+        (PIP_UNREACHABLE, f"the package index {INDEX} cannot be reached: start it or fix KIRBY_PACKAGE_INDEX"),
+        (
+            "error: something else",
+            f"could not install kirby-example-nope==1.0.0 from {INDEX} with uv: see the installer's output",
+        ),
+    ],
+)
 def test_installer_failures_are_explained(output, message):
     assert Installer(index=INDEX, uv="uv")._explain("kirby-example-nope==1.0.0", output) == message
 
@@ -39,7 +51,9 @@ def test_a_failing_command_raises_package_error_with_its_output(tmp_path, monkey
     monkeypatch.setenv("UV_INDEX_URL", "http://evil.invalid/")
     monkeypatch.setenv("PIP_INDEX_URL", "http://evil.invalid/")
     fake = tmp_path / "fake-uv"
-    fake.write_text(f"#!/bin/sh\necho 'env:' $(env | sort | tr '\\n' ' ')\necho \"{UV_NOT_FOUND.splitlines()[1]}\"\nexit 1\n")
+    fake.write_text(
+        f"#!/bin/sh\necho 'env:' $(env | sort | tr '\\n' ' ')\necho \"{UV_NOT_FOUND.splitlines()[1]}\"\nexit 1\n"
+    )
     fake.chmod(0o755)
     with pytest.raises(PackageError, match="is not on the package index") as error:
         Installer(index=INDEX, uv=str(fake)).build(tmp_path / "venv", "Kirby-Example-Nope", "1.0.0")

@@ -6,9 +6,14 @@ from kirby.errors import PackageError
 from kirby.tasks.names import check_package, check_version, module_for, venv_name
 
 
-@pytest.mark.parametrize("name, canonical", [
-    ("kirby-example-hello", "kirby-example-hello"), ("Kirby_Example.Hello", "kirby-example-hello"), ("a", "a"),
-])
+@pytest.mark.parametrize(
+    "name, canonical",
+    [
+        ("kirby-example-hello", "kirby-example-hello"),
+        ("Kirby_Example.Hello", "kirby-example-hello"),
+        ("a", "a"),
+    ],
+)
 def test_valid_names_are_canonicalized(name, canonical):
     assert check_package(name) == canonical
 
@@ -20,7 +25,9 @@ def test_invalid_names_are_refused_with_the_name_and_the_fix(name):
     assert repr(name) in str(error.value)
 
 
-@pytest.mark.parametrize("version, normal", [("1.0.0", "1.0.0"), ("1.0", "1.0"), ("2.0rc1", "2.0rc1"), ("1.0-post1", "1.0.post1")])
+@pytest.mark.parametrize(
+    "version, normal", [("1.0.0", "1.0.0"), ("1.0", "1.0"), ("2.0rc1", "2.0rc1"), ("1.0-post1", "1.0.post1")]
+)
 def test_exact_versions_are_normalized(version, normal):
     assert check_version(version) == normal
 

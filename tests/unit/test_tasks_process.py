@@ -36,13 +36,23 @@ def test_secrets_are_masked_anywhere_but_short_values_are_not():
 
 
 def _spec(**fields):
-    return RunSpec(run_id="job:prod:2026", job="job", environment="prod", package="p", version="1",
-                   scheduled_at=datetime(2026, 1, 2, 4, 5, tzinfo=timezone.utc), supervisor="s1", **fields)
+    return RunSpec(
+        run_id="job:prod:2026",
+        job="job",
+        environment="prod",
+        package="p",
+        version="1",
+        scheduled_at=datetime(2026, 1, 2, 4, 5, tzinfo=timezone.utc),
+        supervisor="s1",
+        **fields,
+    )
 
 
 def test_the_run_environment_is_built_from_scratch(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "leak")
-    env, skipped = run_environment(_spec(config={"A": "1", "PATH": "/evil", "BAD=KEY": "x", "KIRBY_JOB": "fake"}), Path("/v"))
+    env, skipped = run_environment(
+        _spec(config={"A": "1", "PATH": "/evil", "BAD=KEY": "x", "KIRBY_JOB": "fake"}), Path("/v")
+    )
     assert skipped == ["BAD=KEY"]
     assert env["PATH"] == "/v/bin:/usr/local/bin:/usr/bin:/bin" and env["KIRBY_JOB"] == "job"
     assert env["A"] == "1" and env["KIRBY_SCHEDULED_AT"] == "2026-01-02T04:05:00+00:00"

@@ -30,8 +30,14 @@ sys.exit(int(os.environ.get("EXIT_CODE", "0")))
 
 def _run(tmp_path: Path, env: dict, timeout: float = 20) -> subprocess.CompletedProcess:
     (tmp_path / "daemonizer.py").write_text(DAEMONIZER)
-    return subprocess.run([sys.executable, "-c", REAPER_SOURCE, "daemonizer", "0.5"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", REAPER_SOURCE, "daemonizer", "0.5"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _pids(tmp_path: Path) -> list[int]:
@@ -56,23 +62,37 @@ def test_children_and_a_double_forked_daemon_are_killed_and_reaped(tmp_path):
 
 def test_a_signal_that_kills_the_script_kills_the_reaper_the_same_way(tmp_path):
     (tmp_path / "selfkill.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n")
-    done = subprocess.run([sys.executable, "-c", REAPER_SOURCE, "selfkill", "0.5"], cwd=tmp_path, env={},
-                          capture_output=True, timeout=20)
+    done = subprocess.run(
+        [sys.executable, "-c", REAPER_SOURCE, "selfkill", "0.5"], cwd=tmp_path, env={}, capture_output=True, timeout=20
+    )
     assert done.returncode == -signal.SIGTERM
 
 
 def test_an_uncaught_exception_prints_a_traceback_and_exits_1(tmp_path):
     (tmp_path / "boom.py").write_text("raise ValueError('boom')\n")
-    done = subprocess.run([sys.executable, "-c", REAPER_SOURCE, "boom", "0.5"], cwd=tmp_path, env={},
-                          capture_output=True, text=True, timeout=20)
+    done = subprocess.run(
+        [sys.executable, "-c", REAPER_SOURCE, "boom", "0.5"],
+        cwd=tmp_path,
+        env={},
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert done.returncode == 1 and done.stderr.rstrip().endswith("ValueError: boom")
 
 
 def test_sigusr1_kills_everything_at_once(tmp_path):
     (tmp_path / "stubborn.py").write_text(
-        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(60)\n")
-    process = subprocess.Popen([sys.executable, "-c", REAPER_SOURCE, "stubborn", "0.5"], cwd=tmp_path, env={},
-                               stdout=subprocess.PIPE, text=True, start_new_session=True)
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(60)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", REAPER_SOURCE, "stubborn", "0.5"],
+        cwd=tmp_path,
+        env={},
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     assert process.stdout.readline() == "up\n"
     os.killpg(process.pid, signal.SIGTERM)  # ignored by the script; the reaper survives it too
     time.sleep(0.2)
@@ -95,8 +115,9 @@ def test_nothing_outlives_a_supervisor_killed_with_sigkill(tmp_path):
         "import os, signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
         "open('pids', 'a').write(f'script {os.getpid()}\\n')\ntime.sleep(120)\n"
     )
-    supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISOR, REAPER_SOURCE], cwd=tmp_path,
-                                  stdout=subprocess.PIPE, text=True)
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR, REAPER_SOURCE], cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
     reaper = int(supervisor.stdout.readline())
     deadline = time.monotonic() + 20
     while not (tmp_path / "pids").exists() and time.monotonic() < deadline:
@@ -117,8 +138,14 @@ def test_a_stale_fence_file_stops_the_script(tmp_path):
     fence = tmp_path / "fence"
     fence.touch()
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", REAPER_SOURCE, "forever", "0.5", str(fence), "1.5"], cwd=tmp_path,
-                          env={}, capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-c", REAPER_SOURCE, "forever", "0.5", str(fence), "1.5"],
+        cwd=tmp_path,
+        env={},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     took = time.monotonic() - started
     assert done.returncode == -signal.SIGTERM, done.stderr
     assert "not refreshed for 1.5 s" in done.stderr
@@ -129,8 +156,13 @@ def test_a_touched_fence_file_lets_the_script_run(tmp_path):
     (tmp_path / "short.py").write_text("import time\ntime.sleep(3)\nprint('done', flush=True)\n")
     fence = tmp_path / "fence"
     fence.touch()
-    process = subprocess.Popen([sys.executable, "-c", REAPER_SOURCE, "short", "0.5", str(fence), "1.5"],
-                               cwd=tmp_path, env={}, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", REAPER_SOURCE, "short", "0.5", str(fence), "1.5"],
+        cwd=tmp_path,
+        env={},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     while process.poll() is None:
         fence.touch()
         time.sleep(0.2)

@@ -15,7 +15,6 @@ from kirby.errors import UserError
 from kirby.models import Role, User
 from kirby.users import add_user, authenticate, hash_password, verify_password
 
-
 # --- kirby.users -----------------------------------------------------------------------------
 
 

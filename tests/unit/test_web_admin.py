@@ -6,14 +6,23 @@ from __future__ import annotations
 import re
 
 from sqlalchemy import event, func, select
-
 from test_web_support import SECRET_VALUES, admin_client, app, seed, settings, viewer_client, web  # noqa: F401
+
 from kirby.models import CatchUp, ConfigKey, ConfigScope, Context, Run, RunState, Schedule
 
 
 def schedule_form(context_id: int, **overrides) -> dict:
-    form = {"context": str(context_id), "name": "nightly", "cron": "0 3 * * *", "timezone": "Europe/Paris",
-            "enabled": "y", "misfire_grace_seconds": "300", "catchup": "latest", "overlap": "forbid", "retries": "0"}
+    form = {
+        "context": str(context_id),
+        "name": "nightly",
+        "cron": "0 3 * * *",
+        "timezone": "Europe/Paris",
+        "enabled": "y",
+        "misfire_grace_seconds": "300",
+        "catchup": "latest",
+        "overlap": "forbid",
+        "retries": "0",
+    }
     form.update(overrides)
     return form
 
@@ -31,7 +40,9 @@ def test_a_bad_cron_expression_or_time_zone_is_refused_with_the_reason(app, admi
     page = admin_client.post("/admin/schedule/new/", data=schedule_form(ids["context_id"], timezone="Mars/Olympus"))
     assert "is not an IANA time zone" in page.get_data(as_text=True)
     assert count(app, Schedule) == before
-    response = admin_client.post("/admin/schedule/new/", data=schedule_form(ids["context_id"], cron="*/15  9-17 * * mon-fri"))
+    response = admin_client.post(
+        "/admin/schedule/new/", data=schedule_form(ids["context_id"], cron="*/15  9-17 * * mon-fri")
+    )
     assert response.status_code == 302
     assert count(app, Schedule) == before + 1
 
@@ -62,8 +73,13 @@ def test_the_edit_page_shows_the_preview(app, viewer_client, admin_client):
 
 def test_bad_package_names_and_versions_are_refused(app, admin_client):
     ids = seed(app)
-    form = {"job": str(ids["job_id"]), "environment": str(ids["environment_id"]), "package_name": "bad name!",
-            "package_version": "1.0", "enabled": "y"}
+    form = {
+        "job": str(ids["job_id"]),
+        "environment": str(ids["environment_id"]),
+        "package_name": "bad name!",
+        "package_version": "1.0",
+        "enabled": "y",
+    }
     page = admin_client.post("/admin/context/new/", data=form).get_data(as_text=True)
     assert "is not a valid package name" in page
     form.update(package_name="good-name", package_version="latest")
@@ -77,15 +93,22 @@ def test_secret_values_never_reach_a_browser(app, admin_client, viewer_client):
     with app.extensions["kirby"].database.session() as s:
         global_secret = s.scalar(select(ConfigKey.id).where(ConfigKey.key == "GLOBAL_SECRET"))
     pages = [
-        "/admin/config/", f"/admin/config/details/?id={global_secret}", "/admin/job/",
-        f"/admin/job/details/?id={ids['job_id']}", f"/admin/context/details/?id={ids['context_id']}", "/admin/context/",
+        "/admin/config/",
+        f"/admin/config/details/?id={global_secret}",
+        "/admin/job/",
+        f"/admin/job/details/?id={ids['job_id']}",
+        f"/admin/context/details/?id={ids['context_id']}",
+        "/admin/context/",
     ]
     for client in (admin_client, viewer_client):
         for page in pages:
             text = client.get(page).get_data(as_text=True)
             assert not any(secret in text for secret in SECRET_VALUES), page
-    for page in (f"/admin/config/edit/?id={global_secret}", f"/admin/job/edit/?id={ids['job_id']}",
-                 f"/admin/context/edit/?id={ids['context_id']}"):
+    for page in (
+        f"/admin/config/edit/?id={global_secret}",
+        f"/admin/job/edit/?id={ids['job_id']}",
+        f"/admin/context/edit/?id={ids['context_id']}",
+    ):
         text = admin_client.get(page).get_data(as_text=True)
         assert not any(secret in text for secret in SECRET_VALUES), page
         assert "leave blank to keep" in text
@@ -98,12 +121,15 @@ def test_saving_a_secret_blank_keeps_it(app, admin_client):
     seed(app)
     with app.extensions["kirby"].database.session() as s:
         key_id = s.scalar(select(ConfigKey.id).where(ConfigKey.key == "GLOBAL_SECRET"))
-    response = admin_client.post(f"/admin/config/edit/?id={key_id}",
-                                 data={"key": "GLOBAL_SECRET", "value": "", "secret": "y"})
+    response = admin_client.post(
+        f"/admin/config/edit/?id={key_id}", data={"key": "GLOBAL_SECRET", "value": "", "secret": "y"}
+    )
     assert response.status_code == 302
     with app.extensions["kirby"].database.session() as s:
         assert s.get(ConfigKey, key_id).value == "hunter2-global"
-    admin_client.post(f"/admin/config/edit/?id={key_id}", data={"key": "GLOBAL_SECRET", "value": "new-one", "secret": "y"})
+    admin_client.post(
+        f"/admin/config/edit/?id={key_id}", data={"key": "GLOBAL_SECRET", "value": "new-one", "secret": "y"}
+    )
     with app.extensions["kirby"].database.session() as s:
         assert s.get(ConfigKey, key_id).value == "new-one"
         assert s.get(ConfigKey, key_id).scope == ConfigScope.GLOBAL
@@ -166,8 +192,9 @@ def test_run_history_pages_are_bounded_on_100k_runs(app, viewer_client):
     if engine.dialect.name == "sqlite":
         with engine.connect() as connection:
             for query in runs_queries:
-                plan = " ".join(str(row) for row in connection.exec_driver_sql(
-                    "EXPLAIN QUERY PLAN " + query, _sqlite_params(query)))
+                plan = " ".join(
+                    str(row) for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + query, _sqlite_params(query))
+                )
                 assert "USING INDEX" in plan and "TEMP B-TREE" not in plan, plan
 
 
@@ -177,9 +204,18 @@ def _sqlite_params(query: str) -> tuple:
 
 
 def test_config_keys_inline_in_a_job_form_get_the_job_scope(app, admin_client):
-    form = {"name": "with-config", "type": "scheduled", "enabled": "y", "module": "", "description": "",
-            "config-0-key": "API_KEY", "config-0-value": "k-123", "config-0-secret": "y",
-            "config-1-key": "bad key", "config-1-value": "x"}
+    form = {
+        "name": "with-config",
+        "type": "scheduled",
+        "enabled": "y",
+        "module": "",
+        "description": "",
+        "config-0-key": "API_KEY",
+        "config-0-value": "k-123",
+        "config-0-secret": "y",
+        "config-1-key": "bad key",
+        "config-1-value": "x",
+    }
     page = admin_client.post("/admin/job/new/", data=form).get_data(as_text=True)
     assert "is not an environment variable name" in page  # refused, nothing saved
     del form["config-1-key"], form["config-1-value"]
@@ -189,7 +225,13 @@ def test_config_keys_inline_in_a_job_form_get_the_job_scope(app, admin_client):
     with app.extensions["kirby"].database.session() as s:
         job = s.scalar(select(Job).where(Job.name == "with-config"))
         [key] = job.config
-        assert (key.scope, key.key, key.value, key.secret, key.context_id) == (ConfigScope.JOB, "API_KEY", "k-123", True, None)
+        assert (key.scope, key.key, key.value, key.secret, key.context_id) == (
+            ConfigScope.JOB,
+            "API_KEY",
+            "k-123",
+            True,
+            None,
+        )
         job_id = job.id
     assert "k-123" not in admin_client.get(f"/admin/job/edit/?id={job_id}").get_data(as_text=True)
 
@@ -197,8 +239,10 @@ def test_config_keys_inline_in_a_job_form_get_the_job_scope(app, admin_client):
 def test_users_are_created_with_a_hashed_password(app, admin_client):
     page = admin_client.post("/admin/user/new/", data={"username": "nopass", "role": "viewer", "active": "y"})
     assert "needs a password" in page.get_data(as_text=True)
-    response = admin_client.post("/admin/user/new/", data={"username": "carol", "role": "viewer", "active": "y",
-                                                           "new_password": "carol-password"})
+    response = admin_client.post(
+        "/admin/user/new/",
+        data={"username": "carol", "role": "viewer", "active": "y", "new_password": "carol-password"},
+    )
     assert response.status_code == 302
     from kirby.models import User
 

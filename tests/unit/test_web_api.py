@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 
 from test_web_support import T0, TOKEN, admin_client, app, seed, settings, viewer_client, web  # noqa: F401
+
 from kirby.events import RunEvent
 from kirby.models import Run, RunState
 from kirby.recorder import record
@@ -15,12 +16,18 @@ XSS = "<script>alert(1)</script>"
 
 
 def finished_run(app, run_id: str = "backup:prod:20260102T030405Z", lines=("one", XSS, "three"), state="succeeded"):
-    events = [RunEvent("claimed", run_id, T0, "sup-a", {"job": "backup", "environment": "prod"}),
-              RunEvent("started", run_id, T0 + timedelta(seconds=1), "sup-a")]
-    events += [RunEvent("log", run_id, T0 + timedelta(seconds=2), "sup-a", {"seq": i, "stream": "stdout", "text": t})
-               for i, t in enumerate(lines)]  # seq counts from 0, as the executor numbers lines
+    events = [
+        RunEvent("claimed", run_id, T0, "sup-a", {"job": "backup", "environment": "prod"}),
+        RunEvent("started", run_id, T0 + timedelta(seconds=1), "sup-a"),
+    ]
+    events += [
+        RunEvent("log", run_id, T0 + timedelta(seconds=2), "sup-a", {"seq": i, "stream": "stdout", "text": t})
+        for i, t in enumerate(lines)
+    ]  # seq counts from 0, as the executor numbers lines
     if state:
-        events.append(RunEvent("finished", run_id, T0 + timedelta(seconds=3), "sup-a", {"state": state, "exit_code": 0}))
+        events.append(
+            RunEvent("finished", run_id, T0 + timedelta(seconds=3), "sup-a", {"state": state, "exit_code": 0})
+        )
     with app.extensions["kirby"].database.session() as s:
         record(s, events)
     return run_id
@@ -31,7 +38,9 @@ def sse_events(response) -> list[dict]:
     events = []
     for block in filter(None, body.strip().split("\n\n")):
         fields = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
-        events.append({"id": fields.get("id"), "event": fields.get("event", "message"), "data": json.loads(fields["data"])})
+        events.append(
+            {"id": fields.get("id"), "event": fields.get("event", "message"), "data": json.loads(fields["data"])}
+        )
     return events
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import re
 
 import pytest
+from test_web_support import PASSWORD, TOKEN, add_users, admin_client, app, settings, viewer_client, web  # noqa: F401
 from werkzeug.routing import Rule
 
-from test_web_support import PASSWORD, TOKEN, add_users, admin_client, app, settings, viewer_client, web  # noqa: F401
 from kirby.bus import open_bus
 from kirby.lease import open_lease_store
 from kirby.web import create_app
 from kirby.web.throttle import LoginThrottle
+
 
 @pytest.fixture
 def database_url(tmp_path) -> str:
@@ -161,7 +162,9 @@ def test_csrf_is_enforced_outside_tests(csrf_app):
     assert client.post("/login", data={"username": "alice", "password": PASSWORD}).status_code == 400
     page = client.get("/login").get_data(as_text=True)
     token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
-    assert client.post("/login", data={"username": "alice", "password": PASSWORD, "csrf_token": token}).status_code == 302
+    assert (
+        client.post("/login", data={"username": "alice", "password": PASSWORD, "csrf_token": token}).status_code == 302
+    )
     # logged in, an admin form without the token is refused and saves nothing
     assert client.post("/admin/environment/new/", data={"name": "x"}).status_code == 400
     assert client.post("/api/jobs/backup/run").status_code == 400
@@ -190,6 +193,7 @@ def test_security_headers_and_cookie_flags(app):
         assert "'unsafe-inline'" not in script_src and "'nonce-" in script_src
     admin_scripts = client.get("/admin/job/").headers["Content-Security-Policy"].split(";")[1]
     assert "'unsafe-hashes'" in admin_scripts and admin_scripts.count("'sha256-") == 7
-    secure = app.test_client().post("/login", base_url="https://kirby.example",
-                                     data={"username": "alice", "password": PASSWORD})
+    secure = app.test_client().post(
+        "/login", base_url="https://kirby.example", data={"username": "alice", "password": PASSWORD}
+    )
     assert "Secure" in secure.headers["Set-Cookie"]

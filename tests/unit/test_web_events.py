@@ -7,16 +7,18 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
-
 from test_web_support import T0, app, settings, web  # noqa: F401
+
 from kirby.events import RunEvent
 from kirby.models import LogLine, Run, RunState
 from kirby.web.events_consumer import EventsConsumer
 
 
 def claim(run_id: str, supervisor: str) -> list[RunEvent]:
-    return [RunEvent("claimed", run_id, T0, supervisor, {"job": "backup", "environment": "prod", "scheduled_at": T0}),
-            RunEvent("started", run_id, T0 + timedelta(seconds=1), supervisor)]
+    return [
+        RunEvent("claimed", run_id, T0, supervisor, {"job": "backup", "environment": "prod", "scheduled_at": T0}),
+        RunEvent("started", run_id, T0 + timedelta(seconds=1), supervisor),
+    ]
 
 
 def test_events_are_recorded_and_acknowledged_after_commit(app):
@@ -73,8 +75,18 @@ def test_an_offered_run_claimed_by_a_vanished_supervisor_is_lost(app):
     with state.database.session() as s:
         from kirby.recorder import record
 
-        record(s, [RunEvent("offered", run_id, T0, None, {"job": "backup", "environment": "prod",
-                                                           "scheduled_at": T0, "offered_at": T0})])
+        record(
+            s,
+            [
+                RunEvent(
+                    "offered",
+                    run_id,
+                    T0,
+                    None,
+                    {"job": "backup", "environment": "prod", "scheduled_at": T0, "offered_at": T0},
+                )
+            ],
+        )
     assert state.lease_store.claim_run(run_id, "ghost")
     consumer = EventsConsumer(state, grace=30)
     assert consumer.check_lost(T0 + timedelta(seconds=31)) == []  # ghost is missing from now on
@@ -111,9 +123,12 @@ def test_events_from_kafka_are_recorded_once(kafka_servers, make_settings, db):
     from kirby.web import create_app
 
     name = uuid.uuid4().hex[:12]
-    settings = make_settings(TESTING="true", KAFKA_BOOTSTRAP_SERVERS=kafka_servers,
-                             KIRBY_TOPIC_JOB_OFFERS=f".kirby.test-{name}.offers",
-                             KIRBY_TOPIC_RUN_EVENTS=f".kirby.test-{name}.events")
+    settings = make_settings(
+        TESTING="true",
+        KAFKA_BOOTSTRAP_SERVERS=kafka_servers,
+        KIRBY_TOPIC_JOB_OFFERS=f".kirby.test-{name}.offers",
+        KIRBY_TOPIC_RUN_EVENTS=f".kirby.test-{name}.events",
+    )
     bus, leases = open_bus(settings), open_lease_store(settings)
     try:
         state = create_app(settings, database=db, bus=bus, lease_store=leases).extensions["kirby"]

@@ -50,8 +50,12 @@ def add_users(app) -> None:
             for name, admin in (("alice", True), ("victor", False)):
                 _HASHES[name] = add_user(s, state.settings, name, PASSWORD, admin=admin).password_hash
         else:
-            s.add_all([User(username="alice", password_hash=_HASHES["alice"], role=Role.ADMIN),
-                       User(username="victor", password_hash=_HASHES["victor"], role=Role.VIEWER)])
+            s.add_all(
+                [
+                    User(username="alice", password_hash=_HASHES["alice"], role=Role.ADMIN),
+                    User(username="victor", password_hash=_HASHES["victor"], role=Role.VIEWER),
+                ]
+            )
 
 
 def login(app, username: str):
@@ -80,13 +84,17 @@ def seed(app) -> dict:
         context = Context(job=job, environment=env, package_name="backup-pkg", package_version="1.0.0")
         s.add_all([env, job, context])
         s.flush()
-        s.add_all([
-            Schedule(context_id=context.id, cron="0 3 * * *", timezone="Europe/Paris"),
-            ConfigKey(scope=ConfigScope.GLOBAL, key="GLOBAL_SECRET", value="hunter2-global", secret=True),
-            ConfigKey(scope=ConfigScope.GLOBAL, key="PUBLIC_URL", value="https://example.org", secret=False),
-            ConfigKey(scope=ConfigScope.JOB, job_id=job.id, key="JOB_SECRET", value="hunter2-job", secret=True),
-            ConfigKey(scope=ConfigScope.CONTEXT, context_id=context.id, key="CTX_SECRET", value="hunter2-ctx", secret=True),
-        ])
+        s.add_all(
+            [
+                Schedule(context_id=context.id, cron="0 3 * * *", timezone="Europe/Paris"),
+                ConfigKey(scope=ConfigScope.GLOBAL, key="GLOBAL_SECRET", value="hunter2-global", secret=True),
+                ConfigKey(scope=ConfigScope.GLOBAL, key="PUBLIC_URL", value="https://example.org", secret=False),
+                ConfigKey(scope=ConfigScope.JOB, job_id=job.id, key="JOB_SECRET", value="hunter2-job", secret=True),
+                ConfigKey(
+                    scope=ConfigScope.CONTEXT, context_id=context.id, key="CTX_SECRET", value="hunter2-ctx", secret=True
+                ),
+            ]
+        )
         return {"job_id": job.id, "context_id": context.id, "environment_id": env.id}
 
 
