@@ -51,7 +51,8 @@ sys.path.insert(0, str(ROOT))
 from bench._common import Cluster, example_index, load, ms, pct, read_ledger, wait_for  # noqa: E402
 from kirby.config import load_settings  # noqa: E402
 from kirby.cron import slots_between  # noqa: E402
-from kirby.models import ConfigKey, ConfigScope, Context, Environment, Job, JobType, Overlap, Run, Schedule, run_slot_id  # noqa: E402
+from kirby.models import ConfigKey, ConfigScope, Context, Environment, Job, JobType, Overlap, Run, Schedule  # noqa: E402
+from kirby.run_ids import slot_run_id  # noqa: E402
 from kirby.tasks.executor import LocalExecutor  # noqa: E402
 
 PACKAGE, VERSION, MODULE = "kirby-example-hello", "1.0.0", "kirby_example_hello"
@@ -162,7 +163,7 @@ def bench_dispatch(cluster: Cluster, scripts: int, rate: int, window: float, pyt
         )
         return
     print(f"  leader synced {t0.timestamp() - synced:.1f} s before the first slot")
-    expected = {run_slot_id(f"j{(i % scripts):05d}", "bench", instants[i]): instants[i] for i in range(measured)}
+    expected = {slot_run_id(f"j{(i % scripts):05d}", "bench", instants[i]): instants[i] for i in range(measured)}
     base, empty = baseline(
         python, t0.timestamp(), math.ceil(measured / rate), rate, cluster.workdir / "baseline-ledger"
     )
@@ -276,7 +277,7 @@ def bench_failover(cluster: Cluster, window: float, repeats: int) -> None:
 
 
 def audit(cluster: Cluster, start: datetime, end: datetime, killed: dict[str, float], created: datetime) -> None:
-    expected = [run_slot_id("j00000", "bench", s) for s in slots_between("* * * * * *", "UTC", start, end)]
+    expected = [slot_run_id("j00000", "bench", s) for s in slots_between("* * * * * *", "UTC", start, end)]
     deadline = time.time() + 60  # runs may lag under load: wait for every slot, at most a minute
     while time.time() < deadline and not set(expected) <= {run_id for run_id, _ in read_ledger(cluster.ledger)}:
         time.sleep(0.5)

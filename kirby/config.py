@@ -17,8 +17,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from dotenv import dotenv_values
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from kirby.errors import ConfigError
 
@@ -98,6 +96,11 @@ def _parse_database_uri(raw: str, cwd: Path) -> str:
 
     A relative SQLite path is relative to ``cwd``; PostgreSQL always uses the psycopg 3 driver.
     """
+    # SQLAlchemy's URL parser, imported here so that importing Settings (as every supervisor
+    # module does) does not load SQLAlchemy: only the processes that read a database need it.
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     name = "SQLALCHEMY_DATABASE_URI"
     example = "use e.g. ///kirby.db, sqlite:///kirby.db or postgresql://user:password@host:5432/database"
     if raw.startswith("///"):

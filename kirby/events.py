@@ -7,7 +7,7 @@ Datetimes are aware UTC and travel as ISO 8601 strings.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
@@ -66,6 +66,15 @@ class Offer:
         data = {k: v for k, v in data.items() if k in known}
         data["secrets"] = tuple(data.get("secrets", ()))
         return cls(**_decode_times(data, ("scheduled_at", "offered_at")))
+
+
+def offer_data(offer: Offer) -> dict[str, Any]:
+    """The ``data`` of an offered/claimed/skipped run event: the offer without config and secrets
+    (which are never persisted)."""
+    data = asdict(offer)
+    data.pop("config", None)
+    data.pop("secrets", None)
+    return data
 
 
 EVENT_KINDS = ("offered", "claimed", "started", "log", "finished", "lost", "skipped")

@@ -4,9 +4,9 @@ Config precedence (documented in the README): a key set on a context overrides t
 its job, which overrides the global key. Secret keys are masked everywhere but in the run's
 environment.
 
-Run identity: a scheduled run's ``slot_id`` is ``job:environment:YYYYmmddTHHMMSSZ`` (see
-``run_slot_id``); each attempt is its own row whose ``id`` is the slot id for the first attempt and
-``slot_id#N`` for attempt N. Manual runs use ``job:environment:manual-<uuid>``.
+Run identity (``kirby.run_ids``): each attempt is its own row whose ``id`` is the run id and whose
+``slot_id`` is the id shared by its attempts. States, kinds and policies live in
+``kirby.vocabulary``, the clock in ``kirby.clock``; this module holds only the tables.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from kirby.clock import utcnow
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+# The vocabulary is re-exported: the web and the admin read it together with the tables.
+from kirby.vocabulary import FINISHED_STATES, CatchUp, ConfigScope, JobType, Overlap, Role, RunState  # noqa: F401
 
 
 class UTCDateTime(TypeDecorator):
@@ -61,56 +62,6 @@ class Base(DeclarativeBase):
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:
     return Enum(cls, name=name, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
-
-
-class JobType(str, enum.Enum):
-    SCHEDULED = "scheduled"
-    DAEMON = "daemon"
-
-
-class CatchUp(str, enum.Enum):
-    """What a new leader does with slots older than the misfire grace."""
-
-    SKIP = "skip"
-    LATEST = "latest"
-    ALL = "all"
-
-
-class Overlap(str, enum.Enum):
-    """What happens when a slot is due while the previous run of the same context still runs."""
-
-    FORBID = "forbid"
-    ALLOW = "allow"
-    REPLACE = "replace"
-
-
-class ConfigScope(str, enum.Enum):
-    GLOBAL = "global"
-    JOB = "job"
-    CONTEXT = "context"
-
-
-class Role(str, enum.Enum):
-    ADMIN = "admin"
-    VIEWER = "viewer"
-
-
-class RunState(str, enum.Enum):
-    OFFERED = "offered"
-    CLAIMED = "claimed"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    LOST = "lost"
-    SKIPPED = "skipped"
-
-    @property
-    def finished(self) -> bool:
-        return self in FINISHED_STATES
-
-
-FINISHED_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.TIMED_OUT, RunState.LOST, RunState.SKIPPED})
 
 
 class Environment(Base):
@@ -369,14 +320,3 @@ class LogLine(Base):
     time: Mapped[datetime] = mapped_column(UTCDateTime)
     stream: Mapped[str] = mapped_column(String(8))  # stdout | stderr | system
     text: Mapped[str] = mapped_column(Text)
-
-
-def run_slot_id(job: str, environment: str, scheduled_at: datetime) -> str:
-    """The deterministic id of a scheduled slot: ``job:environment:YYYYmmddTHHMMSSZ`` (UTC)."""
-    instant = scheduled_at.astimezone(timezone.utc)
-    return f"{job}:{environment}:{instant:%Y%m%dT%H%M%SZ}"
-
-
-def attempt_run_id(slot_id: str, attempt: int) -> str:
-    """The id of attempt ``attempt`` (1-based) of a slot: the slot id itself, then ``slot#N``."""
-    return slot_id if attempt <= 1 else f"{slot_id}#{attempt}"

@@ -36,31 +36,20 @@ Rules that make recording idempotent and order-proof:
 
 from __future__ import annotations
 
-import re
-from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kirby.events import Offer, RunEvent
+from kirby.events import Offer, RunEvent, offer_data
 from kirby.models import FINISHED_STATES, LogLine, Run, RunState
+from kirby.run_ids import MANUAL, parse_run_id
 
 _RANK = {RunState.OFFERED: 0, RunState.CLAIMED: 1, RunState.RUNNING: 2}
 _TERMINAL_RANK = 3
 _OFFER_KINDS = ("offered", "claimed", "skipped")
 _FINISHED_STATES = {"succeeded", "failed", "timed_out"}
-_SLOT_INSTANT = re.compile(r"^(?P<job>.+):(?P<env>[^:]+):(?P<instant>\d{8}T\d{6}Z)(#(?P<attempt>\d+))?$")
-_MANUAL = re.compile(r"^(?P<job>.+):(?P<env>[^:]+):manual-[^:#]+(#(?P<attempt>\d+))?$")
-
-
-def offer_data(offer: Offer) -> dict[str, Any]:
-    """The ``data`` of an offered/claimed/skipped event: the offer without config and secrets."""
-    data = asdict(offer)
-    data.pop("config", None)
-    data.pop("secrets", None)
-    return data
 
 
 def offer_event(kind: str, offer: Offer, time: datetime, supervisor: str | None = None, **extra: Any) -> RunEvent:
@@ -104,14 +93,14 @@ def _new_run(event: RunEvent) -> Run:
 
 
 def _parse_run_id(run_id: str, fallback: datetime) -> tuple[str, str, datetime, int, str]:
-    match = _SLOT_INSTANT.match(run_id)
-    if match:
-        instant = datetime.strptime(match["instant"], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
-        return match["job"], match["env"], instant, int(match["attempt"] or 1), run_id.split("#")[0]
-    match = _MANUAL.match(run_id)
-    if match:
-        return match["job"], match["env"], fallback, int(match["attempt"] or 1), run_id.split("#")[0]
-    return run_id[:128], "?", fallback, 1, run_id
+    """(job, environment, scheduled instant, attempt, slot id) of ``run_id``; ``fallback`` stands
+    in for the instant of a manual run, and for everything of an id that is not Kirby's."""
+    try:
+        parsed = parse_run_id(run_id)
+    except ValueError:
+        return run_id[:128], "?", fallback, 1, run_id
+    instant = fallback if parsed.kind == MANUAL else parsed.instant
+    return parsed.job, parsed.environment, instant, parsed.attempt, parsed.slot_id
 
 
 def _advance(run: Run, state: RunState) -> bool:

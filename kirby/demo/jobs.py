@@ -9,7 +9,7 @@ from kirby.demo import checks
 from kirby.demo.source import child
 from kirby.demo.spec import ConfigValue, ContextSpec, JobSpec, ScheduleSpec
 from kirby.errors import CronError, DemoImportError
-from kirby.models import CatchUp, JobType, Overlap
+from kirby.vocabulary import CatchUp, JobType, Overlap
 
 JOB_KEYS = (
     "description",

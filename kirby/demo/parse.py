@@ -9,8 +9,8 @@ from kirby.demo import checks, jobs
 from kirby.demo.source import child
 from kirby.demo.spec import DemoData, SuspensionSpec, UserSpec
 from kirby.errors import DemoImportError, UserError
-from kirby.models import JobType, Role
 from kirby.users import check_username
+from kirby.vocabulary import JobType, Role
 
 REQUIRED_KEYS = ("ENVS", "JOBS")
 OPTIONAL_KEYS = ("ENV_VARS", "EXTS", "USERS", "NOTIFICATION_GROUPS", "SUSPENSIONS")

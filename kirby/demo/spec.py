@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from kirby.models import JobType
+from kirby.vocabulary import JobType
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
-"""The schedule: the document the web serves (``document``), the leader's parsed view
-(``snapshot``) and where the leader fetches it (``source``)."""
+"""The schedule: the leader's parsed view (``snapshot``) and where it is fetched (``source``).
 
-from kirby.schedule.document import build_schedule, manual_offer, merge_config, resolve_config
+The document the web serves is built from the ORM in ``kirby.schedule.document`` (with
+``DatabaseScheduleSource``); it is not imported here, so the supervisor loads no ORM.
+"""
+
 from kirby.schedule.snapshot import (
     ScheduleEntry,
     ScheduleRule,
@@ -12,10 +14,9 @@ from kirby.schedule.snapshot import (
     parse_entry,
     parse_schedule,
 )
-from kirby.schedule.source import DatabaseScheduleSource, ScheduleClient, ScheduleSource, StaticScheduleSource
+from kirby.schedule.source import ScheduleClient, ScheduleSource, StaticScheduleSource
 
 __all__ = [
-    "DatabaseScheduleSource",
     "ScheduleClient",
     "ScheduleEntry",
     "ScheduleRule",
@@ -23,12 +24,8 @@ __all__ = [
     "ScheduleSource",
     "StaticScheduleSource",
     "SuspensionWindow",
-    "build_schedule",
     "entry_offer",
-    "manual_offer",
-    "merge_config",
     "offer_for_slot",
     "parse_entry",
     "parse_schedule",
-    "resolve_config",
 ]

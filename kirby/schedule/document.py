@@ -18,19 +18,22 @@ runs can mask them (the document itself carries their values: serve it behind th
 
 from __future__ import annotations
 
-import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
+from kirby.db import Database
 from kirby.errors import KirbyError
 from kirby.events import Offer
 from kirby.models import ConfigKey, ConfigScope, Context, Job, JobType, Suspension
-from kirby.schedule.snapshot import entry_offer, parse_entry
+from kirby.run_ids import manual_run_id
+from kirby.schedule.snapshot import ScheduleSnapshot, entry_offer, parse_entry, parse_schedule
+from kirby.schedule.source import ScheduleSource
 
 
 def _iso(instant: datetime) -> str:
@@ -162,5 +165,21 @@ def manual_offer(session: Session, context_id: int, now: datetime) -> Offer:
         raise KirbyError(f"{context} is a daemon: it runs continuously; enable or disable it instead of running it now")
     entry = parse_entry(context_document(context, resolve_config(session, context), []), "context")
     rules = [r for r in entry.schedules if r.enabled] or list(entry.schedules)
-    run_id = f"{entry.job}:{entry.environment}:manual-{uuid.uuid4().hex}"
+    run_id = manual_run_id(entry.job, entry.environment)
     return entry_offer(entry, run_id, now, now, rules[0] if rules else None, epoch=None, trigger="manual")
+
+
+class DatabaseScheduleSource(ScheduleSource):
+    """Reads the schedule from the script database (no web server in between)."""
+
+    def __init__(self, database: Database):
+        self.database = database
+
+    def fetch(self, now: datetime) -> ScheduleSnapshot:
+        try:
+            with self.database.session() as session:
+                return parse_schedule(build_schedule(session, now))
+        except SQLAlchemyError as exc:
+            url = self.database.engine.url.render_as_string(hide_password=True)
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise KirbyError(f"cannot read the schedule from {url}: {reason}; check SQLALCHEMY_DATABASE_URI") from None

@@ -13,7 +13,8 @@ from typing import Any
 
 from kirby.errors import KirbyError
 from kirby.events import Offer
-from kirby.models import CatchUp, JobType, Overlap, run_slot_id
+from kirby.run_ids import slot_run_id
+from kirby.vocabulary import CatchUp, JobType, Overlap
 
 
 @dataclass(frozen=True)
@@ -123,9 +124,9 @@ def entry_offer(
 
 
 def offer_for_slot(entry: ScheduleEntry, schedule: ScheduleRule, instant: datetime, epoch: int, now: datetime) -> Offer:
-    """The offer of slot ``instant`` of ``schedule``: run id ``run_slot_id(job, env, instant)``."""
+    """The offer of slot ``instant`` of ``schedule``: run id ``slot_run_id(job, env, instant)``."""
     instant = instant.astimezone(timezone.utc)
-    return entry_offer(entry, run_slot_id(entry.job, entry.environment, instant), instant, now, schedule, epoch)
+    return entry_offer(entry, slot_run_id(entry.job, entry.environment, instant), instant, now, schedule, epoch)
 
 
 # -- parsing ------------------------------------------------------------------------------------

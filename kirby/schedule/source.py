@@ -4,7 +4,7 @@
   ``KIRBY_API_TOKEN``), retried ``EXT_RETRIES`` times ``EXT_WAIT_BETWEEN_RETRIES`` apart. When the
   web server is down it returns its last good copy and says so once per outage; with no good
   copy yet it raises ``KirbyError``.
-* ``DatabaseScheduleSource``: the script database directly (one host, tests).
+* ``DatabaseScheduleSource`` (in ``document``, beside the ORM): the script database directly.
 * ``StaticScheduleSource``: a given snapshot (benchmarks, tests).
 """
 
@@ -16,13 +16,10 @@ from abc import ABC, abstractmethod
 from datetime import datetime
 
 import requests
-from sqlalchemy.exc import SQLAlchemyError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from kirby.config import Settings
-from kirby.db import Database
 from kirby.errors import KirbyError
-from kirby.schedule.document import build_schedule
 from kirby.schedule.snapshot import ScheduleSnapshot, parse_schedule
 
 log = logging.getLogger(__name__)
@@ -32,22 +29,6 @@ class ScheduleSource(ABC):
     @abstractmethod
     def fetch(self, now: datetime) -> ScheduleSnapshot:
         """The schedule as of ``now``; raises KirbyError when none can be had."""
-
-
-class DatabaseScheduleSource(ScheduleSource):
-    """Reads the schedule from the script database (no web server in between)."""
-
-    def __init__(self, database: Database):
-        self.database = database
-
-    def fetch(self, now: datetime) -> ScheduleSnapshot:
-        try:
-            with self.database.session() as session:
-                return parse_schedule(build_schedule(session, now))
-        except SQLAlchemyError as exc:
-            url = self.database.engine.url.render_as_string(hide_password=True)
-            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-            raise KirbyError(f"cannot read the schedule from {url}: {reason}; check SQLALCHEMY_DATABASE_URI") from None
 
 
 class StaticScheduleSource(ScheduleSource):

@@ -26,10 +26,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+from kirby.clock import utcnow
 from kirby.errors import KirbyError, PackageError
 from kirby.events import Offer
 from kirby.lease.base import LeaseStore
-from kirby.models import utcnow
+from kirby.run_ids import daemon_run_id
 from kirby.supervisor.reporting import RunReporter
 from kirby.supervisor.runner import spec_for
 from kirby.tasks.base import Executor, RunResult
@@ -160,7 +161,7 @@ class Arbiter:
     def _start(self, held: _Held) -> None:
         spec = held.spec
         started = self.clock()
-        run_id = f"{spec.job}:{spec.environment}:daemon-{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+        run_id = daemon_run_id(spec.job, spec.environment, started)
         offer = Offer(
             **{
                 **spec.offer.__dict__,

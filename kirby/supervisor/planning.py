@@ -25,8 +25,8 @@ from datetime import datetime, timedelta
 
 from kirby.cron import previous_fire
 from kirby.events import Offer
-from kirby.models import CatchUp
 from kirby.schedule.snapshot import ScheduleEntry, ScheduleRule
+from kirby.vocabulary import CatchUp
 
 _TICK = timedelta(microseconds=1)
 

@@ -13,10 +13,9 @@ import threading
 from datetime import datetime
 
 from kirby.bus.base import OfferBus
+from kirby.clock import utcnow
 from kirby.errors import KirbyError
-from kirby.events import Offer, RunEvent
-from kirby.models import utcnow
-from kirby.recorder import offer_data
+from kirby.events import Offer, RunEvent, offer_data
 from kirby.tasks.base import OutputLine, RunResult
 
 log = logging.getLogger(__name__)

@@ -25,10 +25,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from kirby.bus.base import Consumer, Delivery, OfferBus
+from kirby.clock import utcnow
 from kirby.errors import KirbyError, PackageError
 from kirby.events import Offer
 from kirby.lease.base import LeaseStore
-from kirby.models import attempt_run_id, utcnow
+from kirby.run_ids import attempt_run_id
 from kirby.supervisor.reporting import RunReporter
 from kirby.tasks.base import Executor, RunResult, RunSpec
 

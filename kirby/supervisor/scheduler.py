@@ -40,10 +40,11 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 from kirby.bus.base import OfferBus
+from kirby.clock import utcnow
 from kirby.cron import next_fire
 from kirby.errors import CronError, KirbyError
 from kirby.lease.base import LeaseStore, StaleEpoch
-from kirby.models import run_slot_id, utcnow
+from kirby.run_ids import slot_run_id
 from kirby.schedule.snapshot import ScheduleRule, ScheduleSnapshot, offer_for_slot
 from kirby.schedule.source import ScheduleSource
 from kirby.supervisor.election import MIN_WAIT, Election
@@ -225,7 +226,7 @@ class Scheduler:
         for slot in plan_slots(track.entry, track.rule, start, None, end, self.max_publish, 0).slots:
             if (
                 slot.publish
-                and self.store.get_claim(run_slot_id(track.entry.job, track.entry.environment, slot.instant)) is None
+                and self.store.get_claim(slot_run_id(track.entry.job, track.entry.environment, slot.instant)) is None
             ):
                 batch.offers.append(offer_for_slot(track.entry, track.rule, slot.instant, epoch, now))
                 log.info(

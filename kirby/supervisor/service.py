@@ -25,10 +25,10 @@ import uuid
 from datetime import datetime
 
 from kirby.bus import open_bus
+from kirby.clock import utcnow
 from kirby.config import Settings
 from kirby.errors import KirbyError
 from kirby.lease import open_lease_store
-from kirby.models import utcnow
 from kirby.schedule import ScheduleClient, ScheduleSnapshot, ScheduleSource, entry_offer
 from kirby.supervisor.arbiter import Arbiter, DaemonSpec
 from kirby.supervisor.election import Election

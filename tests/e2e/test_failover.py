@@ -11,7 +11,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from kirby.cron import slots_between
-from kirby.models import Overlap, RunState, run_slot_id
+from kirby.models import Overlap, RunState
+from kirby.run_ids import slot_run_id
 from tests.helpers import wait_for
 
 EVERY_SECOND = "* * * * * *"
@@ -28,7 +29,7 @@ def audit(cluster, job: str, ledger, start: datetime, end: datetime, killed: set
     "Ran" is read from the script's own ledger, independently of what Kirby records; then the runs
     table must show every slot succeeded, or lost on one of the ``killed`` supervisors.
     """
-    expected = [run_slot_id(job, "e2e", slot) for slot in slots_between(EVERY_SECOND, "UTC", start, end)]
+    expected = [slot_run_id(job, "e2e", slot) for slot in slots_between(EVERY_SECOND, "UTC", start, end)]
 
     def unsettled():
         ran = set(ledger_ids(ledger))  # read again: a late run may still be writing it
@@ -97,7 +98,7 @@ def test_leader_killed_repeatedly_every_slot_runs_exactly_once(cluster):
         leader, _ = cluster.wait_leader(other_than=leader)
     end = datetime.now(timezone.utc)
     wait_for(
-        lambda: run_slot_id("tick", "e2e", end.replace(microsecond=0) + timedelta(seconds=3)) in ledger_ids(ledger),
+        lambda: slot_run_id("tick", "e2e", end.replace(microsecond=0) + timedelta(seconds=3)) in ledger_ids(ledger),
         60,
         "runs stopped after the last failover",
     )

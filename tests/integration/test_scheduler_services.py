@@ -10,7 +10,7 @@ import pytest
 
 from kirby.bus import open_bus
 from kirby.lease.redis import RedisLeaseStore
-from kirby.models import run_slot_id
+from kirby.run_ids import slot_run_id
 from kirby.schedule import ScheduleEntry, ScheduleRule, ScheduleSnapshot, StaticScheduleSource
 from kirby.supervisor.election import Election
 from kirby.supervisor.scheduler import Scheduler
@@ -79,7 +79,7 @@ def test_failover_on_redis_and_kafka(services):
             alpha.tick(T0 + timedelta(seconds=seconds))
         first = receive(consumer, 4)
         assert sorted((o.scheduled_at.second, o.epoch) for o in first) == [(10, 1), (20, 1), (30, 1), (40, 1)]
-        store.claim_run(run_slot_id("report", "prod", T0 + timedelta(seconds=10)), "runner")
+        store.claim_run(slot_run_id("report", "prod", T0 + timedelta(seconds=10)), "runner")
         # alpha freezes; beta takes over after the lease's TTL and re-publishes what is unclaimed within grace.
         deadline = time.monotonic() + 10
         while not beta.election.tick(datetime.now(UTC)).is_leader:

@@ -33,9 +33,8 @@ from kirby.models import (
     Schedule,
     Suspension,
     User,
-    attempt_run_id,
-    run_slot_id,
 )
+from kirby.run_ids import attempt_run_id, slot_run_id
 
 UTC = timezone.utc
 WHEN = datetime(2024, 3, 31, 1, 30, 15, 123456, tzinfo=UTC)
@@ -57,7 +56,7 @@ def add_script(session, name="sensor", environment="dev") -> Context:
 
 
 def add_run(session, context: Context, attempt: int = 1) -> Run:
-    slot = run_slot_id(context.job.name, context.environment.name, WHEN)
+    slot = slot_run_id(context.job.name, context.environment.name, WHEN)
     run = Run(
         id=attempt_run_id(slot, attempt),
         slot_id=slot,

@@ -7,14 +7,15 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import func, select
 
 from kirby.events import Offer, RunEvent
-from kirby.models import LogLine, Run, RunState, run_slot_id
+from kirby.models import LogLine, Run, RunState
 from kirby.recorder import mark_lost, offer_data, offer_event, record
+from kirby.run_ids import slot_run_id
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
 
 def make_offer(job: str = "backup", attempt: int = 1) -> Offer:
-    slot = run_slot_id(job, "prod", T0)
+    slot = slot_run_id(job, "prod", T0)
     return Offer(
         run_id=slot if attempt == 1 else f"{slot}#{attempt}",
         slot_id=slot,

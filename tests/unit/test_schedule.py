@@ -20,14 +20,8 @@ from kirby.models import (
     Schedule,
     Suspension,
 )
-from kirby.schedule import (
-    DatabaseScheduleSource,
-    build_schedule,
-    manual_offer,
-    offer_for_slot,
-    parse_schedule,
-    resolve_config,
-)
+from kirby.schedule import offer_for_slot, parse_schedule
+from kirby.schedule.document import DatabaseScheduleSource, build_schedule, manual_offer, resolve_config
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 

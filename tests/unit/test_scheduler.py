@@ -12,7 +12,7 @@ import pytest
 from kirby.bus import open_bus
 from kirby.cron import slots_between
 from kirby.lease import open_lease_store
-from kirby.models import run_slot_id
+from kirby.run_ids import slot_run_id
 from kirby.schedule import ScheduleEntry, ScheduleRule, ScheduleSnapshot, StaticScheduleSource, SuspensionWindow
 from kirby.supervisor.election import Election
 from kirby.supervisor.scheduler import ALIVE_KEY, Scheduler
@@ -128,7 +128,7 @@ def test_each_slot_is_published_once_at_its_instant_and_tick_returns_the_exact_d
     assert [o.scheduled_at for o in offers] == expected and len(expected) == 59
     assert all(o.offered_at == o.scheduled_at for o in offers)  # published at the due instant, not later
     first = offers[0]
-    assert first.run_id == first.slot_id == run_slot_id("report", "prod", T0 + timedelta(seconds=10))
+    assert first.run_id == first.slot_id == slot_run_id("report", "prod", T0 + timedelta(seconds=10))
     assert (first.epoch, first.attempt, first.trigger) == (epoch, 1, "schedule")
     assert (first.package, first.version, first.module) == ("report-pkg", "1.0", "report.main")
     assert (first.timeout_seconds, first.overlap, first.retries) == (20, "allow", 1)
@@ -152,7 +152,7 @@ def test_failover_republishes_unclaimed_slots_within_grace_under_the_new_epoch(c
         alpha.election.tick(datetime.now(UTC))  # renews when due (real time): a slow machine keeps the lease
         alpha.tick(T0 + timedelta(seconds=seconds))
     assert [o.scheduled_at.second for o in cluster.published()] == [10, 20, 30, 40]
-    cluster.store.claim_run(run_slot_id("report", "prod", T0 + timedelta(seconds=10)), "runner")
+    cluster.store.claim_run(slot_run_id("report", "prod", T0 + timedelta(seconds=10)), "runner")
     # alpha crashes (stops ticking); beta takes over once its lease expires.
     wait_for(lambda: beta.election.tick(datetime.now(UTC)).is_leader, 5, "beta to lead")
     assert beta.election.epoch == 2
@@ -207,7 +207,7 @@ def test_catch_up_policies_after_an_outage(cluster, policy, published_minutes, s
     assert len(skips) == skipped
     if skips:
         assert "catch-up policy" in skips[0].data["error"] and skips[0].data["job"] == "report"
-        assert skips[0].run_id == run_slot_id("report", "prod", T0 + timedelta(minutes=6))
+        assert skips[0].run_id == slot_run_id("report", "prod", T0 + timedelta(minutes=6))
 
 
 def test_catch_up_all_is_bounded(cluster, caplog):
@@ -328,8 +328,8 @@ def test_skipped_events_are_capped_for_long_outages(cluster):
     ]  # 5 s late is in time
     skips = cluster.recorded("skipped")
     assert len(skips) == 21  # the latest max_skipped + 1 missed slots, not 86,000 of them
-    assert skips[-1].run_id == run_slot_id("report", "prod", T0 + timedelta(days=1, seconds=-6))
-    assert skips[0].run_id == run_slot_id("report", "prod", T0 + timedelta(days=1, seconds=-26))
+    assert skips[-1].run_id == slot_run_id("report", "prod", T0 + timedelta(days=1, seconds=-6))
+    assert skips[0].run_id == slot_run_id("report", "prod", T0 + timedelta(days=1, seconds=-26))
     assert cluster.store.get_cursor("report:prod:7") == T0 + timedelta(days=1)
 
 
