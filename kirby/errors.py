@@ -24,6 +24,10 @@ class DemoImportError(KirbyError):
         super().__init__(f"{path}: {message}" if path else message)
 
 
+class InvalidValue(KirbyError):
+    """A value a user typed breaks one of Kirby's rules (``kirby.validation``)."""
+
+
 class CronError(KirbyError):
     """A cron expression or time zone is invalid."""
 

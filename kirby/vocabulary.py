@@ -89,9 +89,7 @@ no ``#`` (it marks attempts), no spaces."""
 
 
 def name_problem(name: object, what: str = "name") -> str | None:
-    """Why ``name`` is not a valid job or environment name, or None when it is."""
-    if not isinstance(name, str) or not name:
-        return f"{what} must be a non-empty string"
-    if not NAME_PATTERN.match(name):
-        return f"{what} {name!r} may use only letters, digits, '_', '.' and '-' (no ':', '#' or spaces), and must start with a letter or digit"
+    """Why ``name`` is not a valid job or environment name (``what``: "job name", ...), or None."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        return f"{name!r} is not a valid {what}; use letters, digits, '_', '.' and '-'"
     return None

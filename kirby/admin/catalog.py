@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from flask_admin.model.form import InlineFormAdmin
-from wtforms.validators import Regexp, ValidationError
+from wtforms.validators import ValidationError
 
 from kirby.admin.base import KirbyModelView
+from kirby.admin.validators import email, environment_name
 from kirby.models import NotificationEmail
 
 
@@ -13,6 +14,7 @@ class EnvironmentView(KirbyModelView):
     column_list = ("name", "description")
     column_searchable_list = ("name",)
     form_columns = ("name", "description")
+    form_args = {"name": {"validators": [environment_name]}}
 
 
 class ExtView(KirbyModelView):
@@ -29,13 +31,7 @@ class NotificationGroupView(KirbyModelView):
         InlineFormAdmin(
             NotificationEmail,
             form_columns=("id", "email"),
-            form_args={
-                "email": {
-                    "validators": [
-                        Regexp(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", message="not an email address, e.g. ops@example.com")
-                    ]
-                }
-            },
+            form_args={"email": {"validators": [email]}},
         ),
     )
 

@@ -13,7 +13,7 @@ from sqlalchemy import update
 
 from kirby.admin.base import KirbyModelView, is_admin
 from kirby.admin.config import InlineConfig, config_summary
-from kirby.admin.validators import package_name, package_version
+from kirby.admin.validators import job_name, package_name, package_version
 from kirby.errors import KirbyError
 from kirby.models import ConfigScope, Context, Job, JobType
 
@@ -41,6 +41,7 @@ class JobView(KirbyModelView):
     }
     column_details_list = ("name", "type", "enabled", "module", "description", "contexts", "config")
     form_columns = ("name", "type", "enabled", "module", "description", "config")
+    form_args = {"name": {"validators": [job_name]}}
     inline_models = (InlineConfig(ConfigScope.JOB),)
 
     def _set_enabled(self, ids, enabled: bool) -> None:

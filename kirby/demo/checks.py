@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from typing import Any
 
+from kirby import validation
 from kirby.demo.source import child, type_name
-from kirby.errors import DemoImportError, PackageError
-from kirby.tasks import names
-
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")  # jobs and environments (they appear in run ids)
-VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+from kirby.errors import DemoImportError, InvalidValue
 
 
 def obj(value: Any, path: str) -> dict:
@@ -73,54 +68,47 @@ def choice(value: Any, path: str, allowed: Iterable[str]) -> str:
     return value
 
 
+def _checked(rule, value: Any, path: str, *args) -> str:
+    """``value`` through ``kirby.validation``'s ``rule``; its refusal names ``path``."""
+    try:
+        return rule(value, *args)
+    except InvalidValue as exc:
+        raise DemoImportError(path, str(exc)) from None
+
+
 def name(value: Any, path: str, what: str, max_length: int) -> str:
-    """A job or environment name: letters, digits, '_', '.', '-' (no ':' since names form run ids)."""
+    """A job or environment name (``kirby.vocabulary``'s name rule: they form run ids)."""
     string(value, path, max_length, empty=False)
-    if not NAME.match(value):
-        raise DemoImportError(path, f"{value!r} is not a valid {what} name; use letters, digits, '_', '.' and '-'")
-    return value
+    return _checked(validation.job_or_environment_name, value, path, f"{what} name")
 
 
 def package_name(value: Any, path: str, hint: str = "") -> str:
     string(value, path, 128, empty=False)
     try:
-        names.check_package(value)
-    except PackageError as exc:
+        return validation.package_name(value)
+    except InvalidValue as exc:
         raise DemoImportError(path, f"{exc}{hint}") from None
-    return value
 
 
 def version(value: Any, path: str) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         raise DemoImportError(path, f'is a number; write the version as a string, e.g. "{value}"')
     string(value, path, 64, empty=False)
-    try:
-        names.check_version(value)
-    except PackageError as exc:
-        raise DemoImportError(path, str(exc)) from None
-    return value
+    return _checked(validation.package_version, value, path)
 
 
 def module(value: Any, path: str) -> str:
     string(value, path, 255, empty=False)
-    try:
-        names.module_for("", value)
-    except PackageError as exc:
-        raise DemoImportError(path, str(exc)) from None
-    return value
+    return _checked(validation.module_path, value, path)
 
 
 def variable(key: str, path: str) -> str:
-    if not VARIABLE.match(key) or len(key) > 255:
-        raise DemoImportError(path, f"{key!r} is not a valid environment variable name; use letters, digits and '_'")
-    return key
+    return _checked(validation.variable_name, key, path)
 
 
 def email(value: Any, path: str) -> str:
     string(value, path, 255, empty=False)
-    if not EMAIL.match(value):
-        raise DemoImportError(path, f"{value!r} is not an email address")
-    return value
+    return _checked(validation.email, value, path)
 
 
 def scalar_text(value: Any, path: str) -> str:

@@ -8,7 +8,7 @@ import re
 from sqlalchemy import event, func, select
 from test_web_support import SECRET_VALUES, admin_client, app, seed, settings, viewer_client, web  # noqa: F401
 
-from kirby.models import CatchUp, ConfigKey, ConfigScope, Context, Run, RunState, Schedule
+from kirby.models import CatchUp, ConfigKey, ConfigScope, Context, Environment, Job, Run, RunState, Schedule
 
 
 def schedule_form(context_id: int, **overrides) -> dict:
@@ -71,6 +71,17 @@ def test_the_edit_page_shows_the_preview(app, viewer_client, admin_client):
     assert details.count(" UTC</td>") == 5
 
 
+def test_names_that_would_break_run_ids_are_refused_by_the_forms(app, admin_client):
+    """The name rule of the import holds in the admin forms too: ':' and '#' separate run-id parts."""
+    seed(app)
+    jobs, environments = count(app, Job), count(app, Environment)
+    page = admin_client.post("/admin/job/new/", data={"name": "a:b", "type": "scheduled", "enabled": "y"})
+    assert "&#39;a:b&#39; is not a valid job name" in page.get_data(as_text=True)
+    page = admin_client.post("/admin/environment/new/", data={"name": "eu#1"})
+    assert "&#39;eu#1&#39; is not a valid environment name" in page.get_data(as_text=True)
+    assert (count(app, Job), count(app, Environment)) == (jobs, environments)
+
+
 def test_bad_package_names_and_versions_are_refused(app, admin_client):
     ids = seed(app)
     form = {
@@ -81,10 +92,10 @@ def test_bad_package_names_and_versions_are_refused(app, admin_client):
         "enabled": "y",
     }
     page = admin_client.post("/admin/context/new/", data=form).get_data(as_text=True)
-    assert "is not a valid package name" in page
+    assert "is not a valid name: use letters" in page  # the rule of kirby.validation
     form.update(package_name="good-name", package_version="latest")
     page = admin_client.post("/admin/context/new/", data=form).get_data(as_text=True)
-    assert "is not a version" in page
+    assert "is not a valid exact version" in page
     assert count(app, Context) == 1
 
 
@@ -217,7 +228,7 @@ def test_config_keys_inline_in_a_job_form_get_the_job_scope(app, admin_client):
         "config-1-value": "x",
     }
     page = admin_client.post("/admin/job/new/", data=form).get_data(as_text=True)
-    assert "is not an environment variable name" in page  # refused, nothing saved
+    assert "is not a valid environment variable name" in page  # refused, nothing saved
     del form["config-1-key"], form["config-1-value"]
     assert admin_client.post("/admin/job/new/", data=form).status_code == 302
     from kirby.models import Job
