@@ -23,9 +23,10 @@ from kirby.admin.schedules import ScheduleView
 from kirby.admin.users import UserView
 from kirby.models import ConfigKey, Context, Environment, Ext, Job, NotificationGroup, Schedule, Suspension, User
 from kirby.web.security import csp_nonce, handler_hashes
+from kirby.web.state import WebState
 
 
-def init_admin(app: Flask, state) -> Admin:
+def init_admin(app: Flask, state: WebState) -> Admin:
     with warnings.catch_warnings():
         # Flask-Admin 2.x deprecates passing a session (it wants a Flask-SQLAlchemy object, which
         # Kirby does not use: its models are plain SQLAlchemy shared with the supervisors).
@@ -50,25 +51,29 @@ def inline_handlers(admin: Admin) -> list[str]:
     return handlers
 
 
-def _build(app: Flask, state) -> Admin:
+def _build(app: Flask, state: WebState) -> Admin:
     session = state.scoped
     admin = Admin(
         app,
         name="Kirby",
         theme=Bootstrap4Theme(base_template="kirby_admin/base.html", fluid=True),
-        index_view=HomeView(name="Home", url="/admin"),
+        index_view=HomeView(name="Home", url="/admin", state=state),
         csp_nonce_generator=csp_nonce,
     )
-    admin.add_view(JobView(Job, session, name="Jobs", category="Scripts"))
-    admin.add_view(ContextView(Context, session, name="Contexts", category="Scripts"))
-    admin.add_view(ScheduleView(Schedule, session, name="Schedules", category="Scripts"))
-    admin.add_view(SuspensionView(Suspension, session, name="Suspensions", category="Scripts"))
-    admin.add_view(EnvironmentView(Environment, session, name="Environments", category="Scripts"))
-    admin.add_view(GlobalConfigView(ConfigKey, session, name="Config keys", endpoint="config", category="Settings"))
-    admin.add_view(NotificationGroupView(NotificationGroup, session, name="Notification groups", category="Settings"))
-    admin.add_view(ExtView(Ext, session, name="Exts", category="Settings"))
-    admin.add_view(UserView(User, session, name="Users", category="Settings"))
-    admin.add_view(RunView(session))
-    admin.add_view(LogsView(name="Logs", endpoint="logs"))
-    admin.add_view(SupervisorsView(name="Supervisors", endpoint="supervisors"))
+    admin.add_view(JobView(Job, session, name="Jobs", category="Scripts", state=state))
+    admin.add_view(ContextView(Context, session, name="Contexts", category="Scripts", state=state))
+    admin.add_view(ScheduleView(Schedule, session, name="Schedules", category="Scripts", state=state))
+    admin.add_view(SuspensionView(Suspension, session, name="Suspensions", category="Scripts", state=state))
+    admin.add_view(EnvironmentView(Environment, session, name="Environments", category="Scripts", state=state))
+    admin.add_view(
+        GlobalConfigView(ConfigKey, session, name="Config keys", endpoint="config", category="Settings", state=state)
+    )
+    admin.add_view(
+        NotificationGroupView(NotificationGroup, session, name="Notification groups", category="Settings", state=state)
+    )
+    admin.add_view(ExtView(Ext, session, name="Exts", category="Settings", state=state))
+    admin.add_view(UserView(User, session, name="Users", category="Settings", state=state))
+    admin.add_view(RunView(session, state=state))
+    admin.add_view(LogsView(name="Logs", endpoint="logs", state=state))
+    admin.add_view(SupervisorsView(name="Supervisors", endpoint="supervisors", state=state))
     return admin

@@ -34,7 +34,14 @@ def is_admin() -> bool:
 
 
 class _Access:
+    """Login and role checks, and the web state (``state``: settings, database, bus, leases,
+    clock), which every view receives from ``init_admin`` instead of reaching for it."""
+
     admin_only = False
+
+    def __init__(self, *args, state=None, **kwargs):
+        self.state = state
+        super().__init__(*args, **kwargs)
 
     def is_accessible(self) -> bool:
         if not current_user.is_authenticated:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from flask import abort, flash, redirect, url_for
 from flask_admin import expose
 from flask_admin.actions import action
@@ -16,6 +14,7 @@ from kirby.admin.config import InlineConfig, config_summary
 from kirby.admin.validators import job_name, package_name, package_version
 from kirby.errors import KirbyError
 from kirby.models import ConfigScope, Context, Job, JobType
+from kirby.web.run_now import run_now
 
 
 def run_now_button(context: Context) -> Markup:
@@ -76,11 +75,8 @@ class ContextView(KirbyModelView):
     def run_now(self, context_id: int):
         if not is_admin():
             abort(403)
-        from kirby.web.run_now import run_now
-        from kirby.web.state import web_state
-
         try:
-            offer = run_now(web_state(), context_id, datetime.now(timezone.utc))
+            offer = run_now(self.state, context_id, self.state.clock.now())
         except KirbyError as exc:
             flash(f"Not run: {exc}", "error")
             return redirect(url_for(".index_view"))

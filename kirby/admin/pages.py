@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from flask import request
 from flask_admin import AdminIndexView, expose
@@ -16,10 +16,8 @@ from kirby.models import Job, Run, RunState
 class HomeView(_Access, AdminIndexView):
     @expose("/")
     def index(self):
-        from kirby.web.state import web_state
-
-        since = datetime.now(timezone.utc) - timedelta(hours=24)
-        with web_state().database.session() as s:
+        since = self.state.clock.now() - timedelta(hours=24)
+        with self.state.database.session() as s:
             jobs = s.scalar(select(func.count()).select_from(Job))
             by_state = dict(
                 s.execute(select(Run.state, func.count()).where(Run.scheduled_at >= since).group_by(Run.state)).all()
@@ -31,9 +29,7 @@ class HomeView(_Access, AdminIndexView):
 class SupervisorsView(KirbyBaseView):
     @expose("/")
     def index(self):
-        from kirby.web.state import web_state
-
-        store = web_state().lease_store
+        store = self.state.lease_store
         daemons: dict[str, list[str]] = defaultdict(list)
         for daemon, owner in sorted(store.daemon_holders().items()):
             daemons[owner].append(daemon)
@@ -44,16 +40,14 @@ class SupervisorsView(KirbyBaseView):
             leader=store.leader(),
             epoch=store.current_epoch(),
             daemons=daemons,
-            now=datetime.now(timezone.utc),
+            now=self.state.clock.now(),
         )
 
 
 class LogsView(KirbyBaseView):
     @expose("/")
     def index(self):
-        from kirby.web.state import web_state
-
-        with web_state().database.session() as s:
+        with self.state.database.session() as s:
             jobs = list(s.scalars(select(Job.name).order_by(Job.name)))
         return self.render(
             "kirby_admin/logs.html", jobs=jobs, job=request.args.get("job", ""), run=request.args.get("run", "")

@@ -6,6 +6,7 @@ from wtforms import PasswordField
 from wtforms.validators import Length, Optional, ValidationError
 
 from kirby.admin.base import AdminOnlyModelView
+from kirby.users import hash_password
 
 
 class UserView(AdminOnlyModelView):
@@ -24,11 +25,8 @@ class UserView(AdminOnlyModelView):
     column_labels = {"new_password": "Password"}
 
     def on_model_change(self, form, model, is_created) -> None:
-        from kirby.users import hash_password
-        from kirby.web.state import web_state
-
         password = form.new_password.data
         if is_created and not password:
             raise ValidationError("a new user needs a password (at least 8 characters)")
         if password:
-            model.password_hash = hash_password(password, web_state().settings)
+            model.password_hash = hash_password(password, self.state.settings)

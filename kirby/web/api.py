@@ -7,8 +7,6 @@ a logged-in admin asking for /schedule sees secret values masked.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError, validate_csrf
@@ -17,6 +15,7 @@ from wtforms import ValidationError
 
 from kirby.errors import KirbyError
 from kirby.models import Run
+from kirby.schedule.document import build_schedule
 from kirby.web.metrics import render_metrics
 from kirby.web.queries import BadQuery, RunFilter, line_dict, log_lines_after, parse_int, run_dict, runs_page
 from kirby.web.run_now import context_for, run_now
@@ -25,10 +24,6 @@ from kirby.web.state import web_state
 
 blueprint = Blueprint("api", __name__)
 MASK = "********"
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @blueprint.app_errorhandler(BadQuery)
@@ -49,8 +44,6 @@ def healthz():
 
 @blueprint.route("/schedule")
 def schedule():
-    from kirby.schedule.document import build_schedule
-
     state = web_state()
     token_ok = bearer_token_ok(state.settings.api_token)
     admin_session = current_user.is_authenticated and current_user.is_admin
@@ -59,7 +52,7 @@ def schedule():
             return api_error(503, "the schedule API is disabled: set KIRBY_API_TOKEN for kirby web and the supervisors")
         return api_error(401, "send Authorization: Bearer <KIRBY_API_TOKEN>")
     with state.database.session() as s:
-        document = build_schedule(s, _now())
+        document = build_schedule(s, state.clock.now())
     if not token_ok:
         for entry in document["contexts"]:
             entry["config"] = {k: (MASK if k in entry["secrets"] else v) for k, v in entry["config"].items()}
@@ -113,7 +106,7 @@ def job_run_now(name: str):
     try:
         with state.database.session() as s:
             context_id = context_for(s, name, environment).id
-        offer = run_now(state, context_id, _now())
+        offer = run_now(state, context_id, state.clock.now())
     except KirbyError as exc:
         return api_error(400, str(exc))
     return jsonify({"run_id": offer.run_id, "job": offer.job, "environment": offer.environment}), 202
@@ -124,5 +117,5 @@ def job_run_now(name: str):
 def metrics():
     state = web_state()
     with state.database.session() as s:
-        body = render_metrics(s, state.lease_store, _now())
+        body = render_metrics(s, state.lease_store, state.clock.now())
     return Response(body, mimetype="text/plain; version=0.0.4")

@@ -14,6 +14,7 @@ from datetime import timedelta
 from flask import Flask, redirect, url_for
 from flask_wtf.csrf import CSRFProtect
 
+from kirby.admin import init_admin
 from kirby.config import Settings
 from kirby.db import Database, open_database
 from kirby.web import api, auth, logs
@@ -55,8 +56,6 @@ def create_app(settings: Settings, database: Database | None = None, bus=None, l
     app.register_blueprint(auth.blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(logs.blueprint)
-
-    from kirby.admin import init_admin
 
     init_admin(app, state)
     app.after_request(add_security_headers)

@@ -18,6 +18,7 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from kirby.models import Role, User
+from kirby.users import authenticate
 from kirby.web.state import web_state
 
 blueprint = Blueprint("auth", __name__)
@@ -82,8 +83,6 @@ def login():
         if wait > 0:
             flash(f"Too many failed logins: try again in {int(wait) + 1} s.", "error")
             return render_template("kirby/login.html", form=form), 429
-        from kirby.users import authenticate
-
         with state.database.session() as s:
             user = authenticate(s, state.settings, form.username.data.strip(), form.password.data)
             found = LoginUser(user.id, user.username, user.role) if user is not None and user.active else None

@@ -10,6 +10,7 @@ from kirby.errors import KirbyError
 from kirby.events import Offer
 from kirby.models import Context, Job
 from kirby.recorder import offer_event, record
+from kirby.schedule.document import manual_offer
 from kirby.web.state import WebState
 
 
@@ -37,8 +38,6 @@ def run_now(state: WebState, context_id: int, now: datetime) -> Offer:
     Raises KirbyError (nothing published) for an unknown context or a daemon; a bus failure is
     recorded on the run (``skipped``, with the reason) and raised.
     """
-    from kirby.schedule.document import manual_offer
-
     with state.database.session() as s:
         offer = manual_offer(s, context_id, now)
     with state.database.session() as s:  # the row exists before any supervisor can report on it

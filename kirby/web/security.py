@@ -18,6 +18,8 @@ from flask import Flask, Response, current_app, g, jsonify, request
 from flask.sessions import SecureCookieSessionInterface
 from flask_login import current_user
 
+from kirby.web.state import web_state
+
 # Scripts run only from our own origin or with this response's nonce (Flask-Admin marks its inline
 # <script> blocks with it). Flask-Admin's templates also use a few fixed inline event handlers
 # (onclick="return modelActions.execute('delete');"...): admin pages allow exactly those, by hash
@@ -82,8 +84,6 @@ def api_auth(admin: bool = False) -> Callable:
     def decorate(view: Callable) -> Callable:
         @wraps(view)
         def wrapper(*args, **kwargs):
-            from kirby.web.state import web_state
-
             if bearer_token_ok(web_state().settings.api_token):
                 return view(*args, **kwargs)
             if not current_user.is_authenticated:

@@ -8,9 +8,12 @@ from dataclasses import dataclass, field
 from flask import current_app
 from sqlalchemy.orm import scoped_session
 
+from kirby.bus import open_bus
 from kirby.bus.base import OfferBus
+from kirby.clock import SYSTEM_CLOCK, Clock
 from kirby.config import Settings
 from kirby.db import Database
+from kirby.lease import open_lease_store
 from kirby.lease.base import LeaseStore
 from kirby.web.throttle import LoginThrottle
 
@@ -22,6 +25,7 @@ class WebState:
     _bus: OfferBus | None = None
     _lease_store: LeaseStore | None = None
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    clock: Clock = SYSTEM_CLOCK
     owns: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     stopping: threading.Event = field(default_factory=threading.Event)  # set at shutdown: streams end
@@ -34,8 +38,6 @@ class WebState:
     def bus(self) -> OfferBus:
         with self._lock:
             if self._bus is None:
-                from kirby.bus import open_bus
-
                 self._bus = open_bus(self.settings)
                 self.owns.add("bus")
             return self._bus
@@ -44,8 +46,6 @@ class WebState:
     def lease_store(self) -> LeaseStore:
         with self._lock:
             if self._lease_store is None:
-                from kirby.lease import open_lease_store
-
                 self._lease_store = open_lease_store(self.settings)
                 self.owns.add("lease_store")
             return self._lease_store
