@@ -300,6 +300,8 @@ class Run(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Starts recorded after the first one (another supervisor, another time): a slot that ran twice.
+    duplicate_starts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     @property
     def duration_seconds(self) -> float | None:
