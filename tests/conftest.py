@@ -139,3 +139,15 @@ def db(database_url: str, make_settings) -> Database:
     database = open_database(make_settings(SQLALCHEMY_DATABASE_URI=database_url))
     yield database
     database.dispose()
+
+
+# Tests that start whole clusters of real processes (kirby web + several supervisors, private
+# brokers) run one after another on one pytest-xdist worker ("cluster"), so that they never
+# compete with each other for the two cores; every other test is spread over the other workers.
+CLUSTER_FOLDERS = ("e2e", "chaos")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if Path(str(item.fspath)).parent.name in CLUSTER_FOLDERS:
+            item.add_marker(pytest.mark.xdist_group("cluster"))
