@@ -89,6 +89,10 @@ class ScheduleSnapshot:
     def daemons(self) -> tuple[ScheduleEntry, ...]:
         return tuple(e for e in self.entries if e.is_daemon)
 
+    def secret_values(self) -> set[str]:
+        """The values of every entry's secret config keys (a supervisor masks them in every run)."""
+        return {e.config[name] for e in self.entries for name in e.secrets if e.config.get(name)}
+
 
 def entry_offer(
     entry: ScheduleEntry,
