@@ -18,6 +18,7 @@ from kirby.tasks.masking import short_secret_error
 from kirby.vocabulary import name_problem
 
 VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -68,6 +69,18 @@ def secret_value(value: str, key: str) -> str:
     problem = short_secret_error(key, value)
     if problem:
         raise InvalidValue(problem)
+    return value
+
+
+def run_user(value: object) -> str | None:
+    """A job's ``run_as``: empty (None: the supervisors' KIRBY_RUN_USER) or an unprivileged user name."""
+    if not value:
+        return None
+    if not isinstance(value, str) or not USER.match(value) or value == "root":
+        raise InvalidValue(
+            f"{value!r} is not an unprivileged user name: name a system user of the supervisors' hosts, "
+            "e.g. kirby-team-a, or leave it empty"
+        )
     return value
 
 

@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from kirby.config import Settings
-from kirby.errors import ConfigError
+from kirby.errors import ConfigError, PackageError
 from kirby.tasks.base import Executor, OutputLine, RunResult, RunSpec
 from kirby.tasks.install import Installer, default_installer
-from kirby.tasks.isolation import RunLimits, check_run_access, run_identity
+from kirby.tasks.isolation import RunIdentity, RunLimits, check_run_access, identity_of, run_identity
 from kirby.tasks.masking import Masker, index_credentials
 from kirby.tasks.names import module_for
 from kirby.tasks.process import RunProcess
@@ -61,13 +61,15 @@ class LocalExecutor(Executor):
         known_secrets: Callable[[], Iterable[str]] | None = None,
     ):
         self.supervisor_name = supervisor_name
+        self.settings = settings
         self.run_directory = Path(settings.run_directory)
         self.identity = run_identity(settings)
         self.limits = RunLimits.from_settings(settings)
-        python = settings.run_python or sys.executable
+        self.python = python = settings.run_python or sys.executable
         if settings.run_python:
             check_run_python(python)
         self.tightened = check_run_access(settings, self.identity, python)
+        self._identities: dict[str, RunIdentity] = {}  # run_as user -> identity, checked once
         self.cache = VenvCache(settings.venv_directory, installer or default_installer(settings.package_index, python))
         self.timeout_grace = timeout_grace
         self.known_secrets = known_secrets or (lambda: ())
@@ -89,9 +91,31 @@ class LocalExecutor(Executor):
                 self._masker_key, self._masker = key, Masker([*self._index_secrets, *key])
             return self._masker
 
-    def _open_fence_path(self, spec: RunSpec) -> None:
+    def identity_for(self, spec: RunSpec) -> RunIdentity:
+        """The identity ``spec`` runs as: its job's ``run_as`` if set, else the executor's.
+
+        Raises PackageError (nothing started) when ``run_as`` cannot be used: unknown user, root,
+        a supervisor that cannot switch, or Kirby's files within its reach.
+        """
+        if not spec.run_as:
+            return self.identity
+        name = spec.run_as
+        with self._lock:
+            known = self._identities.get(name)
+        if known is not None:
+            return known
+        try:
+            who = identity_of(name, f"run_as of job {spec.job!r}")
+            check_run_access(self.settings, who, self.python)
+        except ConfigError as exc:
+            raise PackageError(str(exc)) from None
+        with self._lock:
+            self._identities[name] = who
+        return who
+
+    def _open_fence_path(self, spec: RunSpec, identity: RunIdentity) -> None:
         """Let the run user stat its fence file: its directories up to the run directory become 0711."""
-        if not spec.fence_file or not self.identity.switch:
+        if not spec.fence_file or not identity.switch:
             return
         for parent in Path(spec.fence_file).parents:
             if parent == self.run_directory or self.run_directory not in parent.parents:
@@ -104,6 +128,7 @@ class LocalExecutor(Executor):
 
     def start(self, spec: RunSpec, on_line: Callable[[OutputLine], None], on_exit: Callable[[RunResult], None]) -> None:
         module = module_for(spec.package, spec.module)
+        identity = self.identity_for(spec)
         masker = self.masker()
         lease = self.cache.acquire(spec.package, spec.version)
         with self._lock:
@@ -119,7 +144,7 @@ class LocalExecutor(Executor):
                 on_exit(result)
 
             try:
-                self._open_fence_path(spec)
+                self._open_fence_path(spec, identity)
                 self._runs[spec.run_id] = RunProcess(
                     spec,
                     lease.path,
@@ -128,7 +153,7 @@ class LocalExecutor(Executor):
                     on_line,
                     finished,
                     self.timeout_grace,
-                    identity=self.identity,
+                    identity=identity,
                     limits=self.limits,
                     masker=masker,
                 )

@@ -6,11 +6,12 @@ tested end to end in tests/e2e/test_isolation.py.)
 
 from __future__ import annotations
 
+import shutil
 import signal
 
 import pytest
 
-from kirby.errors import ConfigError
+from kirby.errors import ConfigError, PackageError
 from kirby.tasks.executor import LocalExecutor
 from kirby.tasks.process import CUT_MARKER, MAX_LINE
 
@@ -97,3 +98,38 @@ def test_a_root_supervisor_without_run_user_refuses_to_run_scripts(make_settings
 def test_an_unknown_run_user_is_refused(make_settings):
     with pytest.raises(ConfigError, match="KIRBY_RUN_USER='no-such-kirby-user': no such user; create it"):
         LocalExecutor(make_settings(KIRBY_RUN_USER="no-such-kirby-user"), "s")
+
+
+@pytest.fixture
+def open_root():
+    from tests.isolation import open_folder
+
+    folder = open_folder()
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_job_s_run_as_user_runs_its_scripts(make_settings, example_index, collector, spec_for, open_root):
+    """Per-job ``run_as`` (admin-only): that job's runs switch to its user; root or an unknown user
+    is refused before anything starts."""
+    from tests.isolation import run_python, run_user
+
+    user = run_user()
+    settings = make_settings(
+        KIRBY_PACKAGE_INDEX=example_index,
+        KIRBY_VENV_DIRECTORY=str(open_root / "venvs"),
+        KIRBY_RUN_DIRECTORY=str(open_root / "runs"),
+        KIRBY_RUN_PYTHON=run_python(),
+    )
+    executor = LocalExecutor(settings, "test-supervisor", timeout_grace=1.0)
+    try:
+        executor.prepare(PROBER, "1.0.0")
+        spec = spec_for(PROBER, run_as=user.pw_name, config={"PROBE_CMDLINE": "kirby-no-such-process"})
+        assert _run(executor, spec, collector).state == "succeeded", collector.texts()
+        assert collector.texts("stdout")[0].startswith(f"identity uid {user.pw_uid} euid {user.pw_uid} ")
+        for name, message in (("root", "is root: name an unprivileged user"), ("no-such-kirby-user", "no such user")):
+            with pytest.raises(PackageError, match=f"run_as of job 'test-job'={name!r}.*{message}"):
+                executor.start(spec_for(PROBER, run_as=name), collector.on_line, collector.on_exit)
+        assert executor.running() == []
+    finally:
+        executor.shutdown(grace=1.0)
