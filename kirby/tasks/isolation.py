@@ -139,6 +139,14 @@ def unreachable_parent(path: Path, who: RunIdentity) -> Path | None:
     return None
 
 
+def make_searchable_directory(path: Path) -> None:
+    """Create ``path`` and its missing parents 0711 (under umask 077 they would be 0700)."""
+    missing = [p for p in [path, *path.parents] if not p.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        os.chmod(directory, 0o711)
+
+
 def _state_files(settings: Settings) -> list[tuple[str, Path]]:
     """Files no run may read, with the variable that names each: settings, embedded and script DB."""
     files = [("the settings file", Path.cwd() / ".env")]
@@ -159,6 +167,8 @@ def check_run_access(settings: Settings, who: RunIdentity, python: str) -> list[
     """
     if not who.switch:
         return []  # same uid: file modes cannot separate the run from Kirby
+    for directory in (settings.venv_directory, settings.run_directory):
+        make_searchable_directory(Path(directory))
     for variable, path in (
         ("KIRBY_VENV_DIRECTORY", settings.venv_directory),
         ("KIRBY_RUN_DIRECTORY", settings.run_directory),

@@ -163,3 +163,18 @@ def test_harden_process_sets_umask_077(tmp_path):
         timeout=60,
     )
     assert done.stdout.split() == ["True", "0o77"], done.stderr
+
+
+def test_missing_venv_and_run_directories_are_created_searchable(make_settings, open_root):
+    old = os.umask(0o077)  # as in kirby's processes
+    try:
+        settings = make_settings(
+            KIRBY_EMBEDDED_PATH=str(open_root / "embedded.db"),
+            KIRBY_VENV_DIRECTORY=str(open_root / "state" / "venvs"),
+            KIRBY_RUN_DIRECTORY=str(open_root / "state" / "runs"),
+        )
+        check_run_access(settings, OTHER, "/usr/bin/env")
+    finally:
+        os.umask(old)
+    for name in ("state", "state/venvs", "state/runs"):
+        assert oct((open_root / name).stat().st_mode & 0o777) == "0o711", name
