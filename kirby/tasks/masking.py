@@ -60,13 +60,16 @@ def redact_url(url: str) -> str:
 
 
 class Masker:
-    """Replaces every secret piece (see ``secret_pieces``) by ``***``. Immutable, thread-safe."""
+    """Replaces every secret piece (see ``secret_pieces``) by ``***``. Immutable, thread-safe.
+
+    Each piece is first looked for with ``in`` (C speed, ~1 GB/s per piece); only the pieces found
+    go into the regular expression that replaces them (a regex alternation of every piece would
+    scan at well under 1 MB/s with a few hundred secrets).
+    """
 
     def __init__(self, values: Iterable[str] = ()):
         self.pieces = frozenset(secret_pieces(values))
-        ordered = sorted(self.pieces, key=len, reverse=True)  # longest first: no partial masks
-        self._ordered = ordered
-        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self._ordered = sorted(self.pieces, key=len, reverse=True)  # longest first: no partial masks
 
     def with_values(self, values: Iterable[str]) -> Masker:
         """This masker plus ``values`` (itself when they add nothing)."""
@@ -74,7 +77,10 @@ class Masker:
         return Masker(self.pieces | extra) if extra else self
 
     def __call__(self, text: str) -> str:
-        return self._pattern.sub(MASK, text) if self._pattern else text
+        present = [piece for piece in self._ordered if piece in text]
+        if not present:
+            return text
+        return re.compile("|".join(map(re.escape, present))).sub(MASK, text)
 
     def mask_cut(self, kept: str) -> str:
         """Mask the end of ``kept`` (a line cut short) where it is the start of a secret."""
