@@ -213,7 +213,9 @@ def describe(who: RunIdentity, limits: RunLimits, non_dumpable: bool) -> str:
     active = [
         "Kirby processes non-dumpable" if non_dumpable else "Kirby processes DUMPABLE (prctl failed)",
         "secrets kept out of /proc/<pid>/environ",
-        "private run directories (0700) with their own TMPDIR",
+        "private run directories (0700) with their own TMPDIR"
+        if who.switch
+        else "run directories 0700 with their own TMPDIR (runs share one uid: not private from each other)",
         "venvs read-only to runs" if who.switch else "venvs owned by the same user (not protected)",
     ]
     limits_text = ", ".join(

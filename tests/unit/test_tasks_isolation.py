@@ -43,7 +43,7 @@ def test_without_run_user_a_non_root_supervisor_runs_scripts_as_itself_and_says_
     assert (who.user, who.uid, who.switch) == ("nobody", nobody.pw_uid, False)
     line = describe(who, RunLimits(memory=1024), non_dumpable=True)
     assert "as the supervisor's own user" in line and "set KIRBY_RUN_USER" in line
-    assert "Kirby processes non-dumpable" in line and "private run directories (0700)" in line
+    assert "Kirby processes non-dumpable" in line and "not private from each other" in line
     assert "venvs owned by the same user (not protected)" in line and "limits: memory 1024" in line
 
 
