@@ -7,12 +7,14 @@ Commands live in ``kirby/commands/``, one module each, and stay thin: parse, bui
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
 
 from kirby.config import load_settings
 from kirby.errors import KirbyError
+from kirby.hardening import PRIVATE_UMASK
 
 
 class KirbyGroup(click.Group):
@@ -30,6 +32,7 @@ class KirbyGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """Kirby runs Python scripts on a cluster: scheduled (cron) or daemons."""
+    os.umask(PRIVATE_UMASK)  # every file Kirby creates (databases, run directories) is private to its user
     settings = load_settings()
     logging.basicConfig(level=logging.INFO, format=settings.log_format)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # no migration chatter in dialogues

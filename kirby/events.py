@@ -50,6 +50,7 @@ class Offer:
     epoch: int | None = None
     context_id: int | None = None
     module: str = ""
+    run_as: str | None = None  # the job's run user, instead of the supervisor's KIRBY_RUN_USER
     config: dict[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()
     timeout_seconds: int | None = None

@@ -87,6 +87,8 @@ class Job(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     # Module run with ``python -m``; empty means derived from the package name.
     module: Mapped[str] = mapped_column(String(255), default="")
+    # Unprivileged user this job's runs switch to instead of KIRBY_RUN_USER (set by admins only).
+    run_as: Mapped[str | None] = mapped_column(String(32), nullable=True, default=None)
 
     contexts: Mapped[list[Context]] = relationship(back_populates="job", cascade="all, delete-orphan")
     config: Mapped[list[ConfigKey]] = relationship(

@@ -118,6 +118,7 @@ def make_settings(tmp_path: Path):
             "KIRBY_EMBEDDED_PATH": str(tmp_path / "embedded.db"),
             "KIRBY_VENV_DIRECTORY": str(tmp_path / "venvs"),
             "KIRBY_RUN_DIRECTORY": str(tmp_path / "runs"),
+            "KIRBY_ALLOW_ROOT_RUNS": "true",  # CI runs as root; tests of isolation set KIRBY_RUN_USER
         }
         environ.update(variables)
         return load_settings(environ=environ, cwd=tmp_path)

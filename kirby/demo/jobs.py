@@ -39,7 +39,10 @@ def config_values(value: Any, path: str) -> tuple[ConfigValue, ...]:
                 )
             checks.keys(item, where, required=("value",), optional=("secret",))
             secret = checks.boolean(item.get("secret", False), child(where, "secret"))
-            result.append(ConfigValue(key, checks.scalar_text(item["value"], child(where, "value")), secret))
+            text = checks.scalar_text(item["value"], child(where, "value"))
+            if secret:
+                checks.secret_value(key, text, child(where, "value"))
+            result.append(ConfigValue(key, text, secret))
         else:
             result.append(ConfigValue(key, checks.scalar_text(item, where)))
     return tuple(result)

@@ -108,6 +108,7 @@ def context_document(
         "package": context.package_name,
         "version": context.package_version,
         "module": job.module or "",
+        "run_as": job.run_as or None,
         "config": values,
         "secrets": list(secrets),
         "schedules": [schedule_document(s) for s in sorted(context.schedules, key=lambda s: s.id)],

@@ -61,6 +61,7 @@ class ScheduleEntry:
     config: dict[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()
     schedules: tuple[ScheduleRule, ...] = ()
+    run_as: str | None = None  # the job's own run user (None: the supervisor's KIRBY_RUN_USER)
     suspensions: tuple[SuspensionWindow, ...] = ()
 
     @property
@@ -89,6 +90,10 @@ class ScheduleSnapshot:
     def daemons(self) -> tuple[ScheduleEntry, ...]:
         return tuple(e for e in self.entries if e.is_daemon)
 
+    def secret_values(self) -> set[str]:
+        """The values of every entry's secret config keys (a supervisor masks them in every run)."""
+        return {e.config[name] for e in self.entries for name in e.secrets if e.config.get(name)}
+
 
 def entry_offer(
     entry: ScheduleEntry,
@@ -112,6 +117,7 @@ def entry_offer(
         epoch=epoch,
         context_id=entry.context_id,
         module=entry.module,
+        run_as=entry.run_as,
         config=dict(entry.config),
         secrets=entry.secrets,
         timeout_seconds=rule.timeout_seconds,
@@ -206,6 +212,7 @@ def parse_entry(data: Any, path: str = "contexts[0]") -> ScheduleEntry:
         package=f.get("package", str),
         version=f.get("version", str),
         module=f.get("module", str, ""),
+        run_as=f.get("run_as", str, None),
         config=dict(config),
         secrets=tuple(str(s) for s in f.get("secrets", list, [])),
         schedules=tuple(_rule(s, f"{path}.schedules[{i}]") for i, s in enumerate(f.get("schedules", list, []))),

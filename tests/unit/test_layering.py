@@ -72,7 +72,9 @@ def test_nothing_below_the_web_imports_the_orm_the_web_or_the_admin():
     ]
 
 
-@pytest.mark.parametrize("module", ["kirby.vocabulary", "kirby.run_ids", "kirby.clock", "kirby.errors"])
+@pytest.mark.parametrize(
+    "module", ["kirby.vocabulary", "kirby.run_ids", "kirby.clock", "kirby.errors", "kirby.hardening"]
+)
 def test_the_vocabulary_depends_on_nothing_of_kirby(module):
     assert sorted(name for name in MODULES[module] if _under(name, "kirby")) == []
 

@@ -146,6 +146,35 @@ def test_saving_a_secret_blank_keeps_it(app, admin_client):
         assert s.get(ConfigKey, key_id).scope == ConfigScope.GLOBAL
 
 
+def test_a_secret_too_short_to_mask_is_refused_with_the_reason(app, admin_client):
+    seed(app)
+    page = admin_client.post("/admin/config/new/", data={"key": "PIN", "value": "12", "secret": "y"})
+    assert "secret &#39;PIN&#39; is shorter than 3 characters" in page.get_data(as_text=True)
+    form = {"name": "short-secret", "type": "scheduled", "enabled": "y", "module": "", "description": ""}
+    form.update({"config-0-key": "PIN", "config-0-value": "1", "config-0-secret": "y"})
+    page = admin_client.post("/admin/job/new/", data=form, follow_redirects=True).get_data(as_text=True)
+    assert "shorter than 3 characters" in page
+    with app.extensions["kirby"].database.session() as s:
+        assert s.scalar(select(ConfigKey.id).where(ConfigKey.key == "PIN")) is None  # nothing saved
+    assert admin_client.post("/admin/config/new/", data={"key": "PIN", "value": "12"}).status_code == 302  # not secret
+
+
+def test_run_as_is_an_unprivileged_user_name_set_in_the_job_form(app, admin_client, viewer_client):
+    form = {"name": "as-team", "type": "scheduled", "enabled": "y", "module": "", "description": ""}
+    for bad in ("root", "bad user;"):
+        page = admin_client.post("/admin/job/new/", data=form | {"run_as": bad}).get_data(as_text=True)
+        assert "is not an unprivileged user name" in page, bad
+    assert admin_client.post("/admin/job/new/", data=form | {"run_as": "kirby-team-a"}).status_code == 302
+    from kirby.models import Job
+
+    with app.extensions["kirby"].database.session() as s:
+        job = s.scalar(select(Job).where(Job.name == "as-team"))
+        assert job.run_as == "kirby-team-a"
+    viewer_client.post(f"/admin/job/edit/?id={job.id}", data=form | {"run_as": "kirby-other"})
+    with app.extensions["kirby"].database.session() as s:
+        assert s.get(Job, job.id).run_as == "kirby-team-a"  # viewers cannot change it
+
+
 def test_jobs_are_enabled_and_disabled(app, admin_client):
     ids = seed(app)
     admin_client.post("/admin/job/action/", data={"action": "disable", "rowid": str(ids["job_id"])})
