@@ -252,9 +252,9 @@ def _shift_of(tz: ZoneInfo, wall: datetime, offsets: tuple[timedelta, timedelta]
 
 def _instances(
     tz: ZoneInfo, wall: datetime, fb: FallBack, sf: SpringForward
-) -> tuple[tuple[datetime, ...], tuple[datetime, datetime] | None]:
-    """The instants a matching wall time fires at (ascending), and for a gap or repeated wall time
-    with no instant on the searched side, (transition, offsets) to jump over it (else None)."""
+) -> tuple[tuple[datetime, ...], tuple[datetime, tuple[timedelta, timedelta]] | None]:
+    """The instants a matching wall time fires at by the policy (ascending), and, for a wall time
+    in a gap, (transition, offsets before and after it) so a search can jump over the gap."""
     offsets = _offsets(tz, wall)
     first, second = offsets
     if first == second:
@@ -292,6 +292,17 @@ def _wall_previous(expression: str, wall: datetime) -> datetime:
         return cron.get_prev(datetime, start_time=wall)
     except CroniterBadDateError:
         raise CronError(f"{expression!r} does not fire before {wall.isoformat()}") from None
+
+
+def next_wall(expression: str, wall: datetime) -> datetime:
+    """The first naive wall-clock time strictly after naive ``wall`` that the fields match."""
+    return _wall_next(_parse(expression)[0], wall)
+
+
+def offset_change(tz: str, low: datetime, high: datetime) -> datetime:
+    """The UTC instant in (low, high] (whole seconds) where the zone's offset at ``low`` changes;
+    the caller knows it changes in between."""
+    return _transition(_zone(tz), int(low.timestamp()), int(high.timestamp()))
 
 
 def next_fire(expression: str, tz: str, after: datetime, dst: DstPolicy | None = None) -> datetime:

@@ -40,14 +40,17 @@ class Transition:
 
 
 def next_transition(tz: str, after: datetime) -> Transition | None:
-    """The zone's first offset change strictly after ``after`` within HORIZON, or None (no DST)."""
+    """The zone's first offset change strictly after ``after`` within HORIZON, or None (no DST).
+
+    Offsets are compared a week apart, so two changes within one week (none in today's rules)
+    would be missed as a pair."""
     zone = cron.zone(tz)
     low = after.astimezone(UTC).replace(microsecond=0)
     offset = low.astimezone(zone).utcoffset()
     while low - after < HORIZON:
         high = low + _STEP
         if high.astimezone(zone).utcoffset() != offset:
-            instant = cron._transition(zone, int(low.timestamp()), int(high.timestamp()))
+            instant = cron.offset_change(tz, low, high)
             return Transition(instant, offset, instant.astimezone(zone).utcoffset())
         low = high
     return None
@@ -75,7 +78,7 @@ def around(
     start_wall, end_wall = transition.wall_range
     affected: list[tuple[datetime, datetime, dict]] = []
     walls, more, wall = 0, 0, start_wall - _TICK
-    while (wall := cron._wall_next(expression, wall)) < end_wall:
+    while (wall := cron.next_wall(expression, wall)) < end_wall:
         if walls == LIMIT:
             more += 1
             continue

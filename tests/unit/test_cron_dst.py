@@ -219,16 +219,12 @@ def day_slots(expression: str, tz: str, day: tuple[int, int, int], dst=None) -> 
     [("Europe/Paris", (2026, 10, 25), (2026, 3, 29)), ("America/New_York", (2026, 11, 1), (2026, 3, 8))],
 )
 def test_fire_counts_on_transition_days(tz, fall_back_day, spring_forward_day):
-    counts = {
-        e: (len(day_slots(e, tz, fall_back_day)), len(day_slots(e, tz, spring_forward_day)))
-        for e in (
-            "0 * * * *",
-            "*/15 * * * *",
-            "30 2 * * *",
-        )
-    }
-    assert counts == {"0 * * * *": (25, 23), "*/15 * * * *": (100, 92), "30 2 * * *": (1, 1)}
-    ordinary = (fall_back_day[0], fall_back_day[1], fall_back_day[2] - 1)
+    """The README's examples: runs on the local fall-back day and spring-forward day (default policy)."""
+    expressions = ("0 * * * *", "*/15 * * * *", "30 2 * * *", "*/5 1-3 * * *")
+    counts = {e: (len(day_slots(e, tz, fall_back_day)), len(day_slots(e, tz, spring_forward_day))) for e in expressions}
+    assert counts == {"0 * * * *": (25, 23), "*/15 * * * *": (100, 92), "30 2 * * *": (1, 1), "*/5 1-3 * * *": (36, 24)}
+    assert len(day_slots("*/5 1-3 * * *", tz, fall_back_day, cron.DstPolicy(fall_back="both"))) == 48
+    ordinary = (fall_back_day[0], fall_back_day[1], fall_back_day[2] + 1)  # the day after
     assert len(day_slots("0 * * * *", tz, ordinary)) == 24
 
 

@@ -6,10 +6,10 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from test_scheduler import cluster, entry, lead, snapshot  # noqa: F401 (fixture)
 
 from kirby.cron import DstPolicy, slots_between
 from kirby.schedule import ScheduleRule, StaticScheduleSource
-from tests.unit.test_scheduler import cluster, entry, lead, snapshot  # noqa: F401 (fixture)
 
 UTC = timezone.utc
 PARIS = ZoneInfo("Europe/Paris")
