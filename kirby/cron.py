@@ -257,7 +257,7 @@ def _instances(
     in a gap, (transition, offsets before and after it) so a search can jump over the gap."""
     offsets = _offsets(tz, wall)
     first, second = offsets
-    if first == second:
+    if first == second:  # the usual case
         return (_utc(wall, first),), None
     if first > second:  # repeated
         early, late = _utc(wall, first), _utc(wall, second)
@@ -266,9 +266,8 @@ def _instances(
     return ((shift,) if sf is SpringForward.SHIFT else ()), (shift, offsets)
 
 
-def _in_repeated_pass(tz: ZoneInfo, instant: datetime) -> tuple[int, datetime, timedelta, timedelta] | None:
-    """If ``instant`` is in a repeated hour: (pass 0 or 1, transition, offset before, offset after)."""
-    local = instant.astimezone(tz)
+def _in_repeated_pass(tz: ZoneInfo, local: datetime) -> tuple[int, datetime, timedelta, timedelta] | None:
+    """If aware ``local`` (in ``tz``) is in a repeated hour: (pass 0 or 1, transition, offset before, after)."""
     now = local.utcoffset()
     other = local.replace(fold=1 - local.fold).utcoffset()
     if other == now or (local.fold == 0) != (now > other):  # not repeated (or a gap's fold quirk)
@@ -312,7 +311,7 @@ def next_fire(expression: str, tz: str, after: datetime, dst: DstPolicy | None =
     local = _aware(after, "after").astimezone(tzinfo)
     wall = local.replace(tzinfo=None)
     best = None
-    repeated = _in_repeated_pass(tzinfo, after)
+    repeated = _in_repeated_pass(tzinfo, local)
     if repeated is not None:
         fold, shift, before, later = repeated
         if fold == 0 and fb is not FallBack.FIRST:  # second occurrences of wall times <= now are to come
@@ -338,7 +337,7 @@ def previous_fire(expression: str, tz: str, before: datetime, dst: DstPolicy | N
     local = _aware(before, "before").astimezone(tzinfo)
     wall = local.replace(tzinfo=None)
     best = None
-    repeated = _in_repeated_pass(tzinfo, before)
+    repeated = _in_repeated_pass(tzinfo, local)
     if repeated is not None:
         fold, shift, earlier, after = repeated
         if fold == 1 and fb is not FallBack.SECOND:  # first occurrences of wall times >= now have fired
