@@ -30,6 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from kirby.clock import utcnow
+from kirby.cron import FallBack, SpringForward
 
 # The vocabulary is re-exported: the web and the admin read it together with the tables.
 from kirby.vocabulary import FINISHED_STATES, CatchUp, ConfigScope, JobType, Overlap, Role, RunState  # noqa: F401
@@ -142,6 +143,11 @@ class Schedule(Base):
     overlap: Mapped[Overlap] = mapped_column(_enum(Overlap, "overlap_policy"), default=Overlap.FORBID)
     timeout_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
     retries: Mapped[int] = mapped_column(Integer, default=0)
+    # DST policy (see kirby.cron): "auto" decides by the hour field.
+    dst_fall_back: Mapped[FallBack] = mapped_column(_enum(FallBack, "dst_fall_back"), default=FallBack.AUTO)
+    dst_spring_forward: Mapped[SpringForward] = mapped_column(
+        _enum(SpringForward, "dst_spring_forward"), default=SpringForward.AUTO
+    )
 
     context: Mapped[Context] = relationship(back_populates="schedules")
 

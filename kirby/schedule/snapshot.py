@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from kirby.cron import DstPolicy, FallBack, SpringForward
 from kirby.errors import KirbyError
 from kirby.events import Offer
 from kirby.run_ids import slot_run_id
@@ -31,6 +32,13 @@ class ScheduleRule:
     timeout_seconds: int | None = None
     retries: int = 0
     enabled: bool = True
+    dst_fall_back: str = FallBack.AUTO.value
+    dst_spring_forward: str = SpringForward.AUTO.value
+
+    @property
+    def dst(self) -> DstPolicy:
+        """The DST policy the cron functions take (``auto``: by the hour field, see kirby.cron)."""
+        return DstPolicy(self.dst_fall_back, self.dst_spring_forward)
 
 
 @dataclass(frozen=True)
@@ -185,6 +193,8 @@ def _rule(data: Any, path: str) -> ScheduleRule:
         timeout_seconds=f.get("timeout_seconds", int, None),
         retries=f.get("retries", int, 0),
         enabled=f.get("enabled", bool, True),
+        dst_fall_back=f.choice("dst_fall_back", FallBack, FallBack.AUTO.value),
+        dst_spring_forward=f.choice("dst_spring_forward", SpringForward, SpringForward.AUTO.value),
     )
 
 

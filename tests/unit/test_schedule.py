@@ -114,6 +114,8 @@ def test_build_schedule_lists_enabled_contexts_with_schedules_config_and_live_su
         "timeout_seconds": 30,
         "retries": 2,
         "enabled": True,
+        "dst_fall_back": "auto",
+        "dst_spring_forward": "auto",
     }
     assert second["enabled"] is False and second["catchup"] == "latest" and second["misfire_grace_seconds"] == 300
     assert [s["reason"] for s in report["suspensions"]] == ["maintenance", "freeze"]
