@@ -100,7 +100,7 @@ def _expected(context: Context, since: datetime, until: datetime) -> dict[str, t
     for schedule in context.schedules:
         if not schedule.enabled:
             continue
-        for instant in cron.slots_between(schedule.cron, schedule.timezone, since, until):
+        for instant in cron.slots_between(schedule.cron, schedule.timezone, since, until, schedule.dst):
             slots.setdefault(slot_run_id(context.job.name, context.environment.name, instant), (instant, schedule))
             if len(slots) > MAX_SLOTS:
                 raise KirbyError(f"more than {MAX_SLOTS} slots between {since} and {until}: audit a shorter period")

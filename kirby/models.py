@@ -30,7 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from kirby.clock import utcnow
-from kirby.cron import FallBack, SpringForward
+from kirby.cron import DstPolicy, FallBack, SpringForward
 
 # The vocabulary is re-exported: the web and the admin read it together with the tables.
 from kirby.vocabulary import FINISHED_STATES, CatchUp, ConfigScope, JobType, Overlap, Role, RunState  # noqa: F401
@@ -150,6 +150,14 @@ class Schedule(Base):
     )
 
     context: Mapped[Context] = relationship(back_populates="schedules")
+
+    @property
+    def dst(self) -> DstPolicy:
+        """The DST policy to pass to ``kirby.cron`` (unset columns: auto)."""
+        return DstPolicy(
+            FallBack(self.dst_fall_back or FallBack.AUTO).value,
+            SpringForward(self.dst_spring_forward or SpringForward.AUTO).value,
+        )
 
 
 class Suspension(Base):

@@ -37,7 +37,7 @@ def _instant(name: str, default: datetime) -> datetime:
 
 def _fires(schedule, now: datetime) -> list[datetime]:
     try:
-        return cron.next_fires(schedule.cron, schedule.timezone, now, 5)
+        return cron.next_fires(schedule.cron, schedule.timezone, now, 5, schedule.dst)
     except CronError:
         return []
 

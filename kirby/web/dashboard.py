@@ -80,7 +80,7 @@ def _next_fire(context: Context, now: datetime) -> tuple[datetime | None, str]:
         if not schedule.enabled:
             continue
         try:
-            fire = cron.next_fire(schedule.cron, schedule.timezone, now)
+            fire = cron.next_fire(schedule.cron, schedule.timezone, now, schedule.dst)
         except CronError:
             continue
         if best[0] is None or fire < best[0]:

@@ -126,3 +126,25 @@ def test_kirby_audit_prints_json_and_exits_1_on_a_missed_slot(db, audited, tmp_p
     assert document["ok"] is False and document["counts"]["missed"] >= 1
     done = subprocess.run([*args, _slot(15).isoformat()], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert done.returncode == 0 and "report in prod: 1 ran" in done.stdout, done.stdout + done.stderr
+
+
+def test_the_audit_expects_what_the_dst_rules_fire(db):
+    """An hourly job in Paris expects 25 slots on the fall-back day (both passes of 02:00)."""
+    with db.session() as s:
+        context = Context(
+            job=Job(name="hourly", type=JobType.SCHEDULED),
+            environment=Environment(name="prod"),
+            package_name="pkg",
+            package_version="1.0",
+        )
+        s.add(Schedule(context=context, cron="0 * * * *", timezone="Europe/Paris"))
+        s.commit()
+        day = audit(
+            s,
+            "hourly",
+            None,
+            datetime(2026, 10, 24, 22, 0, tzinfo=UTC) - timedelta(microseconds=1),
+            datetime(2026, 10, 25, 22, 59, tzinfo=UTC),
+            datetime(2026, 10, 27, tzinfo=UTC),
+        )
+    assert len(day.slots) == 25 and day.counts == {"missed": 25}
