@@ -52,6 +52,16 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
         None,
         "Token for the JSON API (the leader's /schedule calls). Unset: `kirby web` warns and /schedule answers 503.",
     ),
+    "KIRBY_PUBLIC_URL": ("http://127.0.0.1:8080", "The web UI's address as users reach it; links in notifications."),
+    "KIRBY_SMTP_URL": (
+        None,
+        "SMTP server of notification emails, e.g. `smtp://user:pass@host:587?starttls=true` (`smtps://` for TLS). Unset: no emails.",
+    ),
+    "KIRBY_MAIL_FROM": ("kirby@localhost", "Sender address of notification emails."),
+    "KIRBY_NOTIFY_COOLDOWN": (
+        "600",
+        "Seconds: at most one notification per group, job and event in this time; the rest come as one digest.",
+    ),
 }
 
 
@@ -208,6 +218,10 @@ class Settings:
     venv_directory: Path = Path("~/.kirby/venvs").expanduser()
     run_directory: Path = Path("~/.kirby/runs").expanduser()
     api_token: str | None = field(default=None, repr=False)
+    public_url: str = "http://127.0.0.1:8080"
+    smtp_url: str | None = field(default=None, repr=False)  # may hold a password
+    mail_from: str = "kirby@localhost"
+    notify_cooldown: int = 600
 
     @property
     def secret_key_is_default(self) -> bool:
@@ -278,4 +292,10 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
         venv_directory=directory("KIRBY_VENV_DIRECTORY"),
         run_directory=directory("KIRBY_RUN_DIRECTORY"),
         api_token=get("KIRBY_API_TOKEN"),
+        public_url=_parse_url("KIRBY_PUBLIC_URL", get("KIRBY_PUBLIC_URL"), ("http", "https")).rstrip("/"),
+        smtp_url=_parse_url("KIRBY_SMTP_URL", get("KIRBY_SMTP_URL"), ("smtp", "smtps"))
+        if get("KIRBY_SMTP_URL")
+        else None,
+        mail_from=get("KIRBY_MAIL_FROM"),
+        notify_cooldown=_parse_int("KIRBY_NOTIFY_COOLDOWN", get("KIRBY_NOTIFY_COOLDOWN")),
     )

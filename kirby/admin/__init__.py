@@ -17,6 +17,7 @@ from sqlalchemy import inspect as sa_inspect
 from kirby.admin.catalog import EnvironmentView, ExtView, NotificationGroupView, SuspensionView
 from kirby.admin.config import GlobalConfigView
 from kirby.admin.jobs import ContextView, JobView
+from kirby.admin.notifications import NotificationView
 from kirby.admin.pages import HomeView, LogsView, SupervisorsView
 from kirby.admin.runs import RunView
 from kirby.admin.schedules import ScheduleView
@@ -71,6 +72,7 @@ def _build(app: Flask, state: WebState) -> Admin:
     admin.add_view(
         NotificationGroupView(NotificationGroup, session, name="Notification groups", category="Settings", state=state)
     )
+    admin.add_view(NotificationView(session, category="Settings", state=state))
     admin.add_view(ExtView(Ext, session, name="Exts", category="Settings", state=state))
     admin.add_view(UserView(User, session, name="Users", category="Settings", state=state))
     admin.add_view(RunView(session, state=state))

@@ -23,7 +23,8 @@ JOB_KEYS = (
 )
 CRON_FIELDS = ("minute", "hour", "day", "month", "weekday", "second")
 POLICY_KEYS = ("timezone", "misfire_grace_seconds", "catchup", "overlap", "timeout_seconds", "retries")
-NOTIFY_ON = ("failure", "missed")
+NOTIFY_ON = ("failure", "missed", "lost", "recovery", "daemon", "suspended")  # kirby.notify.events
+DEFAULT_NOTIFY_ON = ("failure", "missed", "lost", "recovery", "daemon")
 
 
 def config_values(value: Any, path: str) -> tuple[ConfigValue, ...]:
@@ -136,12 +137,12 @@ def _contexts(versions: Any, config: dict, path: str) -> tuple[ContextSpec, ...]
     )
 
 
-def _notify_on(value: Any, path: str) -> tuple[bool, bool]:
+def _notify_on(value: Any, path: str) -> tuple[str, ...]:
     items = checks.array(value, path)
     for index, item in enumerate(items):
         checks.choice(item, child(path, index), NOTIFY_ON)
     checks.unique(items, path, "notify_on value")
-    return "failure" in items, "missed" in items
+    return tuple(items)
 
 
 def job(name: str, value: Any, path: str) -> JobSpec:
@@ -159,7 +160,7 @@ def job(name: str, value: Any, path: str) -> JobSpec:
     group = body.get("notification_group")
     if group is not None:
         group = checks.string(group, child(path, "notification_group"), 128, empty=False)
-    notify = (True, True)
+    notify = DEFAULT_NOTIFY_ON
     if "notify_on" in body:
         if group is None:
             raise DemoImportError(child(path, "notify_on"), "needs a notification_group to notify")
@@ -182,6 +183,5 @@ def job(name: str, value: Any, path: str) -> JobSpec:
         schedule=spec,
         config=config_values(config.get("JOB", {}), child(child(path, "config"), "JOB")),
         notification_group=group,
-        notify_on_failure=notify[0],
-        notify_on_missed=notify[1],
+        **{f"notify_on_{name}": name in notify for name in NOTIFY_ON},
     )

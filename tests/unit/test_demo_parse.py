@@ -265,7 +265,7 @@ DOCUMENT_ERRORS = [
     (
         "bad-notify-on",
         _set(ORDERS + "|notify_on", ["sms"]),
-        'JOBS.sensor_orders.notify_on[0]: "sms" is not one of: failure, missed',
+        'JOBS.sensor_orders.notify_on[0]: "sms" is not one of: failure, missed, lost, recovery, daemon, suspended',
     ),
     (
         "notify-on-without-group",
