@@ -17,6 +17,7 @@ from flask_wtf.csrf import generate_csrf
 from markupsafe import Markup, escape
 from sqlalchemy import select
 from wtforms import SelectField, StringField
+from wtforms.fields.choices import SelectChoice
 
 from kirby.admin.base import KirbyModelView, is_admin
 from kirby.admin.config import MASK
@@ -25,7 +26,11 @@ from kirby.models import Notification, NotificationGroup, NotificationWebhook
 from kirby.notify.outbox import enqueue_test
 
 KEEP_HINT = "Secret: leave blank to keep the stored one."
-FORMAT_CHOICES = [("json", "Kirby JSON"), ("slack", "Slack"), ("teams", "Microsoft Teams")]
+FORMAT_CHOICES = [
+    SelectChoice("json", "Kirby JSON"),
+    SelectChoice("slack", "Slack"),
+    SelectChoice("teams", "Microsoft Teams"),
+]
 STATES = ("pending", "sent", "failed", "held", "digested")
 EVENTS = ("failed", "timed_out", "lost", "missed", "suspended", "crash_loop", "recovered", "test")
 
