@@ -108,11 +108,37 @@ class SendTest:
 
 
 def _deliveries(view, context, model, name) -> Markup:
+    """Every attempt, one per line (details page)."""
     lines = [
         f"{d.time:%H:%M:%S} {d.channel} {d.target}: " + ("ok" if d.ok else f"failed: {d.error}")
         for d in model.deliveries
     ]
     return Markup("<br>").join(escape(line) for line in lines)
+
+
+def _delivery_summary(view, context, model, name) -> Markup:
+    """One line per target: its latest outcome, how many attempts, the last error (list page)."""
+    by_target: dict[str, list] = {}
+    for delivery in model.deliveries:
+        by_target.setdefault(delivery.target, []).append(delivery)
+    lines = []
+    for target, attempts in by_target.items():
+        last = attempts[-1]
+        ok = any(d.ok for d in attempts)
+        tries = f", {len(attempts)} attempts" if len(attempts) > 1 else ""
+        error = "" if ok else ": " + last.error.removeprefix(f"POST {target}: ")
+        lines.append(
+            Markup('<span class="delivery {cls}">{channel} {target}: {outcome}</span> ({time}{tries}){error}').format(
+                cls="text-success" if ok else "text-danger",
+                channel=last.channel,
+                target=target,
+                outcome="ok" if ok else "failed",
+                time=f"{last.time:%H:%M:%S}",
+                tries=tries,
+                error=error,
+            )
+        )
+    return Markup("<br>").join(lines)
 
 
 def _run_link(view, context, model, name) -> Markup:
@@ -146,8 +172,8 @@ class NotificationView(KirbyModelView):
     )
     column_details_list = column_list + ("detail", "sent_at", "next_attempt_at", "last_error", "key")
     column_labels = {"created_at": "Created (UTC)", "job_name": "Job", "run_id": "Run", "sent_at": "Sent (UTC)"}
-    column_formatters = {"deliveries": _deliveries, "run_id": _run_link, "state": _state}
-    column_formatters_detail = column_formatters
+    column_formatters = {"deliveries": _delivery_summary, "run_id": _run_link, "state": _state}
+    column_formatters_detail = {**column_formatters, "deliveries": _deliveries}
     column_sortable_list = ("created_at",)
     column_default_sort = ("created_at", True)
     column_filters = (

@@ -66,6 +66,20 @@ CASES = {
     "KIRBY_VENV_DIRECTORY": ("venv_directory", HOME / ".kirby/venvs", "venvs", Path("{tmp}/venvs")),
     "KIRBY_RUN_DIRECTORY": ("run_directory", HOME / ".kirby/runs", "~/runs", HOME / "runs"),
     "KIRBY_API_TOKEN": ("api_token", None, "t0ken", "t0ken"),
+    "KIRBY_PUBLIC_URL": (
+        "public_url",
+        "http://127.0.0.1:8080",
+        "https://kirby.example.com/",
+        "https://kirby.example.com",
+    ),
+    "KIRBY_SMTP_URL": (
+        "smtp_url",
+        None,
+        "smtp://u:p%40ss@mail.example.com:587?starttls=true",
+        "smtp://u:p%40ss@mail.example.com:587?starttls=true",
+    ),
+    "KIRBY_MAIL_FROM": ("mail_from", "kirby@localhost", "Kirby <kirby@example.com>", "Kirby <kirby@example.com>"),
+    "KIRBY_NOTIFY_COOLDOWN": ("notify_cooldown", 600, "0", 0),
 }
 
 
@@ -316,3 +330,16 @@ def test_passwords_in_urls_stay_out_of_repr(tmp_path):
         SQLALCHEMY_DATABASE_URI="postgresql://kirby:s3cret@127.0.0.1:5439/kirby",
     )
     assert "hunter2" not in repr(configured) and "s3cret" not in repr(configured)
+
+
+@pytest.mark.parametrize(
+    "name, raw, message",
+    [
+        ("KIRBY_SMTP_URL", "mail.example.com:25", "KIRBY_SMTP_URL='mail.example.com:25' is not a valid URL"),
+        ("KIRBY_SMTP_URL", "http://u:secret@mail/", "KIRBY_SMTP_URL='http://u:***@mail/' is not a valid URL"),
+        ("KIRBY_PUBLIC_URL", "kirby.example.com", "KIRBY_PUBLIC_URL='kirby.example.com' is not a valid URL"),
+        ("KIRBY_NOTIFY_COOLDOWN", "10m", "KIRBY_NOTIFY_COOLDOWN='10m' is not a whole number"),
+    ],
+)
+def test_bad_notification_settings(tmp_path, name, raw, message):
+    assert "secret" not in refused(tmp_path, message, **{name: raw})

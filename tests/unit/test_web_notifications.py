@@ -102,11 +102,15 @@ def test_the_notifications_page_lists_each_delivery_and_its_outcome_escaped(app,
             ),
         ]
         s.add(row)
+    with app.extensions["kirby"].database.session() as s:
+        row_id = s.scalar(select(Notification.id))
     for client in (admin_client, viewer_client):
         page = client.get("/admin/notification/").get_data(as_text=True)
-        assert "03:04:05 email ops@example.com: ok" in page
-        assert "webhook http://127.0.0.1:9/hook: failed: &lt;b&gt;down&lt;/b&gt;" in page
+        assert '<span class="delivery text-success">email ops@example.com: ok</span> (03:04:05)' in page
+        assert "webhook http://127.0.0.1:9/hook: failed</span> (03:04:05): &lt;b&gt;down&lt;/b&gt;" in page
         assert 'class="notification-state state-pending"' in page and "nightly:prod:20260102T030405Z" in page
+        details = client.get(f"/admin/notification/details/?id={row_id}").get_data(as_text=True)
+        assert "03:04:05 webhook http://127.0.0.1:9/hook: failed: &lt;b&gt;down&lt;/b&gt;" in details
     filtered = admin_client.get("/admin/notification/?flt0_0=sent").get_data(as_text=True)
     assert "ops@example.com: ok" not in filtered
     assert admin_client.get("/admin/notification/new/").status_code in (302, 403, 404)
