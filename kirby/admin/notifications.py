@@ -1,5 +1,5 @@
-"""Notification pieces of the admin: webhooks inline in a group (secret masked), "Send test", and
-the Notifications page (every outbox row, its deliveries and their outcome; read-only).
+"""Notification pieces of the admin: webhooks inline in a group (secret masked), "Send test", the
+groups a job notifies (inline in the job form), and the Notifications page (every outbox row, its deliveries and their outcome; read-only).
 
 A webhook's secret is never sent to a browser, like a secret config value: lists show a mask, the
 edit form starts empty ("leave blank to keep"), a blank value on save keeps the stored secret.
@@ -22,7 +22,8 @@ from wtforms.fields.choices import SelectChoice
 from kirby.admin.base import KirbyModelView, is_admin
 from kirby.admin.config import MASK
 from kirby.admin.validators import webhook_url
-from kirby.models import Notification, NotificationGroup, NotificationWebhook
+from kirby.models import JobNotification, Notification, NotificationGroup, NotificationWebhook
+from kirby.notify.events import FLAGS
 from kirby.notify.outbox import enqueue_test
 
 KEEP_HINT = "Secret: leave blank to keep the stored one."
@@ -65,6 +66,17 @@ class InlineWebhooks(InlineFormAdmin):
         form_class.format = SelectField("Format", choices=FORMAT_CHOICES, default="json")
         form_class.secret = WebhookSecretField("HMAC secret", description="Signs X-Kirby-Signature-256; optional.")
         return form_class
+
+
+class InlineNotifications(InlineFormAdmin):
+    """The groups a job notifies, and on which events (``notify_on``; kirby.notify.events), in the job form."""
+
+    form_columns = ("id", "group", *FLAGS.values())
+    form_label = "Notifications"
+    form_args = {flag: {"label": f"on {name}"} for name, flag in FLAGS.items()}
+
+    def __init__(self):
+        super().__init__(JobNotification)
 
 
 def webhooks_summary(view, context, model, name) -> Markup:

@@ -114,3 +114,27 @@ def test_the_notifications_page_lists_each_delivery_and_its_outcome_escaped(app,
     filtered = admin_client.get("/admin/notification/?flt0_0=sent").get_data(as_text=True)
     assert "ops@example.com: ok" not in filtered
     assert admin_client.get("/admin/notification/new/").status_code in (302, 403, 404)
+
+
+def test_the_job_form_subscribes_a_job_to_a_group_with_its_events(app, admin_client):
+    from kirby.models import Job, JobNotification
+
+    admin_client.post("/admin/notificationgroup/new/", data=group_form())
+    with app.extensions["kirby"].database.session() as s:
+        group_id = s.scalar(select(NotificationGroup.id))
+    form = {
+        "name": "nightly",
+        "type": "scheduled",
+        "enabled": "y",
+        "notifications-0-group": str(group_id),
+        "notifications-0-on_failure": "y",
+        "notifications-0-on_suspended": "y",
+    }
+    page = admin_client.get("/admin/job/new/").get_data(as_text=True)
+    assert "on recovery" in page and "on daemon" in page
+    response = admin_client.post("/admin/job/new/", data=form)
+    assert response.status_code == 302, response.get_data(as_text=True)
+    with app.extensions["kirby"].database.session() as s:
+        row = s.scalar(select(JobNotification).join(Job).where(Job.name == "nightly"))
+        flags = (row.on_failure, row.on_missed, row.on_lost, row.on_recovery, row.on_daemon, row.on_suspended)
+    assert (row.group_id, flags) == (group_id, (True, False, False, False, False, True))
