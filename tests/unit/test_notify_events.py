@@ -136,3 +136,26 @@ def test_a_real_finish_after_lost_notifies_the_failure_too(db):
         record(s, [finished_run(run)[-1], RunEvent("lost", run.run_id, T0 + timedelta(minutes=2))])
     with db.session() as s:
         assert [e for e, _, _ in outbox(s)] == ["lost", "failed"]
+
+
+def test_the_leaders_own_skip_reasons_are_told_apart(db):
+    """The reasons come from kirby.supervisor.planning itself, so a change of wording there shows here."""
+    from kirby.schedule.snapshot import ScheduleEntry, ScheduleRule, SuspensionWindow
+    from kirby.supervisor.planning import plan_slots
+
+    rule = ScheduleRule(id=1, cron="0 * * * *", catchup="skip")
+    window = SuspensionWindow(id=1, starts_at=T0 - timedelta(hours=1), ends_at=T0 + timedelta(hours=1), reason="x")
+    entry = ScheduleEntry(1, "nightly", "scheduled", "prod", "p", "1.0.0", schedules=(rule,), suspensions=(window,))
+    slots = plan_slots(entry, rule, T0 - timedelta(hours=3), None, T0).slots
+    reasons = {slot.instant: slot.skip_reason for slot in slots}
+    assert reasons[T0 - timedelta(hours=2)].startswith("missed by more than its misfire grace")
+    assert reasons[T0].startswith("suspended until")
+    with db.session() as s:
+        add_job(s)
+    with db.session() as s:
+        for instant, reason in reasons.items():
+            record(s, skipped(offer(at=instant), reason))
+    # slots beyond the grace are catch-up skips even inside the window; the due one is suspended,
+    # which notifies nothing unless asked
+    with db.session() as s:
+        assert outbox(s) == [("missed", "nightly", offer(at=T0 - timedelta(hours=h)).run_id) for h in (2, 1)]
