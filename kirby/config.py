@@ -71,6 +71,16 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
     ),
     "KIRBY_RUN_CPU_LIMIT": (None, "CPU seconds each script process may use (RLIMIT_CPU); then SIGXCPU."),
     "KIRBY_RUN_OPEN_FILES_LIMIT": (None, "Open files each script process may hold (RLIMIT_NOFILE)."),
+    "KIRBY_PUBLIC_URL": ("http://127.0.0.1:8080", "The web UI's address as users reach it; links in notifications."),
+    "KIRBY_SMTP_URL": (
+        None,
+        "SMTP server of notification emails, e.g. `smtp://user:pass@host:587?starttls=true` (`smtps://` for TLS). Unset: no emails.",
+    ),
+    "KIRBY_MAIL_FROM": ("kirby@localhost", "Sender address of notification emails."),
+    "KIRBY_NOTIFY_COOLDOWN": (
+        "600",
+        "Seconds: at most one notification per group, job and event in this time; the rest come as one digest.",
+    ),
 }
 
 
@@ -252,6 +262,10 @@ class Settings:
     run_memory_limit: int | None = None
     run_cpu_limit: int | None = None
     run_open_files_limit: int | None = None
+    public_url: str = "http://127.0.0.1:8080"
+    smtp_url: str | None = field(default=None, repr=False)  # may hold a password
+    mail_from: str = "kirby@localhost"
+    notify_cooldown: int = 600
 
     @property
     def secret_key_is_default(self) -> bool:
@@ -328,6 +342,12 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
         run_memory_limit=_optional(_parse_size, "KIRBY_RUN_MEMORY_LIMIT", get("KIRBY_RUN_MEMORY_LIMIT")),
         run_cpu_limit=_optional(_parse_int, "KIRBY_RUN_CPU_LIMIT", get("KIRBY_RUN_CPU_LIMIT"), 1),
         run_open_files_limit=_optional(_parse_int, "KIRBY_RUN_OPEN_FILES_LIMIT", get("KIRBY_RUN_OPEN_FILES_LIMIT"), 16),
+        public_url=_parse_url("KIRBY_PUBLIC_URL", get("KIRBY_PUBLIC_URL"), ("http", "https")).rstrip("/"),
+        smtp_url=_parse_url("KIRBY_SMTP_URL", get("KIRBY_SMTP_URL"), ("smtp", "smtps"))
+        if get("KIRBY_SMTP_URL")
+        else None,
+        mail_from=get("KIRBY_MAIL_FROM"),
+        notify_cooldown=_parse_int("KIRBY_NOTIFY_COOLDOWN", get("KIRBY_NOTIFY_COOLDOWN")),
     )
 
 

@@ -227,6 +227,7 @@ class NotificationGroup(Base):
     name: Mapped[str] = mapped_column(String(128), unique=True)
 
     emails: Mapped[list[NotificationEmail]] = relationship(back_populates="group", cascade="all, delete-orphan")
+    webhooks: Mapped[list[NotificationWebhook]] = relationship(back_populates="group", cascade="all, delete-orphan")
     jobs: Mapped[list[JobNotification]] = relationship(back_populates="group", cascade="all, delete-orphan")
 
     def __str__(self) -> str:
@@ -244,6 +245,20 @@ class NotificationEmail(Base):
     group: Mapped[NotificationGroup] = relationship(back_populates="emails")
 
 
+class NotificationWebhook(Base):
+    """A URL a group's notifications are POSTed to (``kirby.notify.webhook``); ``secret`` signs them."""
+
+    __tablename__ = "notification_webhooks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    group_id: Mapped[int] = mapped_column(ForeignKey("notification_groups.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(1000))
+    format: Mapped[str] = mapped_column(String(16), default="json")  # json | slack | teams
+    secret: Mapped[str] = mapped_column(String(255), default="")
+
+    group: Mapped[NotificationGroup] = relationship(back_populates="webhooks")
+
+
 class JobNotification(Base):
     """Which group a job notifies, and on what."""
 
@@ -255,6 +270,10 @@ class JobNotification(Base):
     group_id: Mapped[int] = mapped_column(ForeignKey("notification_groups.id", ondelete="CASCADE"))
     on_failure: Mapped[bool] = mapped_column(Boolean, default=True)
     on_missed: Mapped[bool] = mapped_column(Boolean, default=True)
+    on_lost: Mapped[bool] = mapped_column(Boolean, default=True)
+    on_recovery: Mapped[bool] = mapped_column(Boolean, default=True)
+    on_daemon: Mapped[bool] = mapped_column(Boolean, default=True)
+    on_suspended: Mapped[bool] = mapped_column(Boolean, default=False)  # slots skipped by a suspension
 
     job: Mapped[Job] = relationship(back_populates="notifications")
     group: Mapped[NotificationGroup] = relationship(back_populates="jobs")
@@ -338,3 +357,61 @@ class LogLine(Base):
     time: Mapped[datetime] = mapped_column(UTCDateTime)
     stream: Mapped[str] = mapped_column(String(8))  # stdout | stderr | system
     text: Mapped[str] = mapped_column(Text)
+
+
+class Notification(Base):
+    """The notifications outbox (``kirby.notify``): one row per run, event and group, unique on ``key``.
+
+    Written in the transaction that records the run's state change; delivered by ``kirby web``.
+    ``state``: pending -> sent | failed (attempts exhausted) | held (in cooldown) -> digested
+    (folded into the digest row ``digest_id``).
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        Index("ix_notifications_state_due", "state", "next_attempt_at"),
+        Index("ix_notifications_cooldown", "group_id", "job_name", "event", "sent_at"),
+        Index("ix_notifications_created", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(400), unique=True)
+    event: Mapped[str] = mapped_column(String(16))
+    run_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    group_id: Mapped[int | None] = mapped_column(
+        ForeignKey("notification_groups.id", ondelete="CASCADE"), nullable=True
+    )
+    job_name: Mapped[str] = mapped_column(String(128), default="")
+    environment: Mapped[str] = mapped_column(String(64), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    digest_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    digest_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+    group: Mapped[NotificationGroup | None] = relationship()
+    deliveries: Mapped[list[NotificationDelivery]] = relationship(
+        back_populates="notification", cascade="all, delete-orphan", order_by="NotificationDelivery.id"
+    )
+
+
+class NotificationDelivery(Base):
+    """One attempt to send a notification through one channel (an email address or a webhook URL)."""
+
+    __tablename__ = "notification_deliveries"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    notification_id: Mapped[int] = mapped_column(ForeignKey("notifications.id", ondelete="CASCADE"), index=True)
+    channel: Mapped[str] = mapped_column(String(16))  # email | webhook
+    target: Mapped[str] = mapped_column(String(1000))
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    permanent: Mapped[bool] = mapped_column(Boolean, default=False)  # failed for good: not retried
+    error: Mapped[str] = mapped_column(Text, default="")
+
+    notification: Mapped[Notification] = relationship(back_populates="deliveries")

@@ -31,6 +31,8 @@ Rules that make recording idempotent and order-proof:
   ``finished`` does not overwrite the first. One exception: a real ``finished`` replaces ``lost``
   (lost is the web's presumption that the supervisor died; the supervisor knows better);
 * timestamps are filled when missing and never overwritten;
+* the notifications of the runs whose state changed are added to the outbox in the same
+  transaction (``kirby.notify.outbox.enqueue``), once per run, event and group;
 * an event for an unknown run (its ``claimed`` was lost or not yet seen) creates a placeholder
   row whose job, environment and scheduled instant are parsed from the run id.
 """
@@ -45,6 +47,7 @@ from sqlalchemy.orm import Session
 
 from kirby.events import Offer, RunEvent, offer_data
 from kirby.models import FINISHED_STATES, LogLine, Run, RunState
+from kirby.notify.outbox import enqueue as enqueue_notifications
 from kirby.run_ids import MANUAL, parse_run_id
 
 _RANK = {RunState.OFFERED: 0, RunState.CLAIMED: 1, RunState.RUNNING: 2}
@@ -168,6 +171,7 @@ def record(session: Session, events: list[RunEvent]) -> None:
         return
     run_ids = sorted({e.run_id for e in events})
     runs = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(run_ids)))}
+    states_before = {run_id: run.state for run_id, run in runs.items()}
     lines: dict[tuple[str, int], dict[str, Any]] = {}
     for event in events:
         run = runs.get(event.run_id)
@@ -191,6 +195,8 @@ def record(session: Session, events: list[RunEvent]) -> None:
     session.flush()
     if lines:
         _insert_new_lines(session, list(lines.values()))
+    # The notifications of the state changes, in the same transaction (kirby.notify.outbox).
+    enqueue_notifications(session, [run for run_id, run in runs.items() if run.state != states_before.get(run_id)])
 
 
 def _insert_new_lines(session: Session, rows: list[dict[str, Any]]) -> None:

@@ -10,6 +10,7 @@ are checked as given: a form strips what was typed before checking it.
 from __future__ import annotations
 
 import re
+from urllib.parse import urlparse
 
 from kirby import cron
 from kirby.errors import CronError, InvalidValue, PackageError
@@ -105,4 +106,17 @@ def time_zone(value: object) -> str:
         cron.zone(value)
     except CronError as exc:
         raise InvalidValue(str(exc)) from None
+    return value
+
+
+def webhook_url(value: object) -> str:
+    """An http(s) URL with a host, at most 1000 characters, e.g. ``https://hooks.example.com/kirby``."""
+    try:
+        parsed = urlparse(value) if isinstance(value, str) and len(value) <= 1000 else None
+        valid = parsed is not None and parsed.scheme in ("http", "https") and bool(parsed.hostname)
+        valid = valid and (parsed.port or 0) >= 0  # .port raises ValueError on a bad port
+    except ValueError:
+        valid = False
+    if not valid:
+        raise InvalidValue(f"{value!r} is not a webhook URL; use e.g. https://hooks.example.com/kirby")
     return value

@@ -18,6 +18,7 @@ from kirby.admin.catalog import EnvironmentView, ExtView, NotificationGroupView,
 from kirby.admin.config import GlobalConfigView
 from kirby.admin.jobpage import JobPageView
 from kirby.admin.jobs import ContextView, JobView
+from kirby.admin.notifications import NotificationView
 from kirby.admin.pages import HomeView, LogsView, SupervisorsView
 from kirby.admin.runs import RunView
 from kirby.admin.schedules import ScheduleView
@@ -72,6 +73,7 @@ def _build(app: Flask, state: WebState) -> Admin:
     admin.add_view(
         NotificationGroupView(NotificationGroup, session, name="Notification groups", category="Settings", state=state)
     )
+    admin.add_view(NotificationView(session, category="Settings", state=state))
     admin.add_view(ExtView(Ext, session, name="Exts", category="Settings", state=state))
     admin.add_view(UserView(User, session, name="Users", category="Settings", state=state))
     admin.add_view(RunView(session, state=state))

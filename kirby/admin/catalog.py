@@ -6,6 +6,7 @@ from flask_admin.model.form import InlineFormAdmin
 from wtforms.validators import ValidationError
 
 from kirby.admin.base import KirbyModelView
+from kirby.admin.notifications import InlineWebhooks, SendTest, send_test_button, webhooks_summary
 from kirby.admin.validators import email, environment_name
 from kirby.models import NotificationEmail
 
@@ -23,16 +24,23 @@ class ExtView(KirbyModelView):
     form_columns = ("name",)
 
 
-class NotificationGroupView(KirbyModelView):
-    column_list = ("name", "emails")
-    column_formatters = {"emails": lambda v, c, m, n: ", ".join(e.email for e in m.emails)}
-    form_columns = ("name", "emails")
+class NotificationGroupView(SendTest, KirbyModelView):
+    column_list = ("name", "emails", "webhooks", "test")
+    column_labels = {"test": ""}
+    column_formatters = {
+        "emails": lambda v, c, m, n: ", ".join(e.email for e in m.emails),
+        "webhooks": webhooks_summary,
+        "test": lambda v, c, m, n: send_test_button(m),
+    }
+    column_details_list = ("name", "emails", "webhooks")
+    form_columns = ("name", "emails", "webhooks")
     inline_models = (
         InlineFormAdmin(
             NotificationEmail,
             form_columns=("id", "email"),
             form_args={"email": {"validators": [email]}},
         ),
+        InlineWebhooks(),
     )
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import update
 
 from kirby.admin.base import KirbyModelView, is_admin
 from kirby.admin.config import InlineConfig, config_summary
+from kirby.admin.notifications import InlineNotifications
 from kirby.admin.validators import job_name, package_name, package_version, run_user
 from kirby.errors import KirbyError
 from kirby.models import ConfigScope, Context, Job, JobType
@@ -39,7 +40,7 @@ class JobView(KirbyModelView):
         "config": lambda v, c, m, n: config_summary(m.config),
     }
     column_details_list = ("name", "type", "enabled", "module", "run_as", "description", "contexts", "config")
-    form_columns = ("name", "type", "enabled", "module", "run_as", "description", "config")
+    form_columns = ("name", "type", "enabled", "module", "run_as", "description", "config", "notifications")
     form_args = {
         "name": {"validators": [job_name]},
         "run_as": {
@@ -48,7 +49,7 @@ class JobView(KirbyModelView):
             "description": "Unprivileged user this job's scripts run as (empty: the supervisors' KIRBY_RUN_USER).",
         },
     }
-    inline_models = (InlineConfig(ConfigScope.JOB),)
+    inline_models = (InlineConfig(ConfigScope.JOB), InlineNotifications())
 
     def _set_enabled(self, ids, enabled: bool) -> None:
         self.session.execute(update(Job).where(Job.id.in_([int(i) for i in ids])).values(enabled=enabled))

@@ -10,12 +10,14 @@ Format (the README's "Importing scripts: kirby demo" section is the user-facing 
 ``ENVS`` {name: description}; ``ENV_VARS`` {"GLOBAL": {KEY: value}}; ``JOBS`` {name: {description,
 type scheduled|daemon, package_version {env: version}, notification_group, scheduled_param {name,
 minute, hour, day, month, weekday}, config {JOB: {...}, CONTEXT: {env: {...}}}}}; ``EXTS`` [names];
-``USERS`` [{username, password, role}]; ``NOTIFICATION_GROUPS`` {name: [emails]}. Only ``ENVS`` and
+``USERS`` [{username, password, role}]; ``NOTIFICATION_GROUPS`` {name: [emails]}, or {name: {emails:
+[...], webhooks: [{url, format json|slack|teams, secret}]}}. Only ``ENVS`` and
 ``JOBS`` are required. Unknown keys are errors (a typo must not silently lose data).
 
 Extensions: on a job ``package_name`` (default: the job name, as the original installed the package
 named like the job), ``module`` (default: derived from the package name when run), ``enabled``,
-``notify_on`` (["failure", "missed"], default both); in ``scheduled_param`` ``cron`` (5 fields, or
+``notify_on`` (any of "failure", "missed", "lost", "recovery", "daemon", "suspended"; default all
+but "suspended"; see ``kirby.notify.events``); in ``scheduled_param`` ``cron`` (5 fields, or
 6 with trailing seconds) instead of the separate fields (``second`` is accepted too), ``timezone``
 (IANA, default UTC), ``misfire_grace_seconds``, ``catchup`` (skip|latest|all), ``overlap``
 (forbid|allow|replace), ``timeout_seconds``, ``retries``, ``dst_fall_back`` (auto|first|second|both)

@@ -133,3 +133,8 @@ def unique(values: list, path: str, what: str) -> None:
         if value in seen:
             raise DemoImportError(child(path, index), f"{what} {value!r} is listed twice")
         seen.add(value)
+
+
+def webhook_url(value: Any, path: str) -> str:
+    string(value, path, 1000, empty=False)
+    return _checked(validation.webhook_url, value, path)

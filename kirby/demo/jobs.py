@@ -33,7 +33,8 @@ POLICY_KEYS = (
     "dst_fall_back",
     "dst_spring_forward",
 )
-NOTIFY_ON = ("failure", "missed")
+NOTIFY_ON = ("failure", "missed", "lost", "recovery", "daemon", "suspended")  # kirby.notify.events
+DEFAULT_NOTIFY_ON = ("failure", "missed", "lost", "recovery", "daemon")
 
 
 def config_values(value: Any, path: str) -> tuple[ConfigValue, ...]:
@@ -152,12 +153,12 @@ def _contexts(versions: Any, config: dict, path: str) -> tuple[ContextSpec, ...]
     )
 
 
-def _notify_on(value: Any, path: str) -> tuple[bool, bool]:
+def _notify_on(value: Any, path: str) -> tuple[str, ...]:
     items = checks.array(value, path)
     for index, item in enumerate(items):
         checks.choice(item, child(path, index), NOTIFY_ON)
     checks.unique(items, path, "notify_on value")
-    return "failure" in items, "missed" in items
+    return tuple(items)
 
 
 def job(name: str, value: Any, path: str) -> JobSpec:
@@ -175,7 +176,7 @@ def job(name: str, value: Any, path: str) -> JobSpec:
     group = body.get("notification_group")
     if group is not None:
         group = checks.string(group, child(path, "notification_group"), 128, empty=False)
-    notify = (True, True)
+    notify = DEFAULT_NOTIFY_ON
     if "notify_on" in body:
         if group is None:
             raise DemoImportError(child(path, "notify_on"), "needs a notification_group to notify")
@@ -198,6 +199,5 @@ def job(name: str, value: Any, path: str) -> JobSpec:
         schedule=spec,
         config=config_values(config.get("JOB", {}), child(child(path, "config"), "JOB")),
         notification_group=group,
-        notify_on_failure=notify[0],
-        notify_on_missed=notify[1],
+        **{f"notify_on_{name}": name in notify for name in NOTIFY_ON},
     )

@@ -26,6 +26,7 @@ from kirby.models import (
     JobNotification,
     NotificationEmail,
     NotificationGroup,
+    NotificationWebhook,
     Schedule,
     Suspension,
 )
@@ -79,7 +80,7 @@ def _global_config(session: Session, values: tuple[ConfigValue, ...]) -> None:
 
 
 def _groups(session: Session, data: DemoData) -> dict[str, NotificationGroup]:
-    """Groups are merged: an existing group keeps its emails and gains the file's new ones."""
+    """Groups are merged: an existing group keeps its emails and webhooks and gains the file's new ones."""
     wanted = list(dict.fromkeys([*data.groups, *(j.notification_group for j in data.jobs if j.notification_group)]))
     groups = _by_name(session, NotificationGroup, wanted)
     for name, emails in data.groups.items():
@@ -88,6 +89,13 @@ def _groups(session: Session, data: DemoData) -> dict[str, NotificationGroup]:
         known = {e.email for e in group.emails}
         group.emails.extend(NotificationEmail(email=email) for email in emails if email not in known)
         session.add(group)
+    for name, webhooks in data.webhooks.items():  # by URL: a known one takes the file's format and secret
+        stored = {w.url: w for w in groups[name].webhooks}
+        for spec in webhooks:
+            webhook = stored.get(spec.url) or NotificationWebhook(url=spec.url)
+            webhook.format, webhook.secret = spec.format, spec.secret
+            if spec.url not in stored:
+                groups[name].webhooks.append(webhook)
     return groups
 
 
@@ -205,6 +213,10 @@ def _insert_jobs(
                 "group_id": groups[spec.notification_group].id,
                 "on_failure": spec.notify_on_failure,
                 "on_missed": spec.notify_on_missed,
+                "on_lost": spec.notify_on_lost,
+                "on_recovery": spec.notify_on_recovery,
+                "on_daemon": spec.notify_on_daemon,
+                "on_suspended": spec.notify_on_suspended,
             }
             for spec, job_id in zip(data.jobs, job_ids)
             if spec.notification_group is not None

@@ -7,12 +7,13 @@ from typing import Any
 
 from kirby.demo import checks, jobs
 from kirby.demo.source import child
-from kirby.demo.spec import DemoData, SuspensionSpec, UserSpec
+from kirby.demo.spec import DemoData, SuspensionSpec, UserSpec, WebhookSpec
 from kirby.errors import DemoImportError, UserError
 from kirby.users import check_username
 from kirby.vocabulary import JobType, Role
 
 REQUIRED_KEYS = ("ENVS", "JOBS")
+WEBHOOK_FORMATS = ("json", "slack", "teams")  # kirby.notify.webhook.FORMATS
 OPTIONAL_KEYS = ("ENV_VARS", "EXTS", "USERS", "NOTIFICATION_GROUPS", "SUSPENSIONS")
 
 
@@ -60,15 +61,38 @@ def _users(value: Any) -> tuple[UserSpec, ...]:
     return tuple(users)
 
 
-def _groups(value: Any) -> dict[str, tuple[str, ...]]:
-    groups = {}
-    for name, emails in checks.obj(value, "NOTIFICATION_GROUPS").items():
+def _groups(value: Any) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[WebhookSpec, ...]]]:
+    """``{name: [emails]}`` or ``{name: {"emails": [...], "webhooks": [{"url", "format", "secret"}]}}``."""
+    groups, webhooks = {}, {}
+    for name, body in checks.obj(value, "NOTIFICATION_GROUPS").items():
         path = child("NOTIFICATION_GROUPS", name)
         checks.string(name, path, 128, empty=False)
-        emails = checks.array(emails, path)
-        groups[name] = tuple(checks.email(email, child(path, i)) for i, email in enumerate(emails))
-        checks.unique(list(groups[name]), path, "email")
-    return groups
+        emails_path = path
+        if isinstance(body, dict):
+            checks.keys(body, path, optional=("emails", "webhooks"))
+            emails_path = child(path, "emails")
+            webhooks[name] = _webhooks(body.get("webhooks", []), child(path, "webhooks"))
+            body = body.get("emails", [])
+        emails = checks.array(body, emails_path)
+        groups[name] = tuple(checks.email(email, child(emails_path, i)) for i, email in enumerate(emails))
+        checks.unique(list(groups[name]), emails_path, "email")
+    return groups, webhooks
+
+
+def _webhooks(value: Any, path: str) -> tuple[WebhookSpec, ...]:
+    result = []
+    for index, item in enumerate(checks.array(value, path)):
+        where = child(path, index)
+        checks.keys(checks.obj(item, where), where, required=("url",), optional=("format", "secret"))
+        result.append(
+            WebhookSpec(
+                url=checks.webhook_url(item["url"], child(where, "url")),
+                format=checks.choice(item.get("format", "json"), child(where, "format"), WEBHOOK_FORMATS),
+                secret=checks.string(item.get("secret", ""), child(where, "secret"), 255),
+            )
+        )
+    checks.unique([w.url for w in result], path, "webhook url")
+    return tuple(result)
 
 
 def _instant(value: Any, path: str) -> datetime:
@@ -114,6 +138,7 @@ def parse(document: dict) -> DemoData:
         for i, name in enumerate(checks.array(document.get("EXTS", []), "EXTS"))
     ]
     checks.unique(exts, "EXTS", "ext")
+    groups, webhooks = _groups(document.get("NOTIFICATION_GROUPS", {}))
     data = DemoData(
         environments=_environments(document["ENVS"]),
         global_config=_env_vars(document.get("ENV_VARS", {})),
@@ -122,8 +147,9 @@ def parse(document: dict) -> DemoData:
         ),
         exts=tuple(exts),
         users=_users(document.get("USERS", [])),
-        groups=_groups(document.get("NOTIFICATION_GROUPS", {})),
+        groups=groups,
         suspensions=_suspensions(document.get("SUSPENSIONS", [])),
+        webhooks=webhooks,
     )
     for job in data.jobs:
         if job.type is JobType.DAEMON and job.schedule is not None:

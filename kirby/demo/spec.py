@@ -48,6 +48,17 @@ class JobSpec:
     notification_group: str | None
     notify_on_failure: bool = True
     notify_on_missed: bool = True
+    notify_on_lost: bool = True
+    notify_on_recovery: bool = True
+    notify_on_daemon: bool = True
+    notify_on_suspended: bool = False
+
+
+@dataclass(frozen=True)
+class WebhookSpec:
+    url: str
+    format: str = "json"  # json | slack | teams (kirby.notify.webhook)
+    secret: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,7 @@ class DemoData:
     groups: dict[str, tuple[str, ...]]
     suspensions: tuple[SuspensionSpec, ...]
     notes: list[str] = field(default_factory=list)
+    webhooks: dict[str, tuple[WebhookSpec, ...]] = field(default_factory=dict)  # group name -> webhooks
 
     def used_environments(self) -> list[str]:
         """Every environment a job runs in, in order of first appearance."""

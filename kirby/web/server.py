@@ -1,7 +1,7 @@
 """Serve the web app: waitress (a production WSGI server), or Flask's debugger with ``debug``.
 
 The process also runs the run events consumer (``events_consumer``) so that run events reach the
-script database. waitress gets enough threads for many open log streams (each SSE stream holds
+script database, and the notifier (``kirby.notify.notifier``) that delivers the notifications outbox. waitress gets enough threads for many open log streams (each SSE stream holds
 one thread while it lasts) and trusts ``X-Forwarded-Proto`` from a reverse proxy on 127.0.0.1, so
 cookies are marked Secure behind HTTPS.
 """
@@ -13,6 +13,7 @@ import signal
 import sys
 
 from kirby.config import Settings
+from kirby.notify.notifier import Notifier
 from kirby.web.app import create_app
 from kirby.web.events_consumer import EventsConsumer
 
@@ -29,6 +30,8 @@ def serve(
         log.warning("KIRBY_API_TOKEN is not set: /schedule answers 503 until it is (the leader needs it)")
     consumer = EventsConsumer(state, grace=lost_grace, lost_check_every=min(10.0, max(1.0, lost_grace / 3)))
     consumer.start()
+    notifier = Notifier(state.settings, state.database, clock=state.clock)  # delivers the notifications outbox
+    notifier.start()
 
     def stop(*_) -> None:  # stop cleanly: log streams end, consumer closed, leases released
         state.stopping.set()
@@ -61,4 +64,5 @@ def serve(
     finally:
         state.stopping.set()
         consumer.stop()
+        notifier.stop()
         state.close()

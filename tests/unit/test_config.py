@@ -72,6 +72,20 @@ CASES = {
     "KIRBY_RUN_MEMORY_LIMIT": ("run_memory_limit", None, "512MiB", 512 * 1024**2),
     "KIRBY_RUN_CPU_LIMIT": ("run_cpu_limit", None, "60", 60),
     "KIRBY_RUN_OPEN_FILES_LIMIT": ("run_open_files_limit", None, "256", 256),
+    "KIRBY_PUBLIC_URL": (
+        "public_url",
+        "http://127.0.0.1:8080",
+        "https://kirby.example.com/",
+        "https://kirby.example.com",
+    ),
+    "KIRBY_SMTP_URL": (
+        "smtp_url",
+        None,
+        "smtp://u:p%40ss@mail.example.com:587?starttls=true",
+        "smtp://u:p%40ss@mail.example.com:587?starttls=true",
+    ),
+    "KIRBY_MAIL_FROM": ("mail_from", "kirby@localhost", "Kirby <kirby@example.com>", "Kirby <kirby@example.com>"),
+    "KIRBY_NOTIFY_COOLDOWN": ("notify_cooldown", 600, "0", 0),
 }
 
 
@@ -345,3 +359,13 @@ def test_memory_limit_sizes(tmp_path, raw, expected):
 )
 def test_bad_isolation_values_are_refused(tmp_path, name, raw, message):
     refused(tmp_path, message, **{name: raw})
+    "name, raw, message",
+    [
+        ("KIRBY_SMTP_URL", "mail.example.com:25", "KIRBY_SMTP_URL='mail.example.com:25' is not a valid URL"),
+        ("KIRBY_SMTP_URL", "http://u:secret@mail/", "KIRBY_SMTP_URL='http://u:***@mail/' is not a valid URL"),
+        ("KIRBY_PUBLIC_URL", "kirby.example.com", "KIRBY_PUBLIC_URL='kirby.example.com' is not a valid URL"),
+        ("KIRBY_NOTIFY_COOLDOWN", "10m", "KIRBY_NOTIFY_COOLDOWN='10m' is not a whole number"),
+    ],
+)
+def test_bad_notification_settings(tmp_path, name, raw, message):
+    assert "secret" not in refused(tmp_path, message, **{name: raw})

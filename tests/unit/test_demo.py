@@ -308,3 +308,36 @@ def test_cli_refuses_a_filled_database_unless_forced(cli_env, capsys):
     assert err.splitlines()[-1] == "Error: the database already holds 2 jobs; use --force to import anyway"
     code, out, err = run_cli(capsys, "--json_file_path", str(SHORT_DEMO_FILE), "--force")
     assert (code, out.splitlines()[-1]) == (0, "demo data inserted in the database")
+
+
+def test_webhooks_and_notify_on_are_stored_and_reimports_merge_them(db, settings, tmp_path):
+    from kirby.models import JobNotification, NotificationWebhook
+
+    document = base_document()
+    document["NOTIFICATION_GROUPS"]["sysadmins"] = {
+        "emails": ["alice@local.local"],
+        "webhooks": [{"url": "https://hooks.example.com/a", "format": "teams", "secret": "one"}],
+    }
+    document["JOBS"]["sensor_orders"]["notify_on"] = ["failure", "lost", "suspended"]
+    import_file(db, settings, write(tmp_path, document, "first.json"))
+    document["NOTIFICATION_GROUPS"]["sysadmins"]["webhooks"] = [
+        {"url": "https://hooks.example.com/a", "secret": "two"},
+        {"url": "https://hooks.example.com/b"},
+    ]
+    import_file(db, settings, write(tmp_path, document, "second.json"), force=True)
+    with db.session() as s:
+        hooks = [
+            (w.url, w.format, w.secret) for w in s.scalars(select(NotificationWebhook).order_by(NotificationWebhook.id))
+        ]
+        flags = s.execute(
+            select(
+                JobNotification.on_failure,
+                JobNotification.on_missed,
+                JobNotification.on_lost,
+                JobNotification.on_recovery,
+                JobNotification.on_daemon,
+                JobNotification.on_suspended,
+            )
+        ).all()
+    assert hooks == [("https://hooks.example.com/a", "json", "two"), ("https://hooks.example.com/b", "json", "")]
+    assert flags == [(True, False, True, False, False, True)]

@@ -269,9 +269,25 @@ DOCUMENT_ERRORS = [
         "NOTIFICATION_GROUPS.sysadmins[0]: 'alice' is not an email address",
     ),
     (
+        "bad-webhook-url",
+        _set("NOTIFICATION_GROUPS|sysadmins", {"webhooks": [{"url": "hooks.example.com"}]}),
+        "NOTIFICATION_GROUPS.sysadmins.webhooks[0].url: 'hooks.example.com' is not a webhook URL; "
+        "use e.g. https://hooks.example.com/kirby",
+    ),
+    (
+        "bad-webhook-format",
+        _set("NOTIFICATION_GROUPS|sysadmins", {"webhooks": [{"url": "https://h.example.com/", "format": "irc"}]}),
+        'NOTIFICATION_GROUPS.sysadmins.webhooks[0].format: "irc" is not one of: json, slack, teams',
+    ),
+    (
+        "unknown-group-key",
+        _set("NOTIFICATION_GROUPS|sysadmins", {"email": ["alice@local.local"]}),
+        "NOTIFICATION_GROUPS.sysadmins.email: unknown key; expected one of: emails, webhooks",
+    ),
+    (
         "bad-notify-on",
         _set(ORDERS + "|notify_on", ["sms"]),
-        'JOBS.sensor_orders.notify_on[0]: "sms" is not one of: failure, missed',
+        'JOBS.sensor_orders.notify_on[0]: "sms" is not one of: failure, missed, lost, recovery, daemon, suspended',
     ),
     (
         "notify-on-without-group",
@@ -439,6 +455,7 @@ def test_extensions_are_read(tmp_path):
     job = data.jobs[0]
     assert (job.package_name, job.module, job.enabled) == ("kirby-example-hello", "kirby_example_hello.main", False)
     assert (job.notify_on_failure, job.notify_on_missed) == (False, True)
+    assert (job.notify_on_lost, job.notify_on_recovery, job.notify_on_daemon, job.notify_on_suspended) == (False,) * 4
     assert (job.schedule.cron, job.schedule.timezone) == ("* * * * * */10", "Europe/Paris")
     assert job.schedule.policies == {
         "misfire_grace_seconds": 30,
@@ -487,3 +504,25 @@ def test_a_separate_second_field_makes_a_six_field_cron(tmp_path):
     with pytest.raises(DemoImportError) as caught:
         parse_file(write(tmp_path, document))
     assert str(caught.value) == "JOBS.sensor_orders.scheduled_param.second: '61' is not a valid second field"
+
+
+def test_notify_on_defaults_to_every_event_but_suspensions_and_groups_take_webhooks(tmp_path):
+    document = base_document()
+    document["NOTIFICATION_GROUPS"]["hooks"] = {
+        "emails": ["bob@local.local"],
+        "webhooks": [
+            {"url": "https://hooks.example.com/kirby", "format": "slack", "secret": "s3"},
+            {"url": "http://127.0.0.1:9000/in"},
+        ],
+    }
+    document["JOBS"]["sensor_cash"].update(notification_group="hooks", notify_on=["daemon", "suspended"])
+    data = parse_file(write(tmp_path, document))
+    orders, cash = data.jobs
+    flags = ("failure", "missed", "lost", "recovery", "daemon", "suspended")
+    assert [getattr(orders, f"notify_on_{f}") for f in flags] == [True] * 5 + [False]
+    assert [getattr(cash, f"notify_on_{f}") for f in flags] == [False] * 4 + [True, True]
+    assert data.groups == {"sysadmins": ("alice@local.local",), "hooks": ("bob@local.local",)}
+    assert [(w.url, w.format, w.secret) for w in data.webhooks["hooks"]] == [
+        ("https://hooks.example.com/kirby", "slack", "s3"),
+        ("http://127.0.0.1:9000/in", "json", ""),
+    ]

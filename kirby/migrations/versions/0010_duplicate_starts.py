@@ -1,14 +1,14 @@
 """Runs count the starts recorded after the first (a slot that ran twice shows in the audit).
 
 Revision ID: 0010
-Revises: 0006
+Revises: 0008
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0006"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
