@@ -359,6 +359,9 @@ def test_memory_limit_sizes(tmp_path, raw, expected):
 )
 def test_bad_isolation_values_are_refused(tmp_path, name, raw, message):
     refused(tmp_path, message, **{name: raw})
+
+
+@pytest.mark.parametrize(
     "name, raw, message",
     [
         ("KIRBY_SMTP_URL", "mail.example.com:25", "KIRBY_SMTP_URL='mail.example.com:25' is not a valid URL"),
