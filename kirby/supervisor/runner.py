@@ -116,14 +116,24 @@ class Runner:
         """Receive and handle what arrives within ``timeout``; returns how many offers were handled.
 
         Every offer of the poll is fenced, claimed and launched before any is acknowledged, so an
-        offer does not wait for the acknowledgements (a Kafka commit each) of those before it.
+        offer does not wait for the acknowledgements (a Kafka commit each) of those before it. An
+        offer is acknowledged only once its claim is decided: when the lease store (or the bus)
+        fails before that, every unacknowledged offer of the poll is released back to the bus and
+        the error raised; they come again (those already claimed are then dropped as duplicates).
         """
         deliveries = self.consumer.poll(timeout)
-        epoch = self.leases.current_epoch() if any(d.message.epoch is not None for d in deliveries) else None
-        for delivery in deliveries:  # fenced by the epoch read once per poll: one store round trip
-            self._accept(delivery, epoch)
-        for delivery in deliveries:
-            self.consumer.ack(delivery)
+        acked = 0
+        try:
+            epoch = self.leases.current_epoch() if any(d.message.epoch is not None for d in deliveries) else None
+            for delivery in deliveries:  # fenced by the epoch read once per poll: one store round trip
+                self._accept(delivery, epoch)
+            for delivery in deliveries:
+                self.consumer.ack(delivery)
+                acked += 1
+        except KirbyError as exc:
+            log.warning("giving %d offer(s) back to the bus, their claims undecided: %s", len(deliveries) - acked, exc)
+            self.consumer.release(deliveries[acked:])
+            raise
         return len(deliveries)
 
     def _accept(self, delivery: Delivery[Offer], epoch: int | None) -> bool:

@@ -4,7 +4,6 @@ an embedded-store user killed with SIGKILL in the middle of a transaction."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -23,73 +22,6 @@ from lease_support import Backend, Lines, delete_keys, free_port
 from kirby.errors import LeaseError
 from kirby.lease.local import LocalLeaseStore
 from kirby.lease.redis import RedisLeaseStore
-
-
-class PrivateRedis:
-    """A redis-server of this test's own, on a free port, without persistence, to kill and restart."""
-
-    def __init__(self, directory: Path, *options: str):
-        self.port = free_port()
-        self.directory = directory
-        self.options = list(options)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-                *self.options,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_for(self.answers, 10, f"the private redis-server on port {self.port} answered")
-
-    def answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as connection:
-                connection.sendall(b"PING\r\n")
-                return connection.recv(16).startswith((b"+PONG", b"-NOAUTH"))  # up (maybe with a password)
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(timeout=10)
-
-
-@pytest.fixture
-def start_private_redis(redis_url, tmp_path: Path):
-    """Starts private servers. Needs the redis-server that ``deploy/services up redis`` installs."""
-    if not shutil.which("redis-server"):
-        pytest.fail("redis-server is not installed: run `deploy/services up redis` (it installs Debian's package)")
-    servers: list[PrivateRedis] = []
-
-    def start(*options: str) -> PrivateRedis:
-        server = PrivateRedis(tmp_path, *options)
-        servers.append(server)
-        server.start()
-        return server
-
-    yield start
-    for server in servers:
-        if server.process.poll() is None:
-            server.kill()
-
-
-@pytest.fixture
-def private_redis(start_private_redis) -> PrivateRedis:
-    return start_private_redis()
 
 
 def settings_for(make_settings, url: str, retries: int, wait: float):
