@@ -166,6 +166,13 @@ class LeaseStore(ABC):
     def close(self) -> None:
         """Release connections."""
 
+    # -- fencing and amnesia (issue 10) ---------------------------------------------------------
+    def holds_leader(self, owner: str, epoch: int) -> bool:
+        """Whether ``owner`` holds a live leader lease under ``epoch`` (a read: a leader checks it
+        right before publishing, so a deposed one that has not noticed publishes nothing)."""
+        held = self.leader()
+        return held is not None and held.owner == owner and held.epoch == epoch
+
     def __enter__(self):
         return self
 

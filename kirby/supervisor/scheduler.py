@@ -2,20 +2,25 @@
 
 Why it never runs a slot twice and never misses one (DESIGN.md, "Semantics"):
 
-* **Cursor before offer.** Before publishing the slots due at a tick, the leader writes each
-  schedule's cursor (``<job>:<env>:<schedule id>``) to its last due slot, in one call under its
-  epoch. The store refuses the write (``StaleEpoch``) unless that epoch still holds a live leader
-  lease; the leader then publishes nothing and becomes a follower at once. So a deposed leader
-  cannot publish new slots; whatever it published before noticing carries its old epoch, and
-  runners drop offers of a stale epoch. Runs are claimed by their deterministic id, so a slot
-  published twice still runs once.
-* **Re-publish on takeover.** The cursor write and the publication are not atomic: a leader that
-  dies between them loses those slots, and offers it published that no runner consumed before the failover
-  are dropped as stale. So a leader starting a new epoch re-publishes, under its own epoch, every
-  recent slot ``(now - misfire grace, cursor]`` that nobody has claimed yet, but none from before
-  the schedule's *since* mark (cursor ``kirby:since:<key>``: when it was first seen, or re-enabled),
-  which were never published. Duplicates are harmless (claims); a slot older than its grace is
-  not re-run.
+* **Offer, then cursor.** A cursor never moves past a slot whose offer was not durably
+  published: the leader first publishes the slots due at a tick (``publish_offers`` returns once
+  the bus stored them), then writes each schedule's cursor (``<job>:<env>:<schedule id>``) to
+  its last published slot, in one call under its epoch. When the bus fails (Kafka down for
+  minutes), no cursor moves: after the outage the slots still within their misfire grace are
+  published late and older ones follow the catch-up policy (recorded ``skipped`` with the reason).
+  Right before publishing, the leader checks that it still holds the lease under its epoch, and
+  the store refuses the cursor write (``StaleEpoch``) unless that epoch still holds a live leader
+  lease; either way the leader then becomes a follower at once. Offers a deposed leader published before
+  noticing carry its old epoch, and runners drop offers of a stale epoch; runs are claimed by
+  their deterministic id, so a slot published twice (published, then the cursor write failed)
+  still runs once. Every offer carries ``not_after`` (the end of its grace): no runner starts it
+  later, whatever the bus redelivers.
+* **Re-publish on a new epoch.** Offers published that no runner consumed before a failover are
+  dropped as stale. So a leader starting an epoch (a takeover, or resuming after a store or bus
+  error) re-publishes, under its own epoch, every recent slot ``(now - misfire grace, cursor]``
+  that nobody has claimed yet, but none from before the schedule's *since* mark (cursor
+  ``kirby:since:<key>``: when it was first seen, or re-enabled), which were never published.
+  Duplicates are harmless (claims); a slot older than its grace is not re-run.
 * **Resume from the cursor.** Slots after the cursor that fell into the failover gap are
   published late if within the misfire grace; older ones follow the catch-up policy (``planning``).
   A schedule seen for the first time starts from now (the past is not run).
@@ -146,7 +151,15 @@ class Scheduler:
         return self._delay(now)
 
     def _commit(self, batch: Batch, now: datetime, epoch: int) -> None:
-        """Cursors (fenced by the epoch, with the alive mark) first, then the offers, then their events."""
+        """Offers first (durably stored when ``publish_offers`` returns), then the cursors (fenced by
+        the epoch, with the alive mark), then the run events. A bus error leaves every cursor put."""
+        if batch.offers:
+            if not self.store.holds_leader(self.election.owner, epoch):
+                raise StaleEpoch(
+                    f"epoch {epoch} no longer holds the leader lease; {len(batch.offers)} offer(s) not published"
+                )
+            self.bus.publish_offers(batch.offers)
+            self.published += len(batch.offers)
         if (
             batch.offers
             or batch.cursors
@@ -155,9 +168,6 @@ class Scheduler:
         ):
             self.store.set_cursors({**batch.cursors, ALIVE_KEY: now}, epoch)
             self._alive = self._alive_written = now
-        if batch.offers:
-            self.bus.publish_offers(batch.offers)
-            self.published += len(batch.offers)
         for offer in batch.offers:
             log.info("offered run %s (epoch %d)", offer.run_id, epoch)
             self.reporter.offered(offer)
