@@ -33,7 +33,10 @@ Why it never runs a slot twice and never misses one (DESIGN.md, "Semantics"):
 
 ``tick(now)`` does one pass and returns the seconds until the next due slot (at most ``wakeup``);
 ``run(stop_event)`` ticks the election and this, sleeping exactly until the next due instant,
-while a background thread refreshes the schedule every ``wakeup`` seconds.
+while a background thread refreshes the schedule every ``wakeup`` seconds: no fetch ever runs
+in, or delays, the thread that renews the lease and publishes. With the web server down or
+hanging, the leader publishes from its last good copy for as long as the outage lasts (and says
+so once).
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ class Scheduler:
         self.published = 0  # offers published (counts re-publications)
         self._latest: ScheduleSnapshot | None = None  # newest fetched snapshot
         self._fetched_at: datetime | None = None
+        self._outage_since: datetime | None = None  # the first failed fetch of the current outage
         self._synced: ScheduleSnapshot | None = None  # the snapshot _tracks reflect
         self._tracks: dict[str, Track] = {}
         self._epoch: int | None = None
@@ -101,20 +105,31 @@ class Scheduler:
 
     # -- schedule -------------------------------------------------------------------------------
     def refresh(self, now: datetime) -> None:
-        """Fetch the schedule; on failure keep the previous one (the source logs outages)."""
+        """Fetch the schedule; on failure keep the last good copy, saying so once per outage.
+
+        This is the one place that keeps a last good copy: with the web server down or hanging,
+        the leader goes on publishing from it for as long as the outage lasts. Under ``run`` it is
+        called only by the refresh thread, never by the one that renews the lease and publishes.
+        """
         try:
-            self._latest, self._fetched_at = self.source.fetch(now), now
+            snapshot = self.source.fetch(now)
         except KirbyError as exc:  # before the first copy this is usually `kirby web` still starting
-            log.log(
-                logging.WARNING if self._latest is None else logging.ERROR,
-                "cannot read the schedule%s: %s",
-                " yet" if self._latest is None else "",
-                exc,
-            )
+            if self._latest is None:
+                log.warning("cannot read the schedule yet: %s", exc)
+            elif self._outage_since is None:
+                self._outage_since = now
+                log.warning(
+                    "cannot read the schedule: %s; scheduling from the copy fetched at %s until it can",
+                    exc,
+                    self._fetched_at.isoformat(),
+                )
+            return
+        if self._outage_since is not None:
+            log.info("the schedule can be read again (it could not since %s)", self._outage_since.isoformat())
+        self._latest, self._fetched_at, self._outage_since = snapshot, now, None
 
     def _stale(self, now: datetime) -> bool:
-        limit = self.wakeup * (2 if self._background else 1)
-        return self._fetched_at is None or (now - self._fetched_at).total_seconds() >= limit
+        return self._fetched_at is None or (now - self._fetched_at).total_seconds() >= self.wakeup
 
     # -- one pass -------------------------------------------------------------------------------
     def tick(self, now: datetime) -> float:
@@ -123,8 +138,8 @@ class Scheduler:
         if epoch is None:
             self._epoch = None
             return self.wakeup
-        if self._latest is None or self._stale(now):
-            self.refresh(now)
+        if not self._background and (self._latest is None or self._stale(now)):
+            self.refresh(now)  # called directly (tests, tools): under ``run`` the refresh thread fetches
         if self._latest is None:
             return min(self.wakeup, self.election.window)
         batch = Batch()
