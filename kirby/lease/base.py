@@ -95,10 +95,11 @@ class LeaseStore(ABC):
         """The last instant published for ``schedule_key``, or None."""
 
     @abstractmethod
-    def set_cursor(self, schedule_key: str, instant: datetime, epoch: int) -> None:
+    def set_cursor(self, schedule_key: str, instant: datetime, epoch: int, owner: str | None = None) -> None:
         """Record ``instant`` for ``schedule_key``; raises StaleEpoch unless ``epoch`` is current.
 
-        Current means: the leader lease is live under ``epoch``. A write is refused once a newer
+        Current means: the leader lease is live under ``epoch`` (and held by ``owner`` when given;
+        a backend that issues lease tokens also compares the token it acquired the lease with). A write is refused once a newer
         epoch was issued, and also when the lease expired or was released without a successor
         (the old leader must win a new election, under a new epoch, before writing again).
         ``instant`` must be timezone-aware (ValueError otherwise); it is read back in UTC.
@@ -109,11 +110,11 @@ class LeaseStore(ABC):
         cursors = {key: self.get_cursor(key) for key in schedule_keys}
         return {key: instant for key, instant in cursors.items() if instant is not None}
 
-    def set_cursors(self, cursors: dict[str, datetime], epoch: int) -> None:
+    def set_cursors(self, cursors: dict[str, datetime], epoch: int, owner: str | None = None) -> None:
         """``set_cursor`` for each item (StaleEpoch stops at the first refusal). Backends may override
         to write them in one round trip (then all or none)."""
         for key, instant in cursors.items():
-            self.set_cursor(key, instant, epoch)
+            self.set_cursor(key, instant, epoch, owner)
 
     # -- run claims -----------------------------------------------------------------------------
     @abstractmethod

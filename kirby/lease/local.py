@@ -137,8 +137,8 @@ class LocalLeaseStore(LeaseStore):
     def get_cursor(self, schedule_key: str) -> datetime | None:
         return self.get_cursors([schedule_key]).get(schedule_key)
 
-    def set_cursor(self, schedule_key: str, instant: datetime, epoch: int) -> None:
-        self.set_cursors({schedule_key: instant}, epoch)
+    def set_cursor(self, schedule_key: str, instant: datetime, epoch: int, owner: str | None = None) -> None:
+        self.set_cursors({schedule_key: instant}, epoch, owner)
 
     def get_cursors(self, schedule_keys: list[str]) -> dict[str, datetime]:
         """One transaction."""
@@ -149,15 +149,16 @@ class LocalLeaseStore(LeaseStore):
             ]
         return {row[0]: datetime.fromisoformat(row[1]) for row in rows if row}
 
-    def set_cursors(self, cursors: dict[str, datetime], epoch: int) -> None:
+    def set_cursors(self, cursors: dict[str, datetime], epoch: int, owner: str | None = None) -> None:
         """One transaction: all written, or none (StaleEpoch)."""
         rows = [(key, as_utc(instant).isoformat()) for key, instant in cursors.items()]
         if not rows:
             return
         with self._transaction() as db:
             live = db.execute(
-                "SELECT 1 FROM lease_leader WHERE epoch = ? AND owner IS NOT NULL AND expires_at > ?",
-                (epoch, time.time()),
+                "SELECT 1 FROM lease_leader WHERE epoch = ? AND owner IS NOT NULL AND expires_at > ?"
+                " AND (? IS NULL OR owner = ?)",
+                (epoch, time.time(), owner, owner),
             ).fetchone()
             if not live:
                 raise StaleEpoch(

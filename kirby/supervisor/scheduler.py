@@ -181,7 +181,7 @@ class Scheduler:
             or self._alive_written is None
             or (now - self._alive_written).total_seconds() >= self.wakeup
         ):
-            self.store.set_cursors({**batch.cursors, ALIVE_KEY: now}, epoch)
+            self.store.set_cursors({**batch.cursors, ALIVE_KEY: now}, epoch, owner=self.election.owner)
             self._alive = self._alive_written = now
         for offer in batch.offers:
             log.info("offered run %s (epoch %d)", offer.run_id, epoch)
