@@ -179,3 +179,14 @@ class LeaseStore(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    # -- the record of published slots (issue 10) -------------------------------------------------
+    @abstractmethod
+    def add_published(self, slots: dict[str, list[datetime]], forget_before: datetime) -> None:
+        """Record that the slots ``slots[schedule key]`` were published; forget records of slots
+        before ``forget_before`` (older than any misfire grace). Idempotent."""
+
+    @abstractmethod
+    def published_slots(self, schedule_key: str, after: datetime, until: datetime) -> list[datetime]:
+        """The recorded slots of ``schedule_key`` in ``(after, until]``, ascending, in UTC. A new
+        leader re-publishes these (those still unclaimed), never a re-computation of the past."""

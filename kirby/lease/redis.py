@@ -9,6 +9,8 @@ unless noted:
   ``leader`` key exists with the writer's epoch: it is refused once a newer epoch was issued, and
   also when the lease merely expired (the old leader must win a new election before writing).
 * ``claim:<run id>`` {supervisor, attempt, claimed_s, claimed_us, token}, kept ``CLAIM_RETENTION``.
+* ``published:<schedule key>`` (a sorted set, no expiry): the slots published, scored by their
+  instant, pruned past the misfire grace.
 * ``daemon:<name>`` {owner, ...} and ``supervisor:<name>`` {instance, info, beat_s, beat_us}.
 
 Renew, release and unregister are compare-and-set Lua scripts (never a bare EXPIRE or DEL).
@@ -281,6 +283,28 @@ class RedisLeaseStore(LeaseStore):
     def _saw(self, epoch: int) -> int:
         self._seen = max(self._seen, epoch)
         return epoch
+
+    # -- the record of published slots (issue 10) -------------------------------------------------
+    def add_published(self, slots: dict[str, list[datetime]], forget_before: datetime) -> None:
+        """One pipeline: ZADD each schedule's slots, ZREMRANGEBYSCORE what is older than ``forget_before``."""
+        if not any(slots.values()):
+            return
+
+        def write() -> None:
+            pipeline = self._redis.pipeline(transaction=True)
+            for key, instants in slots.items():
+                if instants:
+                    name = self._key("published", key)
+                    pipeline.zadd(name, {as_utc(i).isoformat(): as_utc(i).timestamp() for i in instants})
+                    pipeline.zremrangebyscore(name, "-inf", f"({as_utc(forget_before).timestamp()}")
+            pipeline.execute()
+
+        self._call(write)
+
+    def published_slots(self, schedule_key: str, after: datetime, until: datetime) -> list[datetime]:
+        name = self._key("published", schedule_key)
+        low, high = f"({as_utc(after).timestamp()}", as_utc(until).timestamp()
+        return [datetime.fromisoformat(text) for text in self._call(lambda: self._redis.zrangebyscore(name, low, high))]
 
 
 def _claim(run_id: str, fields: dict[str, str]) -> Claim:

@@ -15,10 +15,13 @@ Why it never runs a slot twice and never misses one (DESIGN.md, "Semantics"):
   their deterministic id, so a slot published twice (published, then the cursor write failed)
   still runs once. Every offer carries ``not_after`` (the end of its grace): no runner starts it
   later, whatever the bus redelivers.
-* **Re-publish on a new epoch.** Offers published that no runner consumed before a failover are
-  dropped as stale. So a leader starting an epoch (a takeover, or resuming after a store or bus
-  error) re-publishes, under its own epoch, every recent slot ``(now - misfire grace, cursor]``
-  that nobody has claimed yet, but none from before the schedule's *since* mark (cursor
+* **Re-publish on a new epoch, from the record.** Offers published that no runner consumed before
+  a failover are dropped as stale. So after publishing, the leader records the slots it published
+  in the lease store (``add_published``, kept for the misfire grace), and a leader starting an
+  epoch (a takeover, or resuming after a store or bus error) re-publishes, under its own epoch,
+  every recorded slot ``(now - misfire grace, cursor]`` that nobody has claimed yet: what was
+  published under the rule in force then (a cron edit or a deleted suspension does not rewrite
+  the past), but none from before the schedule's *since* mark (cursor
   ``kirby:since:<key>``: when it was first seen, or re-enabled), which were never published.
   Duplicates are harmless (claims); a slot older than its grace is not re-run.
 * **Resume from the cursor.** Slots after the cursor that fell into the failover gap are
@@ -175,6 +178,7 @@ class Scheduler:
                 )
             self.bus.publish_offers(batch.offers)
             self.published += len(batch.offers)
+            self.store.add_published(batch.published, now - timedelta(seconds=self._longest_grace() + self.wakeup))
         if (
             batch.offers
             or batch.cursors
@@ -188,6 +192,9 @@ class Scheduler:
             self.reporter.offered(offer)
         for offer, reason in batch.skipped:
             self.reporter.skipped(offer, reason)
+
+    def _longest_grace(self) -> float:
+        return max((track.rule.misfire_grace_seconds for track in self._tracks.values()), default=0)
 
     def _delay(self, now: datetime) -> float:
         soonest = min((t.next_due for t in self._tracks.values()), default=NEVER)
@@ -241,22 +248,19 @@ class Scheduler:
             return None
 
     def _republish(self, track: Track, now: datetime, epoch: int, batch: Batch) -> None:
-        """Re-offer, under ``epoch``, the recent slots up to the cursor that nobody has claimed."""
+        """Re-offer, under ``epoch``, the recorded published slots up to the cursor that nobody has
+        claimed: what was published under the rule in force then, never a re-computation of the past
+        with today's rule (a cron edit, a deleted suspension)."""
         start = now - timedelta(seconds=track.rule.misfire_grace_seconds, microseconds=1)
         if track.since is not None:  # never before the schedule was first seen or re-enabled
             start = max(start, track.since)
         end = min(track.done_until, now)
         if end <= start:
             return
-        for slot in plan_slots(track.entry, track.rule, start, None, end, self.max_publish, 0).slots:
-            if (
-                slot.publish
-                and self.store.get_claim(slot_run_id(track.entry.job, track.entry.environment, slot.instant)) is None
-            ):
-                batch.offers.append(offer_for_slot(track.entry, track.rule, slot.instant, epoch, now))
-                log.info(
-                    "re-publishing unclaimed slot %s of %s under epoch %d", slot.instant.isoformat(), track.key, epoch
-                )
+        for instant in self.store.published_slots(track.key, start, end):
+            if self.store.get_claim(slot_run_id(track.entry.job, track.entry.environment, instant)) is None:
+                batch.offers.append(offer_for_slot(track.entry, track.rule, instant, epoch, now))
+                log.info("re-publishing unclaimed slot %s of %s under epoch %d", instant.isoformat(), track.key, epoch)
 
     def _plan(self, track: Track, now: datetime, epoch: int, batch: Batch) -> None:
         """Add every slot of ``track`` in (done_until, now] to ``batch``, with the cursor at the last one."""
@@ -275,6 +279,7 @@ class Scheduler:
             offer = offer_for_slot(track.entry, track.rule, slot.instant, epoch, now)
             if slot.publish:
                 batch.offers.append(offer)
+                batch.published.setdefault(track.key, []).append(slot.instant)
             else:
                 batch.skipped.append((offer, slot.skip_reason))
         if plan.slots:
