@@ -41,9 +41,12 @@ class Figures:
         )
 
 
-def audit(cluster, job: str, path: Path, start: datetime, end: datetime, fault: str, grace: float) -> Figures:
+def audit(
+    cluster, job: str, path: Path, start: datetime, end: datetime, fault: str, grace: float, settle: float = 120
+) -> Figures:
     """Every slot of ``job`` in (start, end] ran exactly once (within ``grace`` of its instant) or is
-    recorded skipped with a reason; no run is left offered, claimed or running; none ran twice."""
+    recorded skipped with a reason; no run is left offered, claimed or running (after ``settle``
+    seconds); none ran twice."""
     expected = [slot_run_id(job, "e2e", slot) for slot in slots_between(EVERY_SECOND, "UTC", start, end)]
 
     def unsettled() -> list:
@@ -61,7 +64,7 @@ def audit(cluster, job: str, path: Path, start: datetime, end: datetime, fault: 
         return left
 
     try:
-        wait_for(lambda: not unsettled(), 120, "")
+        wait_for(lambda: not unsettled(), settle, "")
     except AssertionError:
         left = unsettled()
         raise AssertionError(

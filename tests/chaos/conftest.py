@@ -22,22 +22,24 @@ class Chaos:
 
 @pytest.fixture
 def chaos(request, tmp_path, example_index, shared_venvs, start_private_redis):  # noqa: F811 (fixtures)
-    """``chaos(kafka="shared"|"private", redis_options=(...))`` builds the cluster (not started)."""
+    """``chaos(kafka="shared"|"private"|None, redis_options=(...))`` builds the cluster (not started);
+    ``kafka=None`` runs it on the embedded backends (no Redis either)."""
     made: list[Chaos] = []
 
     def build(kafka: str = "shared", redis_options: tuple[str, ...] = ()) -> Chaos:
         if not shutil.which("redis-server"):
             pytest.fail("redis-server is not installed: run `deploy/services up redis`")
-        redis = start_private_redis(*redis_options)
-        private = None
+        private = redis = address = None
+        if kafka is not None:
+            redis = start_private_redis(*redis_options)
         if kafka == "private":
             private = PrivateKafka(tmp_path / "services")
             private("up")
             address = private.address
-        else:
+        elif kafka == "shared":
             address = request.getfixturevalue("kafka_servers")
         web_port = free_port()
-        env = cluster_env(tmp_path, web_port, example_index, shared_venvs, address, redis.url)
+        env = cluster_env(tmp_path, web_port, example_index, shared_venvs, address, redis.url if redis else None)
         made.append(Chaos(open_cluster(tmp_path, env, web_port), redis, private))
         return made[-1]
 

@@ -94,23 +94,30 @@ def test_kafka_broker_stopped_for_longer_than_the_lease_and_the_session(chaos):
     time.sleep(20)  # the fault itself
     made.kafka("up")
     end = runs_continue(path, timeout=180)
-    figures = audit(cluster, "tick", path, begin, end, "Kafka broker stopped 20 s", 10)
+    # Run events held by the supervisors during the outage reach the web only after the groups
+    # re-form: on a loaded 2-core machine that has taken minutes, hence the longer settling time.
+    figures = audit(cluster, "tick", path, begin, end, "Kafka broker stopped 20 s", 10, settle=300)
     assert figures.skipped >= 5, "slots older than the grace at the broker's return must be recorded skipped"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGSTOP, signal.SIGKILL], ids=["SIGSTOP", "SIGKILL"])
-def test_the_web_server_hung_or_killed_for_20_seconds(chaos, signum):
+@pytest.mark.parametrize(
+    "signum, backend",
+    [(signal.SIGSTOP, "shared"), (signal.SIGKILL, "shared"), (signal.SIGKILL, None)],
+    ids=["SIGSTOP-kafka-redis", "SIGKILL-kafka-redis", "SIGKILL-embedded"],
+)
+def test_the_web_server_hung_or_killed_for_12_seconds(chaos, signum, backend):
     """The leader schedules from its last good copy; run events wait on the bus for the web."""
-    made = chaos()
+    made = chaos(kafka=backend)
     cluster, path = start(made)
     begin = datetime.now(timezone.utc)
     cluster.signal("web", signum)
-    time.sleep(20)  # the fault itself (five lease TTLs)
+    time.sleep(12)  # the fault itself (three lease TTLs)
     if signum == signal.SIGSTOP:
         cluster.signal("web", signal.SIGCONT)
     else:
         cluster.start_web()
     end = runs_continue(path)
     name = "SIGSTOP" if signum == signal.SIGSTOP else "SIGKILL"
-    figures = audit(cluster, "tick", path, begin, end, f"web {name} 20 s", GRACE)
+    where = "embedded" if backend is None else "Kafka + Redis"
+    figures = audit(cluster, "tick", path, begin, end, f"web {name} 12 s ({where})", GRACE)
     assert figures.skipped == 0, "nothing should be skipped while only the web server is away"
