@@ -45,6 +45,11 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
     "REDIS_URL": (None, "Redis URL (redis:// or rediss://, password allowed). Unset: embedded lease store."),
     "KIRBY_REDIS_PREFIX": ("kirby:", "Prefix of Kirby's Redis keys (several clusters can share one Redis)."),
     "KIRBY_EMBEDDED_PATH": ("kirby-embedded.db", "SQLite file of the embedded bus and lease store."),
+    "KIRBY_SINGLE_HOST": (
+        "false",
+        "`true`: every Kirby process runs on this one host, so Kafka may be used with the embedded lease store"
+        " (without it, `KAFKA_BOOTSTRAP_SERVERS` without `REDIS_URL` is an error).",
+    ),
     "KIRBY_PACKAGE_INDEX": ("http://127.0.0.1:8081/simple/", "Package index URL, or a folder of wheels."),
     "KIRBY_VENV_DIRECTORY": ("~/.kirby/venvs", "Where virtualenvs are cached, one per package version."),
     "KIRBY_RUN_DIRECTORY": ("~/.kirby/runs", "Where each run gets its own working directory."),
@@ -251,7 +256,8 @@ class Settings:
     log_format: str = DEFAULT_LOG_FORMAT
     redis_url: str | None = field(default=None, repr=False)  # may hold a password
     redis_prefix: str = "kirby:"
-    embedded_path: Path = Path("kirby-embedded.db")
+    embedded_path: Path = Path("kirby-embedded.db")  # absolute once built by load_settings
+    single_host: bool = False
     package_index: str = field(default="http://127.0.0.1:8081/simple/", repr=False)  # may hold a password
     venv_directory: Path = Path("~/.kirby/venvs").expanduser()
     run_directory: Path = Path("~/.kirby/runs").expanduser()
@@ -332,6 +338,7 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
         redis_url=_parse_url("REDIS_URL", redis_url, ("redis", "rediss")) if redis_url else None,
         redis_prefix=get("KIRBY_REDIS_PREFIX"),
         embedded_path=directory("KIRBY_EMBEDDED_PATH"),
+        single_host=_parse_bool("KIRBY_SINGLE_HOST", get("KIRBY_SINGLE_HOST")),
         package_index=index,
         venv_directory=directory("KIRBY_VENV_DIRECTORY"),
         run_directory=directory("KIRBY_RUN_DIRECTORY"),

@@ -37,7 +37,10 @@ class Offer:
     ``run_id`` is unique per attempt and deterministic for scheduled slots (``kirby.models``).
     ``epoch`` is the leader's fencing token; ``None`` for manual offers, which are not fenced.
     ``config`` holds the run's environment variables (context over job over global);
-    ``secrets`` names those whose values are masked in logs.
+    ``secrets`` names those whose values are masked in logs. ``not_after`` is the end of a
+    scheduled slot's misfire grace: a runner never starts the offer later than that (it records
+    the run ``skipped``, "expired: ..."), whatever the bus redelivers; ``None`` (manual runs,
+    retries, offers of older versions) never expires.
     """
 
     run_id: str
@@ -59,6 +62,7 @@ class Offer:
     attempt: int = 1
     trigger: Trigger = Trigger.SCHEDULE
     offered_at: datetime | None = None
+    not_after: datetime | None = None
 
     def __post_init__(self) -> None:  # the policies travel as their enums, whatever a caller passed
         object.__setattr__(self, "overlap", Overlap(self.overlap))
@@ -75,7 +79,7 @@ class Offer:
         known = {f.name for f in fields(cls)}
         data = {k: v for k, v in data.items() if k in known}
         data["secrets"] = tuple(data.get("secrets", ()))
-        return cls(**_decode_times(data, ("scheduled_at", "offered_at")))
+        return cls(**_decode_times(data, ("scheduled_at", "offered_at", "not_after")))
 
 
 def offer_data(offer: Offer) -> dict[str, Any]:

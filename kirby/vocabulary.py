@@ -102,3 +102,12 @@ def name_problem(name: object, what: str = "name") -> str | None:
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         return f"{name!r} is not a valid {what}; use letters, digits, '_', '.' and '-'"
     return None
+
+
+MIN_MISFIRE_GRACE_SECONDS = 10
+MIN_MISFIRE_GRACE_REASON = (
+    f"a slot must be published, delivered and claimed within its misfire grace; a failover or a"
+    f" consumer rebalance takes seconds, so a grace under {MIN_MISFIRE_GRACE_SECONDS} s skips the slots"
+    f" due meanwhile (and 0 with catch-up skip never runs anything)"
+)
+"""The shortest misfire grace a schedule may have, and why (the admin form and the import say it)."""

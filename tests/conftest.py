@@ -9,6 +9,7 @@ it elsewhere, with the command that starts it.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 
 from kirby.config import Settings, load_settings
 from kirby.db import Database, open_database
+from tests.private_services import PrivateRedis
 
 SERVICE_VARIABLES = (
     "KAFKA_BOOTSTRAP_SERVERS",
@@ -152,3 +154,29 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if Path(str(item.fspath)).parent.name in CLUSTER_FOLDERS:
             item.add_marker(pytest.mark.xdist_group("cluster"))
+
+
+# -- private servers a test may stop, freeze and restart ------------------------------------
+@pytest.fixture
+def start_private_redis(redis_url, tmp_path: Path):
+    """Starts private servers. Needs the redis-server that ``deploy/services up redis`` installs."""
+    if not shutil.which("redis-server"):
+        pytest.fail("redis-server is not installed: run `deploy/services up redis` (it installs Debian's package)")
+    servers: list[PrivateRedis] = []
+
+    def start(*options: str) -> PrivateRedis:
+        server = PrivateRedis(tmp_path / f"redis-{len(servers)}", *options)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        if server.process.poll() is None:
+            server.thaw()
+            server.kill()
+
+
+@pytest.fixture
+def private_redis(start_private_redis) -> PrivateRedis:
+    return start_private_redis()

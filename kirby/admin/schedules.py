@@ -14,6 +14,7 @@ from kirby import cron, dst
 from kirby.admin.base import KirbyModelView
 from kirby.admin.validators import cron_expression, time_zone
 from kirby.errors import CronError
+from kirby.vocabulary import MIN_MISFIRE_GRACE_REASON, MIN_MISFIRE_GRACE_SECONDS
 
 PREVIEW_COUNT = 5
 
@@ -88,7 +89,15 @@ class ScheduleView(KirbyModelView):
         "timezone": {"validators": [time_zone], "description": "IANA time zone, e.g. Europe/Paris", "default": "UTC"},
         "catchup": {"default": "latest"},  # the model's defaults (a select would start at its first choice)
         "overlap": {"default": "forbid"},
-        "misfire_grace_seconds": {"validators": [NumberRange(min=0)], "default": 300},
+        "misfire_grace_seconds": {
+            "validators": [
+                NumberRange(
+                    min=MIN_MISFIRE_GRACE_SECONDS,
+                    message=f"at least {MIN_MISFIRE_GRACE_SECONDS} seconds: {MIN_MISFIRE_GRACE_REASON}",
+                )
+            ],
+            "default": 300,
+        },
         "timeout_seconds": {"validators": [NumberRange(min=1)]},
         "retries": {"validators": [NumberRange(min=0, max=100)]},
         "dst_fall_back": {

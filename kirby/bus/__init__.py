@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 from kirby.bus.base import Consumer, Delivery, OfferBus
 from kirby.config import Settings
+
+log = logging.getLogger(__name__)
 
 
 def open_bus(settings: Settings) -> OfferBus:
@@ -13,6 +17,7 @@ def open_bus(settings: Settings) -> OfferBus:
         return KafkaBus(settings)
     from kirby.bus.local import LocalBus
 
+    log.info("embedded bus: %s (KIRBY_EMBEDDED_PATH)", settings.embedded_path)
     return LocalBus(settings)
 
 

@@ -4,8 +4,9 @@ Two streams travel on the bus:
 
 * **offers** (topic ``KIRBY_TOPIC_JOB_OFFERS``): published keyed by run id; consumed by the members
   of one consumer group (``KIRBY_SUPERVISOR_GROUP_ID``), each offer delivered to one member at a
-  time. A member acknowledges an offer explicitly (the runner does it right after claiming the
-  run); an offer whose consumer dies or closes unacknowledged is redelivered to another member.
+  time. A member acknowledges an offer explicitly (the runner does it once the claim of the run
+  is decided); an offer whose consumer dies or closes unacknowledged is redelivered to another
+  member, and one the member gives back (``release``: it could not decide it) is delivered again.
   Delivery is at-least-once: duplicates are possible and harmless (runs are claimed by id).
 * **run events** (topic ``KIRBY_TOPIC_RUN_EVENTS``): state changes and log lines, keyed by run
   id so that the events of one run stay in order; consumed with the same group semantics by the
@@ -47,6 +48,16 @@ class Consumer(ABC, Generic[M]):
 
         Acknowledge in the order received; acknowledging a message may acknowledge the ones
         received before it on the same partition (Kafka's offsets).
+        """
+
+    @abstractmethod
+    def release(self, deliveries: list[Delivery[M]]) -> None:
+        """Give ``deliveries`` (received, not acknowledged) back: they will be delivered again, to
+        this member or another, as if never received. Call it when handling them failed before
+        their outcome was decided (e.g. the lease store was unreachable).
+
+        Pass every unacknowledged delivery of the partitions concerned (Kafka rewinds each
+        partition to the oldest one given, so what followed it there comes again too).
         """
 
     @abstractmethod

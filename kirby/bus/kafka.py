@@ -6,7 +6,9 @@
   they stay in order); ``publish_*`` wait for the broker's acknowledgement.
 * Consumers: offers in group ``KIRBY_SUPERVISOR_GROUP_ID``, events in the group passed in;
   ``auto_offset_reset=earliest``, no auto-commit: ``ack`` commits the delivery's offset + 1 on its
-  partition, which also acknowledges what came before it there (ack in the order received).
+  partition, which also acknowledges what came before it there (ack in the order received);
+  ``release`` seeks each partition back to the oldest released offset (a partition the group
+  moved to another member meanwhile goes on from its committed offset there).
   A consumer that stops heartbeating (killed) leaves the group after ``SESSION_TIMEOUT_MS`` and its
   uncommitted offers go to the remaining members.
 * Outside calls are retried ``EXT_RETRIES`` times, ``EXT_WAIT_BETWEEN_RETRIES`` s apart (tenacity);
@@ -199,6 +201,17 @@ class KafkaGroupConsumer(Consumer[M]):
                 )
 
         call(self._settings, "commit an offset", commit_offset)
+
+    def release(self, deliveries: list[Delivery[M]]) -> None:
+        oldest: dict[TopicPartition, int] = {}
+        for delivery in deliveries:
+            partition, offset = delivery.token
+            oldest[partition] = min(offset, oldest.get(partition, offset))
+        assigned = self._consumer.assignment()
+        for partition, offset in oldest.items():
+            if partition in assigned:  # else revoked: its new owner starts from the committed offset
+                self._consumer.seek(partition, offset)
+                log.info("released %s from offset %d: it will be received again", partition, offset)
 
     def close(self) -> None:
         """Leave the group at once; uncommitted offers go to the other members."""

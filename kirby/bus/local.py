@@ -148,6 +148,16 @@ class LocalConsumer(Consumer[M]):
             "DELETE FROM bus_inflight WHERE stream = ? AND grp = ? AND message_id = ?", (*self._key, delivery.token)
         )
 
+    def release(self, deliveries: list[Delivery[M]]) -> None:
+        """The rows go back to the group at once (the next ``take`` of any member hands them out)."""
+        if not deliveries:
+            return
+        with self._db.transaction() as c:
+            c.executemany(
+                "UPDATE bus_inflight SET owner = NULL WHERE stream = ? AND grp = ? AND message_id = ? AND owner = ?",
+                [(*self._key, delivery.token, self.member_id) for delivery in deliveries],
+            )
+
     def close(self) -> None:
         """Leave the group: this member's unacknowledged messages go back to it at once."""
         if self._closed.is_set():

@@ -10,7 +10,7 @@ from kirby.demo import checks
 from kirby.demo.source import child
 from kirby.demo.spec import ConfigValue, ContextSpec, JobSpec, ScheduleSpec
 from kirby.errors import CronError, DemoImportError
-from kirby.vocabulary import CatchUp, JobType, Overlap
+from kirby.vocabulary import MIN_MISFIRE_GRACE_REASON, MIN_MISFIRE_GRACE_SECONDS, CatchUp, JobType, Overlap
 
 JOB_KEYS = (
     "description",
@@ -101,9 +101,16 @@ def schedule(value: Any, path: str, job_type: JobType) -> ScheduleSpec:
             child(path, "timezone"), f'{timezone!r} is not an IANA time zone, e.g. "Europe/Paris"'
         ) from None
     policies: dict[str, Any] = {}
-    for key in ("misfire_grace_seconds", "retries"):
-        if key in param:
-            policies[key] = checks.integer(param[key], child(path, key), minimum=0)
+    if "retries" in param:
+        policies["retries"] = checks.integer(param["retries"], child(path, "retries"), minimum=0)
+    if "misfire_grace_seconds" in param:
+        grace = checks.integer(param["misfire_grace_seconds"], child(path, "misfire_grace_seconds"), minimum=0)
+        if grace < MIN_MISFIRE_GRACE_SECONDS:
+            raise DemoImportError(
+                child(path, "misfire_grace_seconds"),
+                f"{grace} is too small; expected at least {MIN_MISFIRE_GRACE_SECONDS}: {MIN_MISFIRE_GRACE_REASON}",
+            )
+        policies["misfire_grace_seconds"] = grace
     if param.get("timeout_seconds") is not None:
         policies["timeout_seconds"] = checks.integer(
             param["timeout_seconds"], child(path, "timeout_seconds"), minimum=1

@@ -95,10 +95,11 @@ class LeaseStore(ABC):
         """The last instant published for ``schedule_key``, or None."""
 
     @abstractmethod
-    def set_cursor(self, schedule_key: str, instant: datetime, epoch: int) -> None:
+    def set_cursor(self, schedule_key: str, instant: datetime, epoch: int, owner: str | None = None) -> None:
         """Record ``instant`` for ``schedule_key``; raises StaleEpoch unless ``epoch`` is current.
 
-        Current means: the leader lease is live under ``epoch``. A write is refused once a newer
+        Current means: the leader lease is live under ``epoch`` (and held by ``owner`` when given;
+        a backend that issues lease tokens also compares the token it acquired the lease with). A write is refused once a newer
         epoch was issued, and also when the lease expired or was released without a successor
         (the old leader must win a new election, under a new epoch, before writing again).
         ``instant`` must be timezone-aware (ValueError otherwise); it is read back in UTC.
@@ -109,11 +110,11 @@ class LeaseStore(ABC):
         cursors = {key: self.get_cursor(key) for key in schedule_keys}
         return {key: instant for key, instant in cursors.items() if instant is not None}
 
-    def set_cursors(self, cursors: dict[str, datetime], epoch: int) -> None:
+    def set_cursors(self, cursors: dict[str, datetime], epoch: int, owner: str | None = None) -> None:
         """``set_cursor`` for each item (StaleEpoch stops at the first refusal). Backends may override
         to write them in one round trip (then all or none)."""
         for key, instant in cursors.items():
-            self.set_cursor(key, instant, epoch)
+            self.set_cursor(key, instant, epoch, owner)
 
     # -- run claims -----------------------------------------------------------------------------
     @abstractmethod
@@ -166,8 +167,26 @@ class LeaseStore(ABC):
     def close(self) -> None:
         """Release connections."""
 
+    # -- fencing and amnesia (issue 10) ---------------------------------------------------------
+    def holds_leader(self, owner: str, epoch: int) -> bool:
+        """Whether ``owner`` holds a live leader lease under ``epoch`` (a read: a leader checks it
+        right before publishing, so a deposed one that has not noticed publishes nothing)."""
+        held = self.leader()
+        return held is not None and held.owner == owner and held.epoch == epoch
+
     def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    # -- the record of published slots (issue 10) -------------------------------------------------
+    @abstractmethod
+    def add_published(self, slots: dict[str, list[datetime]], forget_before: datetime) -> None:
+        """Record that the slots ``slots[schedule key]`` were published; forget records of slots
+        before ``forget_before`` (older than any misfire grace). Idempotent."""
+
+    @abstractmethod
+    def published_slots(self, schedule_key: str, after: datetime, until: datetime) -> list[datetime]:
+        """The recorded slots of ``schedule_key`` in ``(after, until]``, ascending, in UTC. A new
+        leader re-publishes these (those still unclaimed), never a re-computation of the past."""

@@ -38,6 +38,8 @@ CREATE TABLE IF NOT EXISTS lease_claim (
     run_id TEXT PRIMARY KEY, supervisor TEXT NOT NULL, attempt INTEGER NOT NULL,
     claimed_at REAL NOT NULL, expires_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS lease_claim_expiry ON lease_claim (expires_at);
+CREATE TABLE IF NOT EXISTS lease_published (
+    schedule_key TEXT NOT NULL, instant REAL NOT NULL, PRIMARY KEY (schedule_key, instant));
 CREATE TABLE IF NOT EXISTS lease_daemon (daemon TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS lease_supervisor (
     name TEXT PRIMARY KEY, instance TEXT NOT NULL, info TEXT NOT NULL,
@@ -137,8 +139,8 @@ class LocalLeaseStore(LeaseStore):
     def get_cursor(self, schedule_key: str) -> datetime | None:
         return self.get_cursors([schedule_key]).get(schedule_key)
 
-    def set_cursor(self, schedule_key: str, instant: datetime, epoch: int) -> None:
-        self.set_cursors({schedule_key: instant}, epoch)
+    def set_cursor(self, schedule_key: str, instant: datetime, epoch: int, owner: str | None = None) -> None:
+        self.set_cursors({schedule_key: instant}, epoch, owner)
 
     def get_cursors(self, schedule_keys: list[str]) -> dict[str, datetime]:
         """One transaction."""
@@ -149,15 +151,16 @@ class LocalLeaseStore(LeaseStore):
             ]
         return {row[0]: datetime.fromisoformat(row[1]) for row in rows if row}
 
-    def set_cursors(self, cursors: dict[str, datetime], epoch: int) -> None:
+    def set_cursors(self, cursors: dict[str, datetime], epoch: int, owner: str | None = None) -> None:
         """One transaction: all written, or none (StaleEpoch)."""
         rows = [(key, as_utc(instant).isoformat()) for key, instant in cursors.items()]
         if not rows:
             return
         with self._transaction() as db:
             live = db.execute(
-                "SELECT 1 FROM lease_leader WHERE epoch = ? AND owner IS NOT NULL AND expires_at > ?",
-                (epoch, time.time()),
+                "SELECT 1 FROM lease_leader WHERE epoch = ? AND owner IS NOT NULL AND expires_at > ?"
+                " AND (? IS NULL OR owner = ?)",
+                (epoch, time.time(), owner, owner),
             ).fetchone()
             if not live:
                 raise StaleEpoch(
@@ -261,3 +264,24 @@ class LocalLeaseStore(LeaseStore):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    # -- the record of published slots (issue 10) -------------------------------------------------
+    def add_published(self, slots: dict[str, list[datetime]], forget_before: datetime) -> None:
+        rows = [(key, as_utc(instant).timestamp()) for key, instants in slots.items() for instant in instants]
+        if not rows:
+            return
+        with self._transaction() as db:
+            db.executemany("INSERT OR IGNORE INTO lease_published VALUES (?, ?)", rows)
+            db.executemany(
+                "DELETE FROM lease_published WHERE schedule_key = ? AND instant < ?",
+                [(key, as_utc(forget_before).timestamp()) for key in slots],
+            )
+
+    def published_slots(self, schedule_key: str, after: datetime, until: datetime) -> list[datetime]:
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT instant FROM lease_published WHERE schedule_key = ? AND instant > ? AND instant <= ?"
+                " ORDER BY instant",
+                (schedule_key, as_utc(after).timestamp(), as_utc(until).timestamp()),
+            ).fetchall()
+        return [_datetime(row[0]) for row in rows]

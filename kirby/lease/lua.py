@@ -4,12 +4,15 @@ Conventions: a missing hash field reads as ``false``, which equals no string, so
 compare-and-set fails on an absent (expired) key. Times come from the server (TIME).
 """
 
+# ARGV: owner, token, ttl in ms, floor: the highest epoch the acquirer has seen. The new epoch
+# exceeds both the counter and the floor, so it stays strictly increasing when Redis forgot it.
 ACQUIRE_LEADER = """
 local held = redis.call('HMGET', KEYS[1], 'owner', 'epoch', 'token')
 if held[1] then
   if held[1] == ARGV[1] and held[3] == ARGV[2] then return tonumber(held[2]) end
   return false
 end
+if tonumber(ARGV[4]) > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], ARGV[4]) end
 local epoch = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', epoch, 'token', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -45,10 +48,14 @@ local now = redis.call('TIME')
 return {held[1], held[2], redis.call('PTTL', KEYS[1]), now[1], now[2]}
 """
 
-# ARGV: epoch, then schedule key, instant pairs: all written, or none when the epoch is not live.
+# ARGV: epoch, owner, token ('' = not compared), then schedule key, instant pairs: all written, or
+# none unless the live lease is the writer's: its epoch, and its owner and token when given.
 SET_CURSORS = """
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
-for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+local held = redis.call('HMGET', KEYS[1], 'epoch', 'owner', 'token')
+if held[1] ~= ARGV[1] then return 0 end
+if ARGV[2] ~= '' and held[2] ~= ARGV[2] then return 0 end
+if ARGV[3] ~= '' and held[3] ~= ARGV[3] then return 0 end
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 

@@ -9,6 +9,8 @@ unless noted:
   ``leader`` key exists with the writer's epoch: it is refused once a newer epoch was issued, and
   also when the lease merely expired (the old leader must win a new election before writing).
 * ``claim:<run id>`` {supervisor, attempt, claimed_s, claimed_us, token}, kept ``CLAIM_RETENTION``.
+* ``published:<schedule key>`` (a sorted set, no expiry): the slots published, scored by their
+  instant, pruned past the misfire grace.
 * ``daemon:<name>`` {owner, ...} and ``supervisor:<name>`` {instance, info, beat_s, beat_us}.
 
 Renew, release and unregister are compare-and-set Lua scripts (never a bare EXPIRE or DEL).
@@ -20,6 +22,12 @@ the answer, so the non-idempotent writes carry a token unique to the call: a ret
 claim that finds its own token stored knows it succeeded the first time. Renew, cursor writes,
 daemon acquire and register are idempotent. A release retried after a lost reply finds the lease
 gone and returns False, although the first attempt released it; either way nobody holds it.
+
+Epochs and fencing: a new epoch exceeds both the ``epoch`` counter and the highest epoch the
+acquiring store has seen (from ``current_epoch``, ``leader`` and its own acquisitions), so it
+stays strictly increasing when Redis forgets the counter while supervisors keep running. A cursor
+write compares the lease's epoch, owner and (for a lease this store acquired) its token: a zombie
+whose epoch number a forgetful Redis issued again is still refused.
 
 Durability: claims, cursors and the epoch counter live in Redis memory. In production run Redis
 with persistence (``appendonly yes``): a Redis that restarts empty forgets claims (a run could be
@@ -113,6 +121,8 @@ class RedisLeaseStore(LeaseStore):
         self._leader = script(LEADER)
         self._set_cursors = script(SET_CURSORS)
         self._claim = script(CLAIM)
+        self._seen = 0  # the highest epoch this store has seen: a floor for the next one (amnesia)
+        self._tokens: dict[tuple[str, int], str] = {}  # (owner, epoch) -> token of our acquisitions
 
     # -- plumbing -------------------------------------------------------------------------------
     def _key(self, *parts: str) -> str:
@@ -155,10 +165,15 @@ class RedisLeaseStore(LeaseStore):
 
     # -- leader lease ---------------------------------------------------------------------------
     def acquire_leader(self, owner: str, ttl: float) -> int | None:
+        """The new epoch exceeds every epoch this store has seen (``_seen``), even if Redis forgot them."""
         token = uuid.uuid4().hex  # the same for every retry of this call
         keys = [self._key("leader"), self._key("epoch")]
-        epoch = self._call(lambda: self._acquire_leader(keys=keys, args=[owner, token, _ms(ttl)]))
-        return None if epoch is None else int(epoch)
+        epoch = self._call(lambda: self._acquire_leader(keys=keys, args=[owner, token, _ms(ttl), self._seen]))
+        if epoch is None:
+            return None
+        self._saw(int(epoch))
+        self._tokens[(owner, int(epoch))] = token
+        return int(epoch)
 
     def renew_leader(self, owner: str, epoch: int, ttl: float) -> bool:
         args = [_ms(ttl), "owner", owner, "epoch", str(epoch)]
@@ -174,17 +189,17 @@ class RedisLeaseStore(LeaseStore):
             return None
         owner, epoch, pttl, now_s, now_us = held
         expires_at = datetime.fromtimestamp(int(now_s) + int(now_us) / 1e6 + max(int(pttl), 0) / 1000, timezone.utc)
-        return Leader(owner=owner, epoch=int(epoch), expires_at=expires_at)
+        return Leader(owner=owner, epoch=self._saw(int(epoch)), expires_at=expires_at)
 
     def current_epoch(self) -> int:
-        return int(self._call(lambda: self._redis.get(self._key("epoch"))) or 0)
+        return self._saw(int(self._call(lambda: self._redis.get(self._key("epoch"))) or 0))
 
     # -- cursors --------------------------------------------------------------------------------
     def get_cursor(self, schedule_key: str) -> datetime | None:
         return self.get_cursors([schedule_key]).get(schedule_key)
 
-    def set_cursor(self, schedule_key: str, instant: datetime, epoch: int) -> None:
-        self.set_cursors({schedule_key: instant}, epoch)
+    def set_cursor(self, schedule_key: str, instant: datetime, epoch: int, owner: str | None = None) -> None:
+        self.set_cursors({schedule_key: instant}, epoch, owner)
 
     def get_cursors(self, schedule_keys: list[str]) -> dict[str, datetime]:
         """One HMGET."""
@@ -193,11 +208,15 @@ class RedisLeaseStore(LeaseStore):
         texts = self._call(lambda: self._redis.hmget(self._key("cursors"), schedule_keys))
         return {key: datetime.fromisoformat(text) for key, text in zip(schedule_keys, texts) if text is not None}
 
-    def set_cursors(self, cursors: dict[str, datetime], epoch: int) -> None:
-        """One script: all written, or none (StaleEpoch)."""
+    def set_cursors(self, cursors: dict[str, datetime], epoch: int, owner: str | None = None) -> None:
+        """One script: all written, or none (StaleEpoch). With ``owner``, the lease must be that owner's
+        and, when this store acquired it, carry the token it was acquired with."""
         if not cursors:
             return
-        args = [str(epoch)] + [item for key, instant in cursors.items() for item in (key, as_utc(instant).isoformat())]
+        token = self._tokens.get((owner, epoch), "") if owner else ""
+        args = [str(epoch), owner or "", token] + [
+            item for key, instant in cursors.items() for item in (key, as_utc(instant).isoformat())
+        ]
         keys = [self._key("leader"), self._key("cursors")]
         if self._call(lambda: self._set_cursors(keys=keys, args=args)) != 1:
             raise StaleEpoch(f"epoch {epoch} no longer holds the leader lease; cursors {sorted(cursors)} not written")
@@ -259,6 +278,33 @@ class RedisLeaseStore(LeaseStore):
 
     def close(self) -> None:
         self._redis.close()
+
+    # -- fencing and amnesia (issue 10) ---------------------------------------------------------
+    def _saw(self, epoch: int) -> int:
+        self._seen = max(self._seen, epoch)
+        return epoch
+
+    # -- the record of published slots (issue 10) -------------------------------------------------
+    def add_published(self, slots: dict[str, list[datetime]], forget_before: datetime) -> None:
+        """One pipeline: ZADD each schedule's slots, ZREMRANGEBYSCORE what is older than ``forget_before``."""
+        if not any(slots.values()):
+            return
+
+        def write() -> None:
+            pipeline = self._redis.pipeline(transaction=True)
+            for key, instants in slots.items():
+                if instants:
+                    name = self._key("published", key)
+                    pipeline.zadd(name, {as_utc(i).isoformat(): as_utc(i).timestamp() for i in instants})
+                    pipeline.zremrangebyscore(name, "-inf", f"({as_utc(forget_before).timestamp()}")
+            pipeline.execute()
+
+        self._call(write)
+
+    def published_slots(self, schedule_key: str, after: datetime, until: datetime) -> list[datetime]:
+        name = self._key("published", schedule_key)
+        low, high = f"({as_utc(after).timestamp()}", as_utc(until).timestamp()
+        return [datetime.fromisoformat(text) for text in self._call(lambda: self._redis.zrangebyscore(name, low, high))]
 
 
 def _claim(run_id: str, fields: dict[str, str]) -> Claim:

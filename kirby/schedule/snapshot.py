@@ -7,8 +7,8 @@ into the ``Offer`` the runners consume.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from kirby.cron import DstPolicy, FallBack, SpringForward
@@ -138,9 +138,15 @@ def entry_offer(
 
 
 def offer_for_slot(entry: ScheduleEntry, schedule: ScheduleRule, instant: datetime, epoch: int, now: datetime) -> Offer:
-    """The offer of slot ``instant`` of ``schedule``: run id ``slot_run_id(job, env, instant)``."""
+    """The offer of slot ``instant`` of ``schedule``: run id ``slot_run_id(job, env, instant)``.
+
+    Its ``not_after`` is the end of the slot's misfire grace (``instant + grace``); a slot
+    published later than that on purpose (catch-up ``latest``/``all``) gets ``now + grace``.
+    """
     instant = instant.astimezone(timezone.utc)
-    return entry_offer(entry, slot_run_id(entry.job, entry.environment, instant), instant, now, schedule, epoch)
+    offer = entry_offer(entry, slot_run_id(entry.job, entry.environment, instant), instant, now, schedule, epoch)
+    grace = timedelta(seconds=schedule.misfire_grace_seconds)
+    return replace(offer, not_after=max(instant, now - grace) + grace)
 
 
 # -- parsing ------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Where the leader gets its schedule: ``fetch(now) -> ScheduleSnapshot``.
 
 * ``ScheduleClient``: the web server's ``/schedule`` (``KIRBY_SCHEDULE_ENDPOINT``, bearer token
-  ``KIRBY_API_TOKEN``), retried ``EXT_RETRIES`` times ``EXT_WAIT_BETWEEN_RETRIES`` apart. When the
-  web server is down it returns its last good copy and says so once per outage; with no good
-  copy yet it raises ``KirbyError``.
+  ``KIRBY_API_TOKEN``), retried ``EXT_RETRIES`` times ``EXT_WAIT_BETWEEN_RETRIES`` apart, within
+  ``total_timeout`` seconds in all (a hanging web server cannot hold a fetch longer); when it
+  fails it raises ``KirbyError``. Keeping the last good copy through an outage is the caller's
+  job (``Scheduler.refresh``: the one place that does it).
 * ``DatabaseScheduleSource`` (in ``document``, beside the ORM): the script database directly.
 * ``StaticScheduleSource``: a given snapshot (benchmarks, tests).
 """
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from datetime import datetime
 
 import requests
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_fixed
 
 from kirby.config import Settings
 from kirby.errors import KirbyError
@@ -55,57 +57,40 @@ def _detail(response: requests.Response) -> str:
 
 
 class ScheduleClient(ScheduleSource):
-    """Fetches ``/schedule`` over HTTP and keeps the last good copy."""
+    """Fetches ``/schedule`` over HTTP, each fetch bounded by ``total_timeout`` seconds."""
 
-    def __init__(self, settings: Settings, timeout: float = 10.0):
+    def __init__(self, settings: Settings, timeout: float = 10.0, total_timeout: float = 20.0):
         self.url = settings.schedule_endpoint
-        self.timeout = timeout
+        self.timeout, self.total_timeout = timeout, total_timeout
         self.attempts = settings.ext_retries + 1
         self._http = requests.Session()
         if settings.api_token:
             self._http.headers["Authorization"] = f"Bearer {settings.api_token}"
         self._retrying = Retrying(
-            stop=stop_after_attempt(self.attempts),
+            stop=stop_after_attempt(self.attempts) | stop_after_delay(total_timeout),
             wait=wait_fixed(settings.ext_wait_between_retries),
             retry=retry_if_exception_type(_Transient),
             reraise=True,
         )
-        self.last_good: ScheduleSnapshot | None = None
-        self.last_good_at: datetime | None = None
-        self.in_outage = False
-        self._lock = threading.Lock()  # one fetch at a time (the leader and the arbiter share a client)
+        self._deadline, self._tried = 0.0, 0
+        self._lock = threading.Lock()  # one fetch at a time
 
     def fetch(self, now: datetime) -> ScheduleSnapshot:
         with self._lock:
+            self._deadline, self._tried = time.monotonic() + self.total_timeout, 0
             try:
-                snapshot = self._retrying(self._get)
-            except (_Transient, KirbyError) as exc:
-                return self._fall_back(str(exc))
-            if self.in_outage:
-                log.info("schedule endpoint %s is reachable again", self.url)
-            self.in_outage = False
-            self.last_good, self.last_good_at = snapshot, now
-            return snapshot
-
-    def _fall_back(self, reason: str) -> ScheduleSnapshot:
-        if self.last_good is None:
-            raise KirbyError(
-                f"schedule endpoint {self.url} unreachable after {self.attempts} attempts: {reason}; "
-                "start `kirby web` there or fix KIRBY_SCHEDULE_ENDPOINT"
-            )
-        if not self.in_outage:
-            log.warning(
-                "schedule endpoint %s unreachable: %s; scheduling from the copy fetched at %s",
-                self.url,
-                reason,
-                self.last_good_at.isoformat(),
-            )
-        self.in_outage = True
-        return self.last_good
+                return self._retrying(self._get)
+            except _Transient as exc:
+                raise KirbyError(
+                    f"schedule endpoint {self.url} unreachable after {self._tried} attempt(s): {exc}; "
+                    "start `kirby web` there or fix KIRBY_SCHEDULE_ENDPOINT"
+                ) from None
 
     def _get(self) -> ScheduleSnapshot:
+        self._tried += 1
         try:
-            response = self._http.get(self.url, timeout=self.timeout)
+            timeout = min(self.timeout, max(0.1, self._deadline - time.monotonic()))
+            response = self._http.get(self.url, timeout=timeout)
         except requests.RequestException as exc:
             raise _Transient(f"{type(exc).__name__}: {exc}") from None
         status = f"HTTP {response.status_code}{_detail(response)}"

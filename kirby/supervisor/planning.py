@@ -62,10 +62,12 @@ class Track:
 
 @dataclass
 class Batch:
-    """What one tick writes: cursors first, then offers, then skipped-run events."""
+    """What one tick writes: offers first, then the record of their slots and the cursors, then
+    skipped-run events."""
 
     cursors: dict[str, datetime] = field(default_factory=dict)
     offers: list[Offer] = field(default_factory=list)
+    published: dict[str, list[datetime]] = field(default_factory=dict)  # schedule key -> new slots offered
     skipped: list[tuple[Offer, str]] = field(default_factory=list)
 
 

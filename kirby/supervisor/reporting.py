@@ -3,6 +3,11 @@
 ``RunReporter`` publishes through the bus from one background thread, so a slow bus never blocks
 a script's output reader for long; its queue is bounded, so a script that prints faster than the
 bus can carry is slowed down (back-pressure through its pipe) instead of growing memory.
+
+A batch the bus refuses (Kafka down for minutes) is kept and published again every
+``retry_every`` seconds until the bus takes it, so no run is left ``claimed`` or ``running`` in the
+runs table for want of its events; meanwhile the queue fills and, once full, slows the emitters
+down. Only ``close`` gives up on what it cannot publish within its timeout (and says so).
 """
 
 from __future__ import annotations
@@ -26,8 +31,12 @@ _STOP = object()
 class RunReporter:
     """Publishes run events of supervisor ``supervisor`` in order, from one thread."""
 
-    def __init__(self, bus: OfferBus, supervisor: str, max_queued: int = 10_000, batch_size: int = 500):
+    def __init__(
+        self, bus: OfferBus, supervisor: str, max_queued: int = 10_000, batch_size: int = 500, retry_every: float = 1.0
+    ):
         self.bus = bus
+        self.retry_every = retry_every
+        self._giving_up = threading.Event()
         self.batch_size = batch_size
         self.supervisor = supervisor
         self._queue: queue.Queue = queue.Queue(maxsize=max_queued)
@@ -92,25 +101,42 @@ class RunReporter:
                 return
 
     def _publish(self, events: list[RunEvent]) -> None:
-        try:
-            self.bus.publish_events(events)
-        except KirbyError as exc:  # the bus retried already; the events are lost, say so
-            log.error(
-                "could not publish %d run event(s) (first: %s of run %s): %s",
-                len(events),
-                events[0].kind,
-                events[0].run_id,
-                exc,
-            )
+        failures = 0
+        while True:
+            try:
+                self.bus.publish_events(events)
+                if failures:
+                    log.info("published the %d run event(s) held back since the bus failed", len(events))
+                return
+            except KirbyError as exc:  # the bus retried already: hold the batch and try again
+                failures += 1
+                if self._giving_up.is_set():
+                    log.error(
+                        "could not publish %d run event(s) (first: %s of run %s) before shutting down: %s",
+                        len(events),
+                        events[0].kind,
+                        events[0].run_id,
+                        exc,
+                    )
+                    return
+                if failures == 1:
+                    log.error(
+                        "could not publish %d run event(s); holding them until the bus takes them: %s", len(events), exc
+                    )
+                self._giving_up.wait(self.retry_every)
 
     def close(self, timeout: float = 10.0) -> None:
         """Publish what is queued (up to ``timeout``), then stop the thread."""
         try:
             self._queue.put(_STOP, timeout=timeout)
         except queue.Full:
+            self._giving_up.set()
             log.error("run reporter: %d events still queued at shutdown", self._queue.qsize())
             return
         self._thread.join(timeout)
+        if self._thread.is_alive():  # the bus is still down: stop holding events back
+            self._giving_up.set()
+            self._thread.join(timeout)
         try:
             self.bus.flush()
         except KirbyError as exc:

@@ -4,7 +4,9 @@ For each offer, in order:
 
 1. an offer fenced by an epoch older than the lease store's current epoch is dropped (a deposed
    leader published it; the new leader re-publishes what is still due) and counted;
-2. the run id is claimed in the lease store; a loser drops the offer and counts it;
+2. the run id is claimed in the lease store; a loser drops the offer and counts it; the winner
+   of an offer received after its ``not_after`` (the end of its misfire grace) records it
+   ``skipped`` ("expired: ...") instead of starting it;
 3. the offer is acknowledged after the claim (a crash before it means redelivery, and the
    redelivered offer loses the claim, so the run never starts twice); the offers of one poll are
    all claimed and launched before they are acknowledged, so none waits for another's ack;
@@ -71,6 +73,7 @@ def next_attempt(offer: Offer, now: datetime) -> Offer:
         run_id=attempt_run_id(offer.slot_id, attempt),
         attempt=attempt,
         epoch=None,
+        not_after=None,  # a retry is due when its predecessor failed, however late that is
         trigger="retry",
         offered_at=now,
     )
@@ -82,6 +85,7 @@ class RunnerCounters:
     duplicates: int = 0
     stale: int = 0
     skipped_overlap: int = 0
+    expired: int = 0
     started: int = 0
     finished: int = 0
 
@@ -117,14 +121,24 @@ class Runner:
         """Receive and handle what arrives within ``timeout``; returns how many offers were handled.
 
         Every offer of the poll is fenced, claimed and launched before any is acknowledged, so an
-        offer does not wait for the acknowledgements (a Kafka commit each) of those before it.
+        offer does not wait for the acknowledgements (a Kafka commit each) of those before it. An
+        offer is acknowledged only once its claim is decided: when the lease store (or the bus)
+        fails before that, every unacknowledged offer of the poll is released back to the bus and
+        the error raised; they come again (those already claimed are then dropped as duplicates).
         """
         deliveries = self.consumer.poll(timeout)
-        epoch = self.leases.current_epoch() if any(d.message.epoch is not None for d in deliveries) else None
-        for delivery in deliveries:  # fenced by the epoch read once per poll: one store round trip
-            self._accept(delivery, epoch)
-        for delivery in deliveries:
-            self.consumer.ack(delivery)
+        acked = 0
+        try:
+            epoch = self.leases.current_epoch() if any(d.message.epoch is not None for d in deliveries) else None
+            for delivery in deliveries:  # fenced by the epoch read once per poll: one store round trip
+                self._accept(delivery, epoch)
+            for delivery in deliveries:
+                self.consumer.ack(delivery)
+                acked += 1
+        except KirbyError as exc:
+            log.warning("giving %d offer(s) back to the bus, their claims undecided: %s", len(deliveries) - acked, exc)
+            self.consumer.release(deliveries[acked:])
+            raise
         return len(deliveries)
 
     def _accept(self, delivery: Delivery[Offer], epoch: int | None) -> bool:
@@ -143,6 +157,16 @@ class Runner:
         self.counters.claimed += 1
         log.info("claimed run %s", offer.run_id)
         self.reporter.claimed(offer)
+        now = self.clock()
+        if offer.not_after is not None and now > offer.not_after:  # decided by the claim holder, once
+            reason = (
+                f"expired: received at {now.isoformat()}, after the end of its misfire grace "
+                f"({offer.not_after.isoformat()})"
+            )
+            self.counters.expired += 1
+            log.warning("skipped run %s: %s", offer.run_id, reason)
+            self.reporter.skipped(offer, reason)
+            return False
         self._pool.submit(self._launch, offer)
         return True
 

@@ -2,20 +2,28 @@
 
 Why it never runs a slot twice and never misses one (DESIGN.md, "Semantics"):
 
-* **Cursor before offer.** Before publishing the slots due at a tick, the leader writes each
-  schedule's cursor (``<job>:<env>:<schedule id>``) to its last due slot, in one call under its
-  epoch. The store refuses the write (``StaleEpoch``) unless that epoch still holds a live leader
-  lease; the leader then publishes nothing and becomes a follower at once. So a deposed leader
-  cannot publish new slots; whatever it published before noticing carries its old epoch, and
-  runners drop offers of a stale epoch. Runs are claimed by their deterministic id, so a slot
-  published twice still runs once.
-* **Re-publish on takeover.** The cursor write and the publication are not atomic: a leader that
-  dies between them loses those slots, and offers it published that no runner consumed before the failover
-  are dropped as stale. So a leader starting a new epoch re-publishes, under its own epoch, every
-  recent slot ``(now - misfire grace, cursor]`` that nobody has claimed yet, but none from before
-  the schedule's *since* mark (cursor ``kirby:since:<key>``: when it was first seen, or re-enabled),
-  which were never published. Duplicates are harmless (claims); a slot older than its grace is
-  not re-run.
+* **Offer, then cursor.** A cursor never moves past a slot whose offer was not durably
+  published: the leader first publishes the slots due at a tick (``publish_offers`` returns once
+  the bus stored them), then writes each schedule's cursor (``<job>:<env>:<schedule id>``) to
+  its last published slot, in one call under its epoch. When the bus fails (Kafka down for
+  minutes), no cursor moves: after the outage the slots still within their misfire grace are
+  published late and older ones follow the catch-up policy (recorded ``skipped`` with the reason).
+  Right before publishing, the leader checks that it still holds the lease under its epoch, and
+  the store refuses the cursor write (``StaleEpoch``) unless that epoch still holds a live leader
+  lease; either way the leader then becomes a follower at once. Offers a deposed leader published before
+  noticing carry its old epoch, and runners drop offers of a stale epoch; runs are claimed by
+  their deterministic id, so a slot published twice (published, then the cursor write failed)
+  still runs once. Every offer carries ``not_after`` (the end of its grace): no runner starts it
+  later, whatever the bus redelivers.
+* **Re-publish on a new epoch, from the record.** Offers published that no runner consumed before
+  a failover are dropped as stale. So after publishing, the leader records the slots it published
+  in the lease store (``add_published``, kept for the misfire grace), and a leader starting an
+  epoch (a takeover, or resuming after a store or bus error) re-publishes, under its own epoch,
+  every recorded slot ``(now - misfire grace, cursor]`` that nobody has claimed yet: what was
+  published under the rule in force then (a cron edit or a deleted suspension does not rewrite
+  the past), but none from before the schedule's *since* mark (cursor
+  ``kirby:since:<key>``: when it was first seen, or re-enabled), which were never published.
+  Duplicates are harmless (claims); a slot older than its grace is not re-run.
 * **Resume from the cursor.** Slots after the cursor that fell into the failover gap are
   published late if within the misfire grace; older ones follow the catch-up policy (``planning``).
   A schedule seen for the first time starts from now (the past is not run).
@@ -28,7 +36,10 @@ Why it never runs a slot twice and never misses one (DESIGN.md, "Semantics"):
 
 ``tick(now)`` does one pass and returns the seconds until the next due slot (at most ``wakeup``);
 ``run(stop_event)`` ticks the election and this, sleeping exactly until the next due instant,
-while a background thread refreshes the schedule every ``wakeup`` seconds.
+while a background thread refreshes the schedule every ``wakeup`` seconds: no fetch ever runs
+in, or delays, the thread that renews the lease and publishes. With the web server down or
+hanging, the leader publishes from its last good copy for as long as the outage lasts (and says
+so once).
 """
 
 from __future__ import annotations
@@ -83,6 +94,7 @@ class Scheduler:
         self.published = 0  # offers published (counts re-publications)
         self._latest: ScheduleSnapshot | None = None  # newest fetched snapshot
         self._fetched_at: datetime | None = None
+        self._outage_since: datetime | None = None  # the first failed fetch of the current outage
         self._synced: ScheduleSnapshot | None = None  # the snapshot _tracks reflect
         self._tracks: dict[str, Track] = {}
         self._epoch: int | None = None
@@ -96,20 +108,31 @@ class Scheduler:
 
     # -- schedule -------------------------------------------------------------------------------
     def refresh(self, now: datetime) -> None:
-        """Fetch the schedule; on failure keep the previous one (the source logs outages)."""
+        """Fetch the schedule; on failure keep the last good copy, saying so once per outage.
+
+        This is the one place that keeps a last good copy: with the web server down or hanging,
+        the leader goes on publishing from it for as long as the outage lasts. Under ``run`` it is
+        called only by the refresh thread, never by the one that renews the lease and publishes.
+        """
         try:
-            self._latest, self._fetched_at = self.source.fetch(now), now
+            snapshot = self.source.fetch(now)
         except KirbyError as exc:  # before the first copy this is usually `kirby web` still starting
-            log.log(
-                logging.WARNING if self._latest is None else logging.ERROR,
-                "cannot read the schedule%s: %s",
-                " yet" if self._latest is None else "",
-                exc,
-            )
+            if self._latest is None:
+                log.warning("cannot read the schedule yet: %s", exc)
+            elif self._outage_since is None:
+                self._outage_since = now
+                log.warning(
+                    "cannot read the schedule: %s; scheduling from the copy fetched at %s until it can",
+                    exc,
+                    self._fetched_at.isoformat(),
+                )
+            return
+        if self._outage_since is not None:
+            log.info("the schedule can be read again (it could not since %s)", self._outage_since.isoformat())
+        self._latest, self._fetched_at, self._outage_since = snapshot, now, None
 
     def _stale(self, now: datetime) -> bool:
-        limit = self.wakeup * (2 if self._background else 1)
-        return self._fetched_at is None or (now - self._fetched_at).total_seconds() >= limit
+        return self._fetched_at is None or (now - self._fetched_at).total_seconds() >= self.wakeup
 
     # -- one pass -------------------------------------------------------------------------------
     def tick(self, now: datetime) -> float:
@@ -118,8 +141,8 @@ class Scheduler:
         if epoch is None:
             self._epoch = None
             return self.wakeup
-        if self._latest is None or self._stale(now):
-            self.refresh(now)
+        if not self._background and (self._latest is None or self._stale(now)):
+            self.refresh(now)  # called directly (tests, tools): under ``run`` the refresh thread fetches
         if self._latest is None:
             return min(self.wakeup, self.election.window)
         batch = Batch()
@@ -146,23 +169,32 @@ class Scheduler:
         return self._delay(now)
 
     def _commit(self, batch: Batch, now: datetime, epoch: int) -> None:
-        """Cursors (fenced by the epoch, with the alive mark) first, then the offers, then their events."""
+        """Offers first (durably stored when ``publish_offers`` returns), then the cursors (fenced by
+        the epoch, with the alive mark), then the run events. A bus error leaves every cursor put."""
+        if batch.offers:
+            if not self.store.holds_leader(self.election.owner, epoch):
+                raise StaleEpoch(
+                    f"epoch {epoch} no longer holds the leader lease; {len(batch.offers)} offer(s) not published"
+                )
+            self.bus.publish_offers(batch.offers)
+            self.published += len(batch.offers)
+            self.store.add_published(batch.published, now - timedelta(seconds=self._longest_grace() + self.wakeup))
         if (
             batch.offers
             or batch.cursors
             or self._alive_written is None
             or (now - self._alive_written).total_seconds() >= self.wakeup
         ):
-            self.store.set_cursors({**batch.cursors, ALIVE_KEY: now}, epoch)
+            self.store.set_cursors({**batch.cursors, ALIVE_KEY: now}, epoch, owner=self.election.owner)
             self._alive = self._alive_written = now
-        if batch.offers:
-            self.bus.publish_offers(batch.offers)
-            self.published += len(batch.offers)
         for offer in batch.offers:
             log.info("offered run %s (epoch %d)", offer.run_id, epoch)
             self.reporter.offered(offer)
         for offer, reason in batch.skipped:
             self.reporter.skipped(offer, reason)
+
+    def _longest_grace(self) -> float:
+        return max((track.rule.misfire_grace_seconds for track in self._tracks.values()), default=0)
 
     def _delay(self, now: datetime) -> float:
         soonest = min((t.next_due for t in self._tracks.values()), default=NEVER)
@@ -216,22 +248,19 @@ class Scheduler:
             return None
 
     def _republish(self, track: Track, now: datetime, epoch: int, batch: Batch) -> None:
-        """Re-offer, under ``epoch``, the recent slots up to the cursor that nobody has claimed."""
+        """Re-offer, under ``epoch``, the recorded published slots up to the cursor that nobody has
+        claimed: what was published under the rule in force then, never a re-computation of the past
+        with today's rule (a cron edit, a deleted suspension)."""
         start = now - timedelta(seconds=track.rule.misfire_grace_seconds, microseconds=1)
         if track.since is not None:  # never before the schedule was first seen or re-enabled
             start = max(start, track.since)
         end = min(track.done_until, now)
         if end <= start:
             return
-        for slot in plan_slots(track.entry, track.rule, start, None, end, self.max_publish, 0).slots:
-            if (
-                slot.publish
-                and self.store.get_claim(slot_run_id(track.entry.job, track.entry.environment, slot.instant)) is None
-            ):
-                batch.offers.append(offer_for_slot(track.entry, track.rule, slot.instant, epoch, now))
-                log.info(
-                    "re-publishing unclaimed slot %s of %s under epoch %d", slot.instant.isoformat(), track.key, epoch
-                )
+        for instant in self.store.published_slots(track.key, start, end):
+            if self.store.get_claim(slot_run_id(track.entry.job, track.entry.environment, instant)) is None:
+                batch.offers.append(offer_for_slot(track.entry, track.rule, instant, epoch, now))
+                log.info("re-publishing unclaimed slot %s of %s under epoch %d", instant.isoformat(), track.key, epoch)
 
     def _plan(self, track: Track, now: datetime, epoch: int, batch: Batch) -> None:
         """Add every slot of ``track`` in (done_until, now] to ``batch``, with the cursor at the last one."""
@@ -250,6 +279,7 @@ class Scheduler:
             offer = offer_for_slot(track.entry, track.rule, slot.instant, epoch, now)
             if slot.publish:
                 batch.offers.append(offer)
+                batch.published.setdefault(track.key, []).append(slot.instant)
             else:
                 batch.skipped.append((offer, slot.skip_reason))
         if plan.slots:

@@ -149,6 +149,25 @@ def test_closing_without_ack_hands_offers_to_another_member(bus_factory):
     assert sorted(run_ids(receive(staying, 8, 30))) == expected
 
 
+def test_released_offers_are_delivered_again_and_acknowledged_ones_are_not(bus_factory):
+    """What the runner does when the lease store fails before a claim is decided (issue 10)."""
+    bus = bus_factory()
+    consumer = bus.offer_consumer("a")
+    expected = [f"r-{n}" for n in range(6)]
+    bus.publish_offers([make_offer(run_id) for run_id in expected])
+    deliveries: list = []
+    wait_for(lambda: deliveries.extend(consumer.poll(0.2)) or len(deliveries) >= 6, 30, "the offers did not arrive")
+    acked, released = deliveries[:2], deliveries[2:]
+    for delivery in acked:
+        consumer.ack(delivery)
+    consumer.release(released)
+    again = receive(consumer, 4, 30)
+    assert sorted(run_ids(again)) == sorted(d.message.run_id for d in released)
+    bus.publish_offer(make_offer("sentinel"))
+    assert run_ids(receive(consumer, 1, 30)) == ["sentinel"]  # nothing else came again before it
+    assert consumer.poll(0.5) == []
+
+
 CONSUMER_SCRIPT = """
 import json, sys
 from kirby.bus import open_bus

@@ -143,6 +143,19 @@ def test_a_cursor_is_stored_in_utc_and_a_naive_datetime_is_refused(store):
     assert store.get_cursor("job:prod") == T0
 
 
+def test_the_record_of_published_slots_is_kept_within_its_window_and_read_back_in_utc(store):
+    slots = [T0 + timedelta(seconds=n) for n in (10, 20, 30)]
+    store.add_published({"job:prod:1": slots, "other:prod:2": [T0]}, forget_before=T0 - timedelta(hours=1))
+    store.add_published({"job:prod:1": slots[1:]}, forget_before=T0 - timedelta(hours=1))  # idempotent
+    assert store.published_slots("job:prod:1", T0, T0 + timedelta(minutes=1)) == slots
+    assert store.published_slots("job:prod:1", slots[0], slots[1]) == [slots[1]]  # (after, until]
+    assert store.published_slots("other:prod:2", T0 - timedelta(seconds=1), T0) == [T0]
+    later = T0 + timedelta(seconds=40)
+    store.add_published({"job:prod:1": [later]}, forget_before=T0 + timedelta(seconds=25))
+    found = store.published_slots("job:prod:1", T0, later)
+    assert found == [slots[2], later] and all(i.utcoffset() == timedelta(0) for i in found)
+
+
 def test_cursors_in_batches_are_written_all_or_none(backend):
     a, b = backend.open(), backend.open()
     epoch = a.acquire_leader("alpha", 30)

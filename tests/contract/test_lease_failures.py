@@ -4,7 +4,6 @@ an embedded-store user killed with SIGKILL in the middle of a transaction."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -13,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -21,75 +21,9 @@ from helpers import wait_for
 from lease_support import Backend, Lines, delete_keys, free_port
 
 from kirby.errors import LeaseError
+from kirby.lease.base import StaleEpoch
 from kirby.lease.local import LocalLeaseStore
 from kirby.lease.redis import RedisLeaseStore
-
-
-class PrivateRedis:
-    """A redis-server of this test's own, on a free port, without persistence, to kill and restart."""
-
-    def __init__(self, directory: Path, *options: str):
-        self.port = free_port()
-        self.directory = directory
-        self.options = list(options)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-                *self.options,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_for(self.answers, 10, f"the private redis-server on port {self.port} answered")
-
-    def answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as connection:
-                connection.sendall(b"PING\r\n")
-                return connection.recv(16).startswith((b"+PONG", b"-NOAUTH"))  # up (maybe with a password)
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(timeout=10)
-
-
-@pytest.fixture
-def start_private_redis(redis_url, tmp_path: Path):
-    """Starts private servers. Needs the redis-server that ``deploy/services up redis`` installs."""
-    if not shutil.which("redis-server"):
-        pytest.fail("redis-server is not installed: run `deploy/services up redis` (it installs Debian's package)")
-    servers: list[PrivateRedis] = []
-
-    def start(*options: str) -> PrivateRedis:
-        server = PrivateRedis(tmp_path, *options)
-        servers.append(server)
-        server.start()
-        return server
-
-    yield start
-    for server in servers:
-        if server.process.poll() is None:
-            server.kill()
-
-
-@pytest.fixture
-def private_redis(start_private_redis) -> PrivateRedis:
-    return start_private_redis()
 
 
 def settings_for(make_settings, url: str, retries: int, wait: float):
@@ -347,3 +281,43 @@ def test_an_unusable_embedded_path_is_one_line_naming_the_variable(tmp_path: Pat
     message = str(failed.value)
     assert "KIRBY_EMBEDDED_PATH" in message and str(tmp_path / "a-file") in message and "\n" not in message
     assert os.path.isfile(tmp_path / "a-file")
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_after_redis_restarts_empty_epochs_still_increase_and_a_zombie_is_refused(private_redis, make_settings):
+    """Issue 10, scenario 2: Redis forgets the epoch counter and the lease (restarted empty)."""
+    settings = settings_for(make_settings, private_redis.url, retries=20, wait=0.1)
+    zombie, successor = RedisLeaseStore(settings), RedisLeaseStore(settings)
+    T = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    try:
+        assert zombie.acquire_leader("z", 0.5) == 1
+        wait_for(lambda: zombie.leader() is None, 10, "the first lease expired")
+        assert successor.acquire_leader("n", 0.5) == 2
+        wait_for(lambda: successor.leader() is None, 10, "the second lease expired")
+        assert zombie.acquire_leader("z", 60) == 3  # z leads under 3; n has seen 3 too
+        assert successor.current_epoch() == 3
+        private_redis.kill()
+        private_redis.start()  # empty: no counter, no lease
+        assert successor.current_epoch() == 0
+        assert successor.acquire_leader("n", 60) == 4, "the epoch went back"
+        with pytest.raises(StaleEpoch):
+            zombie.set_cursor("job:prod:1", T, 3, owner="z")
+
+        # The number itself may collide (stores that saw nothing): owner and token still fence.
+        private_redis.kill()
+        private_redis.start()
+        old, new = RedisLeaseStore(settings), RedisLeaseStore(settings)
+        assert old.acquire_leader("z", 60) == 1
+        private_redis.kill()
+        private_redis.start()
+        assert new.acquire_leader("z", 60) == 1  # a restarted "z": the same name and epoch number
+        with pytest.raises(StaleEpoch):
+            old.set_cursor("job:prod:1", T, 1, owner="z")  # its token is not the live lease's
+        new.set_cursor("job:prod:1", T, 1, owner="z")
+        assert new.get_cursor("job:prod:1") == T
+        old.close()
+        new.close()
+    finally:
+        zombie.close()
+        successor.close()

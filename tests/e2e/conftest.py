@@ -136,29 +136,28 @@ class Cluster:
         self.database.dispose()
 
 
-@pytest.fixture(params=["embedded", pytest.param("kafka-redis", marks=[pytest.mark.kafka, pytest.mark.redis])])
-def cluster(request, tmp_path, example_index, shared_venvs):  # noqa: F811 (fixtures)
-    token = secrets.token_urlsafe(16)
-    web_port = free_port()
+def cluster_env(
+    workdir: Path, web_port: int, index: str, venvs: Path, kafka: str | None = None, redis_url: str | None = None
+) -> dict[str, str]:
+    """The environment of one test cluster's processes: embedded backends, or the given Kafka and
+    Redis with topics, consumer group and Redis keys of the cluster's own."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", str(tmp_path)),
+        "HOME": os.environ.get("HOME", str(workdir)),
         "LANG": "C.UTF-8",
-        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'kirby.db'}",
-        "KIRBY_EMBEDDED_PATH": str(tmp_path / "embedded.db"),
-        "KIRBY_PACKAGE_INDEX": example_index,
-        "KIRBY_VENV_DIRECTORY": str(shared_venvs),
-        "KIRBY_RUN_DIRECTORY": str(tmp_path / "runs"),
-        "KIRBY_API_TOKEN": token,
+        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{workdir / 'kirby.db'}",
+        "KIRBY_EMBEDDED_PATH": str(workdir / "embedded.db"),
+        "KIRBY_PACKAGE_INDEX": index,
+        "KIRBY_VENV_DIRECTORY": str(venvs),
+        "KIRBY_RUN_DIRECTORY": str(workdir / "runs"),
+        "KIRBY_API_TOKEN": secrets.token_urlsafe(16),
         "SECRET_KEY": secrets.token_urlsafe(16),
         "KIRBY_SCHEDULE_ENDPOINT": f"http://127.0.0.1:{web_port}/schedule",
         "EXT_RETRIES": "2",
         "EXT_WAIT_BETWEEN_RETRIES": "0.2",
         "KIRBY_ALLOW_ROOT_RUNS": "true",  # CI runs as root; isolation is tested in tests/e2e/test_isolation.py
     }
-    if request.param == "kafka-redis":
-        kafka = request.getfixturevalue("kafka_servers")
-        redis_url = request.getfixturevalue("redis_url")
+    if kafka:
         unique = uuid.uuid4().hex[:10]
         env.update(
             {
@@ -170,7 +169,21 @@ def cluster(request, tmp_path, example_index, shared_venvs):  # noqa: F811 (fixt
                 "KIRBY_REDIS_PREFIX": f"kirby-e2e-{unique}:",
             }
         )
-    database = open_database(load_settings(environ=env, cwd=tmp_path))
-    cluster = Cluster(tmp_path, env, web_port, database)
+    return env
+
+
+def open_cluster(workdir: Path, env: dict[str, str], web_port: int) -> Cluster:
+    return Cluster(workdir, env, web_port, open_database(load_settings(environ=env, cwd=workdir)))
+
+
+@pytest.fixture(params=["embedded", pytest.param("kafka-redis", marks=[pytest.mark.kafka, pytest.mark.redis])])
+def cluster(request, tmp_path, example_index, shared_venvs):  # noqa: F811 (fixtures)
+    web_port = free_port()
+    kafka = redis_url = None
+    if request.param == "kafka-redis":
+        kafka, redis_url = request.getfixturevalue("kafka_servers"), request.getfixturevalue("redis_url")
+    cluster = open_cluster(
+        tmp_path, cluster_env(tmp_path, web_port, example_index, shared_venvs, kafka, redis_url), web_port
+    )
     yield cluster
     cluster.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
@@ -179,3 +179,17 @@ def test_overlap_allow_runs_side_by_side(cluster):
     starts = [cluster.events.of(o.run_id, "started")[0].time for o in offers]
     ends = [cluster.events.finished(o.run_id).time for o in offers]
     assert max(starts) < min(ends), "the runs did not overlap"
+
+
+def test_an_offer_received_after_its_not_after_is_recorded_skipped_not_run(cluster):
+    """Whatever the bus redelivers, no slot starts after the end of its misfire grace (issue 10)."""
+    runner = cluster.runner("alpha")
+    expired = make_offer(not_after=datetime.now(timezone.utc) - timedelta(seconds=1))
+    in_time = make_offer(run_id="hello:dev:20260301T120001Z", not_after=datetime.now(timezone.utc) + timedelta(hours=1))
+    cluster.bus.publish_offers([expired, in_time])
+    skipped = cluster.pump([runner], lambda: cluster.events.of(expired.run_id, "skipped"), "the expired offer ran")
+    assert skipped[0].data["error"].startswith("expired: received at ")
+    cluster.pump([runner], lambda: cluster.events.finished(in_time.run_id), "the offer in time did not run")
+    assert runner.counters.expired == 1 and runner.counters.started == 1
+    assert not cluster.events.of(expired.run_id, "started")
+    assert cluster.leases.get_claim(expired.run_id).supervisor == "alpha"  # decided once, by its claim

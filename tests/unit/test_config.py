@@ -62,6 +62,7 @@ CASES = {
     "REDIS_URL": ("redis_url", None, "rediss://:p%40ss@127.0.0.1:6390/2", "rediss://:p%40ss@127.0.0.1:6390/2"),
     "KIRBY_REDIS_PREFIX": ("redis_prefix", "kirby:", "kirby-staging:", "kirby-staging:"),
     "KIRBY_EMBEDDED_PATH": ("embedded_path", Path("{tmp}/kirby-embedded.db"), "state/e.db", Path("{tmp}/state/e.db")),
+    "KIRBY_SINGLE_HOST": ("single_host", False, "true", True),
     "KIRBY_PACKAGE_INDEX": ("package_index", "http://127.0.0.1:8081/simple/", "wheels", "{tmp}/wheels"),
     "KIRBY_VENV_DIRECTORY": ("venv_directory", HOME / ".kirby/venvs", "venvs", Path("{tmp}/venvs")),
     "KIRBY_RUN_DIRECTORY": ("run_directory", HOME / ".kirby/runs", "~/runs", HOME / "runs"),
@@ -372,3 +373,20 @@ def test_bad_isolation_values_are_refused(tmp_path, name, raw, message):
 )
 def test_bad_notification_settings(tmp_path, name, raw, message):
     assert "secret" not in refused(tmp_path, message, **{name: raw})
+
+
+def test_kafka_with_the_embedded_lease_store_is_an_error_unless_single_host_is_said(tmp_path, caplog):
+    """Issue 10, scenario 6: one leader per host, silently, is not a configuration Kirby accepts."""
+    from kirby.lease import open_lease_store
+
+    with pytest.raises(ConfigError) as error:
+        open_lease_store(settings(tmp_path, KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9092"))
+    message = str(error.value)
+    assert "KAFKA_BOOTSTRAP_SERVERS" in message and "REDIS_URL" in message and "KIRBY_SINGLE_HOST=true" in message
+    assert "\n" not in message and not (tmp_path / "kirby-embedded.db").exists()  # nothing changed
+    caplog.set_level("INFO", logger="kirby.lease")
+    chdir_elsewhere = settings(
+        tmp_path, KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9092", KIRBY_SINGLE_HOST="yes", KIRBY_EMBEDDED_PATH="state/e.db"
+    )
+    open_lease_store(chdir_elsewhere).close()
+    assert f"embedded lease store: {tmp_path}/state/e.db (KIRBY_EMBEDDED_PATH)" in caplog.messages

@@ -212,6 +212,13 @@ DOCUMENT_ERRORS = [
         "JOBS.sensor_orders.scheduled_param.timeout_seconds: 0 is too small; expected at least 1",
     ),
     (
+        "grace-under-the-minimum",
+        _set(PARAM + "|misfire_grace_seconds", 0),
+        "JOBS.sensor_orders.scheduled_param.misfire_grace_seconds: 0 is too small; expected at least 10: a slot must"
+        " be published, delivered and claimed within its misfire grace; a failover or a consumer rebalance takes"
+        " seconds, so a grace under 10 s skips the slots due meanwhile (and 0 with catch-up skip never runs anything)",
+    ),
+    (
         "grace-as-string",
         _set(PARAM + "|misfire_grace_seconds", "60"),
         "JOBS.sensor_orders.scheduled_param.misfire_grace_seconds: is a string; expected a whole number",

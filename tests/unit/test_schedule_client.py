@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import logging
+import socket
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -36,11 +37,14 @@ class FakeWeb:
     def __init__(self):
         self.answers: list[tuple[int, bytes]] = [(200, json.dumps(DOCUMENT).encode())]
         self.requests: list[str | None] = []
+        self.hanging = threading.Event()  # while set, requests are held unanswered (a hung server)
         web = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 web.requests.append(self.headers.get("Authorization"))
+                while web.hanging.is_set():
+                    time.sleep(0.05)
                 status, body = web.answers.pop(0) if len(web.answers) > 1 else web.answers[0]
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -88,7 +92,7 @@ def test_server_errors_are_retried(web, make_settings):
 
 def test_no_good_copy_yet_raises_a_clear_error(web, make_settings):
     web.answers = [(500, b"down")]
-    with pytest.raises(KirbyError, match=r"schedule endpoint .* unreachable after 3 attempts: HTTP 500"):
+    with pytest.raises(KirbyError, match=r"schedule endpoint .* unreachable after 3 attempt\(s\): HTTP 500"):
         client_for(make_settings, web.url).fetch(NOW)
     assert len(web.requests) == 3
 
@@ -106,35 +110,29 @@ def test_refused_token_is_not_retried_and_names_the_variable(web, make_settings)
     assert len(web.requests) == 1
 
 
-def test_down_web_server_means_last_good_copy_and_one_warning_per_outage(web, make_settings, caplog):
+def test_a_down_web_server_is_a_clear_error_the_caller_keeps_its_copy(web, make_settings):
     client = client_for(make_settings, web.url)
-    first = client.fetch(NOW)
-    web.stop()  # the web server goes away: connection refused
-    caplog.set_level(logging.INFO, logger="kirby.schedule.source")
-    assert client.fetch(NOW + timedelta(seconds=30)) is first
-    assert client.fetch(NOW + timedelta(seconds=60)) is first
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1, warnings
-    assert warnings[0].startswith(f"schedule endpoint {web.url} unreachable: ")
-    assert warnings[0].endswith(f"; scheduling from the copy fetched at {NOW.isoformat()}")
-    # It comes back (at another address here; the port of the old one is not ours to reuse).
-    back = FakeWeb()
-    client.url = back.url
-    assert client.fetch(NOW + timedelta(seconds=90)) is not first
-    assert client.last_good_at == NOW + timedelta(seconds=90) and not client.in_outage
-    back.stop()
-    client.fetch(NOW + timedelta(seconds=120))
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 2  # a new outage warns again
-    assert warnings[1].endswith(f"copy fetched at {(NOW + timedelta(seconds=90)).isoformat()}")
+    client.fetch(NOW)
+    web.stop()  # connection refused; keeping the last good copy is Scheduler.refresh's job
+    with pytest.raises(KirbyError, match=rf"schedule endpoint {web.url} unreachable after 3 attempt\(s\): "):
+        client.fetch(NOW + timedelta(seconds=30))
 
 
-def test_bad_document_keeps_the_last_good_copy(web, make_settings):
-    client = client_for(make_settings, web.url)
-    first = client.fetch(NOW)
+def test_a_hanging_web_server_is_bounded_by_the_total_timeout(make_settings):
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel accepts; nobody ever answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/schedule"
+        settings = make_settings(KIRBY_SCHEDULE_ENDPOINT=url, EXT_RETRIES="5", EXT_WAIT_BETWEEN_RETRIES="0.01")
+        client = ScheduleClient(settings, timeout=10, total_timeout=1.5)
+        started = time.monotonic()
+        with pytest.raises(KirbyError, match="unreachable after"):
+            client.fetch(NOW)
+        assert time.monotonic() - started < 4, "a fetch must not outlast its total timeout by much"
+
+
+def test_a_bad_document_is_an_error(web, make_settings):
     web.answers = [(200, b'{"contexts": []}')]
-    assert client.fetch(NOW + timedelta(seconds=30)) is first
-    assert client.in_outage
+    with pytest.raises(KirbyError):
+        client_for(make_settings, web.url).fetch(NOW)
 
 
 def test_fetch_from_the_real_web_app(make_settings, db):

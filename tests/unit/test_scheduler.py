@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -427,3 +428,42 @@ def test_a_takeover_does_not_publish_the_slots_of_a_disabled_period(cluster):
     # a different run of publications) nor the disabled period itself.
     published = [(round((o.scheduled_at - T0).total_seconds()), o.epoch) for o in cluster.published()]
     assert published == [(10, 1), (60, 1), (60, 2)]
+
+
+def take_over(cluster, alpha, beta) -> None:
+    """alpha stops (crashes); beta leads once alpha's 1 s lease expired."""
+    wait_for(lambda: beta.election.tick(datetime.now(UTC)).is_leader, 5, "beta to lead")
+    assert beta.election.epoch > alpha.election.epoch
+
+
+def test_a_cron_edit_then_a_failover_re_publishes_the_old_rules_slots_not_phantoms(cluster):
+    """Issue 10, scenario 5: re-publication replays the record, it does not recompute the past."""
+    old_rule, new_rule = EVERY_10S, replace(EVERY_10S, cron="* * * * * */7")
+    alpha = cluster.leader("alpha", StaticScheduleSource(snapshot(entry(old_rule))), window=0.5)
+    beta = cluster.leader("beta", StaticScheduleSource(snapshot(entry(new_rule))), window=0.5)
+    lead(alpha)
+    for seconds in (0, 10, 20):
+        alpha.election.tick(datetime.now(UTC))
+        alpha.tick(T0 + timedelta(seconds=seconds))
+    assert [o.scheduled_at.second for o in cluster.published()] == [10, 20]
+    take_over(cluster, alpha, beta)  # beta already sees the edited rule (every 7 s)
+    beta.tick(T0 + timedelta(seconds=20.5))
+    offers = cluster.published()
+    # :10 and :20 of the old rule again (unclaimed, within the grace); no :07 or :14 phantom of the new one.
+    assert [o.scheduled_at.second for o in offers] == [10, 20]
+    beta.tick(T0 + timedelta(seconds=21))  # after the cursor, the new rule is in force
+    assert [o.scheduled_at.second for o in cluster.published()] == [21]
+
+
+def test_a_deleted_suspension_then_a_failover_does_not_run_a_slot_recorded_skipped(cluster):
+    window = SuspensionWindow(id=1, starts_at=T0 + timedelta(seconds=15), ends_at=T0 + timedelta(seconds=25))
+    alpha = cluster.leader("alpha", StaticScheduleSource(snapshot(entry(EVERY_10S, suspensions=[window]))), window=0.5)
+    beta = cluster.leader("beta", StaticScheduleSource(snapshot(entry(EVERY_10S))), window=0.5)  # deleted
+    lead(alpha)
+    for seconds in (0, 10, 20, 30):
+        alpha.election.tick(datetime.now(UTC))
+        alpha.tick(T0 + timedelta(seconds=seconds))
+    assert [o.scheduled_at.second for o in cluster.published()] == [10, 30]
+    take_over(cluster, alpha, beta)
+    beta.tick(T0 + timedelta(seconds=35))
+    assert [o.scheduled_at.second for o in cluster.published()] == [10, 30]  # :20 stays skipped

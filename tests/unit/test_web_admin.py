@@ -47,6 +47,17 @@ def test_a_bad_cron_expression_or_time_zone_is_refused_with_the_reason(app, admi
     assert count(app, Schedule) == before + 1
 
 
+def test_a_misfire_grace_under_the_minimum_is_refused_with_the_reason(app, admin_client):
+    ids = seed(app)
+    before = count(app, Schedule)
+    page = admin_client.post("/admin/schedule/new/", data=schedule_form(ids["context_id"], misfire_grace_seconds="0"))
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200 and "at least 10 seconds: a slot must be published, delivered and claimed" in text
+    assert count(app, Schedule) == before
+    ok = admin_client.post("/admin/schedule/new/", data=schedule_form(ids["context_id"], misfire_grace_seconds="10"))
+    assert ok.status_code == 302 and count(app, Schedule) == before + 1
+
+
 def test_the_preview_lists_five_fires_in_the_zone_and_in_utc(app, admin_client):
     response = admin_client.get("/admin/schedule/preview?cron=30 2 * * *&timezone=America/New_York")
     fires = response.get_json()["fires"]

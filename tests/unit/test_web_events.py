@@ -126,6 +126,7 @@ def test_events_from_kafka_are_recorded_once(kafka_servers, make_settings, db):
     settings = make_settings(
         TESTING="true",
         KAFKA_BOOTSTRAP_SERVERS=kafka_servers,
+        KIRBY_SINGLE_HOST="true",  # this test's processes share one host (and one embedded lease store)
         KIRBY_TOPIC_JOB_OFFERS=f".kirby.test-{name}.offers",
         KIRBY_TOPIC_RUN_EVENTS=f".kirby.test-{name}.events",
     )
