@@ -30,6 +30,7 @@ class Overlap(str, enum.Enum):
     FORBID = "forbid"
     ALLOW = "allow"
     REPLACE = "replace"
+    BUFFER_ONE = "buffer_one"  # at most one slot waits for the running one, then starts
 
 
 class ConfigScope(str, enum.Enum):

@@ -70,6 +70,8 @@ def run_environment(spec: RunSpec, venv: Path) -> tuple[dict[str, str], list[str
         KIRBY_SCHEDULED_AT=spec.scheduled_at.astimezone(timezone.utc).isoformat(),
         KIRBY_SUPERVISOR=spec.supervisor,
     )
+    if spec.fence_token is not None:
+        env["KIRBY_FENCE_TOKEN"] = str(spec.fence_token)
     return env, skipped
 
 

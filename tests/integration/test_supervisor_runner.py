@@ -77,7 +77,8 @@ def cluster(make_settings, example_wheels, shared_venvs):
         executor = LocalExecutor(settings, name, timeout_grace=1.0)
         reporter = RunReporter(bus, name)
         made.append((executor, reporter))
-        return Runner(name, bus.offer_consumer(name), bus, leases, executor, reporter)
+        leases.register_supervisor(name, f"instance-{name}", 600)  # a live instance: its leases count
+        return Runner(name, bus.offer_consumer(name), bus, leases, executor, reporter, instance=f"instance-{name}")
 
     def pump(runners, until, message, timeout=60.0):
         """Let ``runners`` consume until ``until()`` is true."""
@@ -86,6 +87,7 @@ def cluster(make_settings, example_wheels, shared_venvs):
             for r in runners:
                 r.poll_once(timeout=0.05)
                 r.renew_overlaps()
+                r.check_cancels()
             return until()
 
         return wait_for(step, timeout, message, interval=0.0)
