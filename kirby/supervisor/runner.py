@@ -8,7 +8,7 @@ For each offer, in order:
 3. the offer is acknowledged after the claim (a crash before it means redelivery, and the
    redelivered offer loses the claim, so the run never starts twice); the offers of one poll are
    all claimed and launched before they are acknowledged, so none waits for another's ack;
-4. the overlap policy is applied cluster-wide through a named lease ``overlap:<job>:<env>`` owned
+4. (after the venv is ready) the overlap policy is applied cluster-wide through a named lease ``overlap:<job>:<env>`` owned
    by ``<run id>@<instance>``: the overlap state belongs to the live run and its supervisor
    instance, so a lease whose instance is gone from the registry is taken over at once. Only a run
    of an *earlier* slot holding it counts: a run never waits for, or is skipped because of, a later
@@ -16,7 +16,8 @@ For each offer, in order:
    asks the running one to stop (a short-lived cancel request its supervisor watches) and waits for
    the lease; ``buffer_one`` lets one run wait for the lease (a second lease
    ``overlap-wait:<job>:<env>``) and skips others while one waits;
-5. the venv is prepared; right before the spawn the claim is marked *started* (refused when the
+5. the venv is prepared (before the overlap policy is applied: a run being prepared does not
+   count as running); right before the spawn the claim is marked *started* (refused when the
    claim was released because this instance was presumed dead: then nothing is spawned), and the
    process is started through the executor; the claim is settled when the run is over. A failed
    run with retries left publishes the next attempt as a new offer (``slot#N``), each its own record.
@@ -189,16 +190,15 @@ class Runner:
     # -- launching --------------------------------------------------------------------------------
     def _launch(self, offer: Offer) -> None:
         try:
-            if not self._take_overlap_slot(offer):
-                return
             try:
                 self.executor.prepare(offer.package, offer.version)
             except PackageError as exc:
-                self._release_overlap(offer.run_id)
                 self.reporter.failed_before_start(offer.run_id, str(exc), exc.output.splitlines())
                 self._settle(offer.run_id)
                 log.error("run %s failed before start: %s", offer.run_id, exc)
                 self._maybe_retry(offer, "failed")
+                return
+            if not self._take_overlap_slot(offer):  # after the build: a run being prepared is not running
                 return
             if not self.leases.mark_started(offer.run_id, self.instance):  # right before the spawn
                 self._release_overlap(offer.run_id)
