@@ -53,6 +53,7 @@ class Offer:
     attempt: int = 1
     trigger: str = "schedule"  # schedule | manual | retry
     offered_at: datetime | None = None
+    on_lost: str = "skip"  # skip | retry: a started run whose supervisor died is offered again
 
     def to_json(self) -> bytes:
         data = {f.name: _encode(getattr(self, f.name)) for f in fields(self)}  # asdict deep-copies: slow

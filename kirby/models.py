@@ -32,7 +32,7 @@ from sqlalchemy.types import TypeDecorator
 from kirby.clock import utcnow
 
 # The vocabulary is re-exported: the web and the admin read it together with the tables.
-from kirby.vocabulary import FINISHED_STATES, CatchUp, ConfigScope, JobType, Overlap, Role, RunState  # noqa: F401
+from kirby.vocabulary import FINISHED_STATES, CatchUp, ConfigScope, JobType, OnLost, Overlap, Role, RunState  # noqa: F401
 
 
 class UTCDateTime(TypeDecorator):
@@ -140,6 +140,9 @@ class Schedule(Base):
     overlap: Mapped[Overlap] = mapped_column(_enum(Overlap, "overlap_policy"), default=Overlap.FORBID)
     timeout_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
     retries: Mapped[int] = mapped_column(Integer, default=0)
+    on_lost: Mapped[OnLost] = mapped_column(
+        _enum(OnLost, "on_lost_policy"), default=OnLost.SKIP, server_default=OnLost.SKIP.value
+    )
 
     context: Mapped[Context] = relationship(back_populates="schedules")
 

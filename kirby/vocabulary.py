@@ -33,6 +33,13 @@ class Overlap(str, enum.Enum):
     BUFFER_ONE = "buffer_one"  # at most one slot waits for the running one, then starts
 
 
+class OnLost(str, enum.Enum):
+    """What happens to a started run whose supervisor died (recorded ``lost``)."""
+
+    SKIP = "skip"  # recorded lost, not run again
+    RETRY = "retry"  # recorded lost and offered again as a new attempt (for scripts safe to repeat)
+
+
 class ConfigScope(str, enum.Enum):
     GLOBAL = "global"
     JOB = "job"

@@ -42,6 +42,7 @@ class ScheduleView(KirbyModelView):
         "overlap",
         "timeout_seconds",
         "retries",
+        "on_lost",
     )
     form_columns = (
         "context",
@@ -54,6 +55,7 @@ class ScheduleView(KirbyModelView):
         "overlap",
         "timeout_seconds",
         "retries",
+        "on_lost",
     )
     form_args = {
         "cron": {
@@ -63,6 +65,7 @@ class ScheduleView(KirbyModelView):
         "timezone": {"validators": [time_zone], "description": "IANA time zone, e.g. Europe/Paris", "default": "UTC"},
         "catchup": {"default": "latest"},  # the model's defaults (a select would start at its first choice)
         "overlap": {"default": "forbid"},
+        "on_lost": {"default": "skip", "description": "retry: a run lost with its supervisor runs again"},
         "misfire_grace_seconds": {"validators": [NumberRange(min=0)], "default": 300},
         "timeout_seconds": {"validators": [NumberRange(min=1)]},
         "retries": {"validators": [NumberRange(min=0, max=100)]},

@@ -14,7 +14,7 @@ from typing import Any
 from kirby.errors import KirbyError
 from kirby.events import Offer
 from kirby.run_ids import slot_run_id
-from kirby.vocabulary import CatchUp, JobType, Overlap
+from kirby.vocabulary import CatchUp, JobType, OnLost, Overlap
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class ScheduleRule:
     timeout_seconds: int | None = None
     retries: int = 0
     enabled: bool = True
+    on_lost: str = OnLost.SKIP.value
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def entry_offer(
         timeout_seconds=rule.timeout_seconds,
         overlap=rule.overlap,
         retries=rule.retries,
+        on_lost=rule.on_lost,
         attempt=1,
         trigger=trigger,
         offered_at=now,
@@ -179,6 +181,7 @@ def _rule(data: Any, path: str) -> ScheduleRule:
         timeout_seconds=f.get("timeout_seconds", int, None),
         retries=f.get("retries", int, 0),
         enabled=f.get("enabled", bool, True),
+        on_lost=f.choice("on_lost", OnLost, OnLost.SKIP.value),
     )
 
 

@@ -36,3 +36,10 @@ def is_dead_here(info: dict[str, Any]) -> bool:
         return False
     started = process_started(info["pid"])
     return started is None or (info.get("started") is not None and started != info["started"])
+
+
+def live_instances(registrations) -> set[str]:
+    """The instance ids of ``registrations`` (``SupervisorInfo``) that may be alive: registered, and
+    not a process of this host known to be gone (so a death on this host counts at once, not after
+    the registration's TTL)."""
+    return {info.instance for info in registrations if not is_dead_here(info.info)}

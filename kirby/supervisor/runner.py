@@ -39,6 +39,7 @@ from kirby.errors import KirbyError, PackageError
 from kirby.events import Offer
 from kirby.lease.base import LeaseStore
 from kirby.run_ids import SLOT, attempt_run_id, parse_run_id
+from kirby.supervisor.identity import live_instances
 from kirby.supervisor.reporting import RunReporter
 from kirby.tasks.base import Executor, RunResult, RunSpec
 from kirby.vocabulary import Overlap
@@ -308,7 +309,7 @@ class Runner:
         return False
 
     def _live_instances(self) -> set[str]:
-        return {info.instance for info in self.leases.supervisors()} | {self.instance}
+        return live_instances(self.leases.supervisors()) | {self.instance}
 
     def _skip(self, offer: Offer, held_run: str, why: str = "") -> bool:
         reason = (

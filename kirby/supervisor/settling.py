@@ -2,8 +2,8 @@
 
 A run's claim names the supervisor *instance* (one process) holding it and stays active until the
 run is over (``LeaseStore.settle_run``). An instance is dead when no live registration carries its
-id: its heartbeats stopped for the registration's TTL, or a new process took its name over (a
-restart under the same name replaces the instance at once). Whoever notices settles its claims,
+id (its heartbeats stopped for the registration's TTL, or a new process took its name over), or
+when its registration names a process of this host that is gone (``identity.live_instances``). Whoever notices settles its claims,
 at most once each (the store's compare-and-set calls decide):
 
 * a claim that was never marked *started* is released and its offer re-published under the same
@@ -12,7 +12,9 @@ at most once each (the store's compare-and-set calls decide):
 * a started claim is recorded ``lost`` (a ``lost`` run event naming the holder and when it was last
   seen) and settled, however old it is and whatever name comes back; a real ``finished`` event
   arriving later still wins (the recorder lets it replace ``lost``);
-* a claim without an offer (a daemon's run) is recorded lost the same way (its arbiter restarts it).
+* a claim without an offer (a daemon's run) is recorded lost the same way (its arbiter restarts it);
+* a lost run whose schedule says ``on_lost: retry`` is offered again as its next attempt
+  (``slot#N``, its own record), for scripts that are safe to repeat.
 
 The leader does this on every housekeeping tick, a supervisor that took a dead instance's name
 over does it at once, and the web's lost detection does it too. Claims without an instance (made
@@ -31,6 +33,9 @@ from kirby.clock import utcnow
 from kirby.errors import KirbyError
 from kirby.events import Offer, RunEvent
 from kirby.lease.base import Claim, LeaseStore, SupervisorInfo
+from kirby.supervisor.identity import live_instances
+from kirby.supervisor.runner import next_attempt
+from kirby.vocabulary import OnLost
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,7 @@ log = logging.getLogger(__name__)
 class Settled:
     reoffered: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)  # new attempts of lost runs (on_lost: retry)
 
 
 class Settler:
@@ -67,10 +73,10 @@ class Settler:
         """One pass over the active claims (read before the registry: a claim is made by a
         registered instance, so one registered after the claims were read is not taken for dead)."""
         claims = self.store.active_claims()
-        live = set()
-        for info in self.store.supervisors():
-            live.add(info.instance)
+        registrations = self.store.supervisors()
+        for info in registrations:
             self.remember(info)
+        live = live_instances(registrations)
         done = Settled()
         for claim in claims:
             if not claim.instance or claim.instance in live or claim.released:
@@ -103,6 +109,12 @@ class Settler:
         self.record_lost(claim, reason)
         self.store.settle_run(claim.run_id)
         done.lost.append(claim.run_id)
+        offer = Offer.from_json(claim.offer) if claim.offer else None
+        if offer is not None and offer.on_lost == OnLost.RETRY.value:
+            retry = next_attempt(offer, self.clock())
+            self.bus.publish_offer(retry)
+            done.retried.append(retry.run_id)
+            log.warning("run %s was lost; its schedule asks on_lost retry: offered %s", claim.run_id, retry.run_id)
         log.warning("run %s recorded lost: supervisor %s died (last seen at %s)", claim.run_id, claim.supervisor, when)
 
     def _publish_lost(self, claim: Claim, reason: str) -> None:

@@ -112,6 +112,7 @@ def test_build_schedule_lists_enabled_contexts_with_schedules_config_and_live_su
         "overlap": "replace",
         "timeout_seconds": 30,
         "retries": 2,
+        "on_lost": "skip",
         "enabled": True,
     }
     assert second["enabled"] is False and second["catchup"] == "latest" and second["misfire_grace_seconds"] == 300
