@@ -29,6 +29,7 @@ from kirby.events import RunEvent
 from kirby.lease.base import Claim
 from kirby.models import Run, RunState
 from kirby.recorder import mark_lost, record
+from kirby.supervisor.identity import live_instances
 from kirby.supervisor.settling import Settler
 from kirby.web.state import WebState
 
@@ -110,16 +111,24 @@ class EventsConsumer:
         return lost
 
     def _lost_by_name(self, now: datetime) -> list[str]:
-        """Active runs without an instance-bearing claim: lost once their name is missing for ``grace``."""
-        alive = {s.name for s in self.state.lease_store.supervisors()}
-        lost = []
+        """Active runs the settler does not decide about, lost once missing for ``grace``: those whose
+        claim names no instance (by supervisor name), and those whose claim was settled by an instance
+        now dead while the database still shows them active (their result died with it)."""
+        registrations = self.state.lease_store.supervisors()
+        alive, live = {s.name for s in registrations}, live_instances(registrations)
+        lost, keys = [], {}  # run id -> what must stay missing for the grace (a name, or the run)
         with self.state.database.session() as s:
             active = list(s.scalars(select(Run).where(Run.state.in_([RunState.CLAIMED, RunState.RUNNING]))))
-            active = [run for run in active if not self._has_instance(run.id)]
-            missing = {run.supervisor for run in active if run.supervisor and run.supervisor not in alive}
-            self._missing_since = {name: self._missing_since.get(name, now) for name in missing}
             for run in active:
-                since = self._missing_since.get(run.supervisor or "")
+                claim = self.state.lease_store.get_claim(run.id)
+                if claim is not None and claim.instance:
+                    if claim.settled and claim.instance not in live:
+                        keys[run.id] = f"run:{run.id}"
+                elif run.supervisor and run.supervisor not in alive:
+                    keys[run.id] = run.supervisor
+            self._missing_since = {key: self._missing_since.get(key, now) for key in keys.values()}
+            for run in active:
+                since = self._missing_since.get(keys.get(run.id, ""))
                 if since is not None and now - since >= self.grace:
                     reason = (
                         f"Kirby: supervisor {run.supervisor} stopped heartbeating at about "
@@ -128,11 +137,6 @@ class EventsConsumer:
                     mark_lost(s, run, now, reason)
                     lost.append(run.id)
         return lost
-
-    def _has_instance(self, run_id: str) -> bool:
-        """Its claim names an instance: the settler decides about it (and did, if it is settled)."""
-        claim = self.state.lease_store.get_claim(run_id)
-        return claim is not None and bool(claim.instance)
 
     def step(self, now: datetime) -> int:
         count = self.consume_once()

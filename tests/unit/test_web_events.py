@@ -114,6 +114,22 @@ def test_a_claim_of_a_dead_instance_that_never_started_is_offered_again_under_it
     assert not state.lease_store.claim_run(offer.run_id, "other", instance="other-instance")
 
 
+def test_a_run_settled_by_a_dead_instance_whose_result_never_arrived_is_lost_after_the_grace(app):
+    """Its supervisor finished it (the claim is settled) and died before the finished event left."""
+    state = app.extensions["kirby"]
+    run_id = "backup:prod:20260102T030409Z"
+    with state.database.session() as s:
+        from kirby.recorder import record
+
+        record(s, claim(run_id, "gone"))
+    assert state.lease_store.claim_run(run_id, "gone", instance="dead-instance")
+    assert state.lease_store.mark_started(run_id, "dead-instance")
+    state.lease_store.settle_run(run_id)
+    consumer = EventsConsumer(state, grace=30)
+    assert consumer.check_lost(T0) == []  # its finished event may still be on its way
+    assert consumer.check_lost(T0 + timedelta(seconds=30)) == [run_id]
+
+
 def test_a_supervisor_that_comes_back_in_time_keeps_its_runs(app):
     state = app.extensions["kirby"]
     with state.database.session() as s:
