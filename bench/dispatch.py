@@ -317,10 +317,11 @@ def audit(cluster: Cluster, start: datetime, end: datetime, killed: dict[str, fl
         states = dict(session.query(Run.id, Run.state).filter(Run.id.in_(expected)).all())
     skipped = [r for r in expected if states.get(r) and states[r].value == "skipped"]
     recorded_lost = [r for r in expected if states.get(r) and states[r].value == "lost"]
+    unexplained = [r for r in missed if r not in lost and r not in skipped and r not in recorded_lost]
     print(
         f"  audit of {len(expected)} every-second slots {start:%H:%M:%S}-{end:%H:%M:%S} against the ledger: "
-        f"duplicates {len(twice)}, missed {len(missed) - len(lost)}, lost with a killed supervisor (claimed, "
-        f"never started) {len(lost)}; runs table: skipped {len(skipped)}, lost {len(recorded_lost)}; "
+        f"duplicates {len(twice)}, missed {len(unexplained)}, claimed by a killed supervisor and not "
+        f"run {len(lost)}; runs table: skipped {len(skipped)}, lost {len(recorded_lost)}; "
         f"runs of slots before the schedule existed {len(before)}" + (f"; not run: {missed[:5]}" if missed else "")
     )
 

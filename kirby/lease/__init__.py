@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kirby.config import Settings
-from kirby.lease.base import Claim, Leader, LeaseStore, StaleEpoch, SupervisorInfo
+from kirby.lease.base import Claim, Leader, LeaseHolder, LeaseStore, StaleEpoch, SupervisorInfo
 
 
 def open_lease_store(settings: Settings) -> LeaseStore:
@@ -16,4 +16,4 @@ def open_lease_store(settings: Settings) -> LeaseStore:
     return LocalLeaseStore(settings)
 
 
-__all__ = ["Claim", "Leader", "LeaseStore", "StaleEpoch", "SupervisorInfo", "open_lease_store"]
+__all__ = ["Claim", "Leader", "LeaseHolder", "LeaseStore", "StaleEpoch", "SupervisorInfo", "open_lease_store"]
