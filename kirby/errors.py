@@ -45,7 +45,11 @@ class LeaseError(KirbyError):
 
 
 class SupervisorNameTaken(LeaseError):
-    """A live supervisor already uses this name."""
+    """A live supervisor already uses this name; ``holder`` is its registration (SupervisorInfo)."""
+
+    def __init__(self, message: str, holder=None):
+        super().__init__(message)
+        self.holder = holder
 
 
 class PackageError(KirbyError):

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-from kirby.vocabulary import EventKind, Overlap, Trigger
+from kirby.vocabulary import EventKind, OnLost, Overlap, Trigger
 
 
 def _encode(value: Any) -> Any:
@@ -63,10 +63,12 @@ class Offer:
     trigger: Trigger = Trigger.SCHEDULE
     offered_at: datetime | None = None
     not_after: datetime | None = None
+    on_lost: OnLost = OnLost.SKIP  # retry: a started run whose supervisor died is offered again
 
     def __post_init__(self) -> None:  # the policies travel as their enums, whatever a caller passed
         object.__setattr__(self, "overlap", Overlap(self.overlap))
         object.__setattr__(self, "trigger", Trigger(self.trigger))
+        object.__setattr__(self, "on_lost", OnLost(self.on_lost))
 
     def to_json(self) -> bytes:
         data = {f.name: _encode(getattr(self, f.name)) for f in fields(self)}  # asdict deep-copies: slow

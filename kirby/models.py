@@ -33,7 +33,7 @@ from kirby.clock import utcnow
 from kirby.cron import DstPolicy, FallBack, SpringForward
 
 # The vocabulary is re-exported: the web and the admin read it together with the tables.
-from kirby.vocabulary import FINISHED_STATES, CatchUp, ConfigScope, JobType, Overlap, Role, RunState  # noqa: F401
+from kirby.vocabulary import FINISHED_STATES, CatchUp, ConfigScope, JobType, OnLost, Overlap, Role, RunState  # noqa: F401
 
 
 class UTCDateTime(TypeDecorator):
@@ -147,6 +147,9 @@ class Schedule(Base):
     dst_fall_back: Mapped[FallBack] = mapped_column(_enum(FallBack, "dst_fall_back"), default=FallBack.AUTO)
     dst_spring_forward: Mapped[SpringForward] = mapped_column(
         _enum(SpringForward, "dst_spring_forward"), default=SpringForward.AUTO
+    )
+    on_lost: Mapped[OnLost] = mapped_column(
+        _enum(OnLost, "on_lost_policy"), default=OnLost.SKIP, server_default=OnLost.SKIP.value
     )
 
     context: Mapped[Context] = relationship(back_populates="schedules")

@@ -39,6 +39,14 @@ class Overlap(Word):
     FORBID = "forbid"
     ALLOW = "allow"
     REPLACE = "replace"
+    BUFFER_ONE = "buffer_one"  # at most one slot waits for the running one, then starts
+
+
+class OnLost(Word):
+    """What happens to a started run whose supervisor died (recorded ``lost``)."""
+
+    SKIP = "skip"  # recorded lost, not run again
+    RETRY = "retry"  # recorded lost and offered again as a new attempt (for scripts safe to repeat)
 
 
 class ConfigScope(Word):

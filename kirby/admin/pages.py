@@ -64,8 +64,8 @@ class SupervisorsView(KirbyBaseView):
     def index(self):
         store = self.state.lease_store
         daemons: dict[str, list[str]] = defaultdict(list)
-        for daemon, owner in sorted(store.daemon_holders().items()):
-            daemons[owner].append(daemon)
+        for name, holder in sorted(store.lease_holders("daemon").items()):  # owner: <supervisor>@<instance>
+            daemons[holder.owner.partition("@")[0]].append(name.partition(":")[2])
         supervisors = sorted(store.supervisors(), key=lambda s: s.name)
         return self.render(
             "kirby_admin/supervisors.html",

@@ -66,6 +66,7 @@ class ScheduleView(KirbyModelView):
         "retries",
         "dst_fall_back",
         "dst_spring_forward",
+        "on_lost",
     )
     form_columns = (
         "context",
@@ -80,6 +81,7 @@ class ScheduleView(KirbyModelView):
         "retries",
         "dst_fall_back",
         "dst_spring_forward",
+        "on_lost",
     )
     form_args = {
         "cron": {
@@ -89,6 +91,7 @@ class ScheduleView(KirbyModelView):
         "timezone": {"validators": [time_zone], "description": "IANA time zone, e.g. Europe/Paris", "default": "UTC"},
         "catchup": {"default": "latest"},  # the model's defaults (a select would start at its first choice)
         "overlap": {"default": "forbid"},
+        "on_lost": {"default": "skip", "description": "retry: a run lost with its supervisor runs again"},
         "misfire_grace_seconds": {
             "validators": [
                 NumberRange(

@@ -11,7 +11,7 @@ import logging
 
 from kirby.config import Settings
 from kirby.errors import ConfigError
-from kirby.lease.base import Claim, Leader, LeaseStore, StaleEpoch, SupervisorInfo
+from kirby.lease.base import Claim, Leader, LeaseHolder, LeaseStore, StaleEpoch, SupervisorInfo
 
 log = logging.getLogger(__name__)
 
@@ -33,4 +33,4 @@ def open_lease_store(settings: Settings) -> LeaseStore:
     return LocalLeaseStore(settings)
 
 
-__all__ = ["Claim", "Leader", "LeaseStore", "StaleEpoch", "SupervisorInfo", "open_lease_store"]
+__all__ = ["Claim", "Leader", "LeaseHolder", "LeaseStore", "StaleEpoch", "SupervisorInfo", "open_lease_store"]

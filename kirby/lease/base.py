@@ -7,9 +7,17 @@ What it holds, all with server-side expiry measured by the store's own clock:
   extend nor delete its successor's;
 * **per-schedule cursors** (the last slot the leader published), written only under the current
   epoch;
-* **run claims**: a run id is claimed exactly once, cluster-wide;
-* **daemon leases**: one holder per daemon, with a TTL;
-* the **supervisor registry**: heartbeats; a name used by a live supervisor cannot be taken.
+* **run claims**: a run id is claimed exactly once, cluster-wide, by one supervisor *instance*
+  (process); the claim is marked *started* right before the spawn and *settled* when the run is
+  over. Active (unsettled) claims are indexed and never expire; a settled claim is kept
+  ``CLAIM_RETENTION``. A never-started claim of a dead instance can be *released* (re-offered
+  under the same run id: it cannot have run);
+* **named leases** (daemons ``daemon:…``, overlap ``overlap:…``): one owner per name, a TTL, and
+  a *generation* (fencing token) that grows at each change of owner; listed per key space
+  (the part before the first ``:``) from an index;
+* **cancel requests**: short-lived marks asking a run's supervisor to stop it;
+* the **supervisor registry**: heartbeats, indexed; a name used by a live instance cannot be
+  taken, except by naming the dead instance it replaces.
 
 Errors: a backend that cannot reach its service after ``EXT_RETRIES`` retries raises
 ``LeaseError`` with one line naming the address and the variable to fix. No call blocks forever.
@@ -22,13 +30,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from kirby.errors import SupervisorNameTaken
+
 
 class StaleEpoch(Exception):
     """A write guarded by an epoch that is no longer the leader's current epoch."""
 
 
 CLAIM_RETENTION = 7 * 24 * 3600.0
-"""Seconds a run claim is kept (a run id claimed within this window cannot be claimed again)."""
+"""Seconds a *settled* run claim is kept: as long as the bus can redeliver an offer, and no longer
+(Kafka's default ``retention.ms`` and the embedded bus's ``max_age``: 7 days). A redelivered or
+re-published offer of that run id within this window loses the claim; an active claim (not yet
+settled) never expires."""
 
 
 def as_utc(instant: datetime) -> datetime:
@@ -51,6 +64,21 @@ class Claim:
     supervisor: str
     attempt: int
     claimed_at: datetime
+    instance: str = ""  # the supervisor process (its registry instance id) holding the claim
+    started_at: datetime | None = None  # set right before the spawn (``mark_started``)
+    settled: bool = False  # the run is over (or recorded lost); the claim only fences duplicates
+    released: bool = False  # never started and its instance died: open to be claimed again
+    offer: str | None = None  # the offer (JSON) the claim was made for, to re-offer it
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    """A live named lease: its owner, its generation (fencing token) and when it expires."""
+
+    name: str
+    owner: str
+    generation: int
+    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -59,6 +87,17 @@ class SupervisorInfo:
     instance: str
     last_heartbeat: datetime
     info: dict[str, Any] = field(default_factory=dict)
+
+
+def name_taken(name: str, holder: SupervisorInfo, now: datetime):
+    """The SupervisorNameTaken error for ``name`` held by ``holder`` (host and pid from its info)."""
+    age = max(0.0, (now - holder.last_heartbeat).total_seconds())
+    where = f"on host {holder.info.get('host', '?')} (pid {holder.info.get('pid', '?')})"
+    return SupervisorNameTaken(
+        f"a supervisor named {name!r} is already running {where}, last heartbeat {age:.0f} s ago; "
+        "choose another name or stop it",
+        holder,
+    )
 
 
 class LeaseStore(ABC):
@@ -118,8 +157,12 @@ class LeaseStore(ABC):
 
     # -- run claims -----------------------------------------------------------------------------
     @abstractmethod
-    def claim_run(self, run_id: str, supervisor: str, attempt: int = 1) -> bool:
-        """Claim ``run_id`` for ``supervisor``: True for exactly one caller, ever (within retention)."""
+    def claim_run(
+        self, run_id: str, supervisor: str, attempt: int = 1, instance: str = "", offer: str | None = None
+    ) -> bool:
+        """Claim ``run_id`` for ``supervisor``'s ``instance``: True for exactly one caller, ever
+        (within retention), unless the claim was released (then the next caller gets it).
+        ``offer`` (JSON) is kept with the claim so that a released run can be re-offered."""
 
     @abstractmethod
     def get_claim(self, run_id: str) -> Claim | None:
@@ -127,32 +170,69 @@ class LeaseStore(ABC):
 
     @abstractmethod
     def list_claims(self) -> list[Claim]:
-        """Every retained claim."""
-
-    # -- daemon leases --------------------------------------------------------------------------
-    @abstractmethod
-    def acquire_daemon(self, daemon: str, owner: str, ttl: float) -> bool:
-        """Take the lease of ``daemon`` if free or expired (True also if ``owner`` holds it)."""
+        """Every retained claim (a full scan: for tools and tests, not for supervisors' loops)."""
 
     @abstractmethod
-    def renew_daemon(self, daemon: str, owner: str, ttl: float) -> bool:
-        """Extend iff ``owner`` holds it."""
+    def mark_started(self, run_id: str, instance: str) -> bool:
+        """Record that ``instance`` is about to spawn ``run_id``; False (spawn nothing) unless its
+        claim is ``instance``'s, not released and not settled. Idempotent."""
 
     @abstractmethod
-    def release_daemon(self, daemon: str, owner: str) -> bool:
+    def release_claim(self, run_id: str, instance: str) -> bool:
+        """Open ``run_id``'s claim again iff it is ``instance``'s (a dead one), never started and not
+        settled: the run cannot have run, so it may be offered again under the same id."""
+
+    @abstractmethod
+    def settle_run(self, run_id: str) -> None:
+        """The run is over (finished, failed before start, skipped, or recorded lost): drop it
+        from the active index; the claim is kept ``CLAIM_RETENTION`` to fence duplicates."""
+
+    @abstractmethod
+    def active_claims(self) -> list[Claim]:
+        """Claims not settled, read from an index (cost independent of the settled claims)."""
+
+    # -- named leases (daemons, overlap) -----------------------------------------------------------
+    @abstractmethod
+    def acquire_lease(self, name: str, owner: str, ttl: float, replaces: str | None = None) -> int | None:
+        """Take lease ``name`` if it is free, expired, already ``owner``'s, or held by ``replaces``
+        (an owner known to be dead): returns its generation, which grows each time the lease
+        changes owner (a fencing token). None when someone else holds it."""
+
+    @abstractmethod
+    def renew_lease(self, name: str, owner: str, ttl: float) -> bool:
+        """Extend by ``ttl`` from now iff ``owner`` holds it."""
+
+    @abstractmethod
+    def release_lease(self, name: str, owner: str) -> bool:
         """Release iff ``owner`` holds it."""
 
     @abstractmethod
-    def daemon_holders(self) -> dict[str, str]:
-        """Live daemon leases: daemon -> owner."""
+    def lease_holder(self, name: str) -> LeaseHolder | None:
+        """The live holder of ``name``, or None."""
+
+    @abstractmethod
+    def lease_holders(self, space: str) -> dict[str, LeaseHolder]:
+        """Live leases whose name starts with ``space + ":"``, from an index: name -> holder."""
+
+    # -- cancel requests ------------------------------------------------------------------------
+    @abstractmethod
+    def request_cancel(self, run_id: str, ttl: float) -> None:
+        """Ask ``run_id``'s supervisor to stop it; the request lives ``ttl`` seconds."""
+
+    @abstractmethod
+    def cancel_requested(self, run_id: str) -> bool:
+        """True while a cancel request for ``run_id`` lives."""
 
     # -- supervisor registry --------------------------------------------------------------------
     @abstractmethod
-    def register_supervisor(self, name: str, instance: str, ttl: float, info: dict[str, Any] | None = None) -> None:
+    def register_supervisor(
+        self, name: str, instance: str, ttl: float, info: dict[str, Any] | None = None, replaces: str | None = None
+    ) -> None:
         """Register (or heartbeat) supervisor ``name`` run by process ``instance``.
 
-        Raises SupervisorNameTaken (a LeaseError) when a live supervisor of that name has another
-        instance id.
+        Raises SupervisorNameTaken (a LeaseError, with the live holder's ``SupervisorInfo`` as
+        ``holder`` and its host and pid in the message) when a live registration of that name has
+        another instance id, unless that id is ``replaces`` (an instance known to be dead).
         """
 
     @abstractmethod
@@ -161,7 +241,7 @@ class LeaseStore(ABC):
 
     @abstractmethod
     def supervisors(self) -> list[SupervisorInfo]:
-        """Live supervisors."""
+        """Live supervisors, read from an index (cost independent of the number of claims)."""
 
     @abstractmethod
     def close(self) -> None:

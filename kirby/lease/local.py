@@ -25,8 +25,18 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kirby.config import Settings
-from kirby.errors import LeaseError, SupervisorNameTaken
-from kirby.lease.base import CLAIM_RETENTION, Claim, Leader, LeaseStore, StaleEpoch, SupervisorInfo, as_utc
+from kirby.errors import LeaseError
+from kirby.lease.base import (
+    CLAIM_RETENTION,
+    Claim,
+    Leader,
+    LeaseHolder,
+    LeaseStore,
+    StaleEpoch,
+    SupervisorInfo,
+    as_utc,
+    name_taken,
+)
 
 BUSY_TIMEOUT = 10.0  # seconds a call waits for another process's transaction before LeaseError
 
@@ -34,21 +44,41 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS lease_leader (
     id INTEGER PRIMARY KEY CHECK (id = 1), owner TEXT, epoch INTEGER NOT NULL, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS lease_cursor (schedule_key TEXT PRIMARY KEY, instant TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS lease_claim (
-    run_id TEXT PRIMARY KEY, supervisor TEXT NOT NULL, attempt INTEGER NOT NULL,
-    claimed_at REAL NOT NULL, expires_at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS lease_claim_expiry ON lease_claim (expires_at);
+CREATE TABLE IF NOT EXISTS lease_run (
+    run_id TEXT PRIMARY KEY, supervisor TEXT NOT NULL, instance TEXT NOT NULL, attempt INTEGER NOT NULL,
+    claimed_at REAL NOT NULL, started_at REAL, released INTEGER NOT NULL DEFAULT 0,
+    settled INTEGER NOT NULL DEFAULT 0, offer TEXT, expires_at REAL);
+CREATE INDEX IF NOT EXISTS lease_run_expiry ON lease_run (expires_at);
+CREATE INDEX IF NOT EXISTS lease_run_active ON lease_run (settled, claimed_at);
+CREATE TABLE IF NOT EXISTS lease_named (
+    name TEXT PRIMARY KEY, space TEXT NOT NULL, owner TEXT, generation INTEGER NOT NULL, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS lease_named_space ON lease_named (space, expires_at);
+CREATE TABLE IF NOT EXISTS lease_cancel (run_id TEXT PRIMARY KEY, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS lease_published (
     schedule_key TEXT NOT NULL, instant REAL NOT NULL, PRIMARY KEY (schedule_key, instant));
-CREATE TABLE IF NOT EXISTS lease_daemon (daemon TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS lease_supervisor (
     name TEXT PRIMARY KEY, instance TEXT NOT NULL, info TEXT NOT NULL,
     heartbeat REAL NOT NULL, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS lease_supervisor_expiry ON lease_supervisor (expires_at);
 """
 
 
 def _datetime(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, timezone.utc)
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Files of versions before issue 11: their claims become settled claims of ``lease_run``; their
+    daemon leases (``lease_daemon``) are dropped (a one-time reset: holders take them again)."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "lease_claim" in tables:
+        db.execute(
+            "INSERT OR IGNORE INTO lease_run (run_id, supervisor, instance, attempt, claimed_at, settled, expires_at)"
+            " SELECT run_id, supervisor, '', attempt, claimed_at, 1, expires_at FROM lease_claim"
+        )
+        db.execute("DROP TABLE lease_claim")
+    if "lease_daemon" in tables:
+        db.execute("DROP TABLE lease_daemon")
 
 
 class LocalLeaseStore(LeaseStore):
@@ -64,6 +94,7 @@ class LocalLeaseStore(LeaseStore):
         with self._transaction() as db:
             for statement in SCHEMA.split(";")[:-1]:  # not executescript: it would commit our transaction
                 db.execute(statement)
+            _upgrade(db)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -168,14 +199,19 @@ class LocalLeaseStore(LeaseStore):
                 )
             db.executemany("INSERT OR REPLACE INTO lease_cursor VALUES (?, ?)", rows)
 
-    # -- run claims -----------------------------------------------------------------------------
-    def claim_run(self, run_id: str, supervisor: str, attempt: int = 1) -> bool:
+    # -- run claims, named leases, cancel requests, registry (issue 11) --------------------------
+    def claim_run(
+        self, run_id: str, supervisor: str, attempt: int = 1, instance: str = "", offer: str | None = None
+    ) -> bool:
         with self._transaction() as db:
             now = time.time()
-            db.execute("DELETE FROM lease_claim WHERE expires_at <= ?", (now,))  # retention; uses the index
+            db.execute("DELETE FROM lease_run WHERE expires_at <= ?", (now,))  # retention; uses the index
             cursor = db.execute(
-                "INSERT OR IGNORE INTO lease_claim VALUES (?, ?, ?, ?, ?)",
-                (run_id, supervisor, attempt, now, now + CLAIM_RETENTION),
+                "INSERT INTO lease_run (run_id, supervisor, instance, attempt, claimed_at, offer)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET supervisor = excluded.supervisor,"
+                " instance = excluded.instance, attempt = excluded.attempt, claimed_at = excluded.claimed_at,"
+                " offer = excluded.offer, released = 0 WHERE lease_run.released = 1",
+                (run_id, supervisor, instance, attempt, now, offer),
             )
             return cursor.rowcount == 1
 
@@ -186,61 +222,132 @@ class LocalLeaseStore(LeaseStore):
     def list_claims(self) -> list[Claim]:
         return self._claims("", ())
 
+    def active_claims(self) -> list[Claim]:
+        return self._claims("AND settled = 0", ())
+
     def _claims(self, condition: str, parameters: tuple) -> list[Claim]:
         with self._transaction() as db:
             rows = db.execute(
-                f"SELECT run_id, supervisor, attempt, claimed_at FROM lease_claim WHERE expires_at > ? {condition}"
-                " ORDER BY run_id",
+                "SELECT run_id, supervisor, attempt, claimed_at, instance, started_at, settled, released, offer"
+                f" FROM lease_run WHERE (expires_at IS NULL OR expires_at > ?) {condition} ORDER BY run_id",
                 (time.time(), *parameters),
             ).fetchall()
-        return [Claim(run_id=r[0], supervisor=r[1], attempt=r[2], claimed_at=_datetime(r[3])) for r in rows]
+        return [
+            Claim(
+                run_id=r[0],
+                supervisor=r[1],
+                attempt=r[2],
+                claimed_at=_datetime(r[3]),
+                instance=r[4],
+                started_at=_datetime(r[5]) if r[5] is not None else None,
+                settled=bool(r[6]),
+                released=bool(r[7]),
+                offer=r[8],
+            )
+            for r in rows
+        ]
 
-    # -- daemon leases --------------------------------------------------------------------------
-    def acquire_daemon(self, daemon: str, owner: str, ttl: float) -> bool:
+    def mark_started(self, run_id: str, instance: str) -> bool:
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE lease_run SET started_at = COALESCE(started_at, ?)"
+                " WHERE run_id = ? AND instance = ? AND released = 0 AND settled = 0",
+                (time.time(), run_id, instance),
+            )
+            return cursor.rowcount == 1
+
+    def release_claim(self, run_id: str, instance: str) -> bool:
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE lease_run SET released = 1 WHERE run_id = ? AND instance = ? AND released = 0"
+                " AND settled = 0 AND started_at IS NULL",
+                (run_id, instance),
+            )
+            return cursor.rowcount == 1
+
+    def settle_run(self, run_id: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE lease_run SET settled = 1, expires_at = ? WHERE run_id = ? AND settled = 0",
+                (time.time() + CLAIM_RETENTION, run_id),
+            )
+
+    def acquire_lease(self, name: str, owner: str, ttl: float, replaces: str | None = None) -> int | None:
+        with self._transaction() as db:
+            now = time.time()
+            row = db.execute("SELECT owner, generation, expires_at FROM lease_named WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                db.execute("INSERT INTO lease_named VALUES (?, ?, ?, 1, ?)", (name, _space(name), owner, now + ttl))
+                return 1
+            held = row[0] if row[2] > now else None
+            if held == owner:
+                generation = row[1]
+            elif held is None or (replaces is not None and held == replaces):
+                generation = row[1] + 1
+            else:
+                return None
+            db.execute(
+                "UPDATE lease_named SET owner = ?, generation = ?, expires_at = ? WHERE name = ?",
+                (owner, generation, now + ttl, name),
+            )
+            return generation
+
+    def renew_lease(self, name: str, owner: str, ttl: float) -> bool:
         with self._transaction() as db:
             now = time.time()
             cursor = db.execute(
-                "INSERT INTO lease_daemon VALUES (?, ?, ?) ON CONFLICT (daemon) DO UPDATE"
-                " SET owner = excluded.owner, expires_at = excluded.expires_at"
-                " WHERE lease_daemon.owner = excluded.owner OR lease_daemon.expires_at <= ?",
-                (daemon, owner, now + ttl, now),
+                "UPDATE lease_named SET expires_at = ? WHERE name = ? AND owner = ? AND expires_at > ?",
+                (now + ttl, name, owner, now),
             )
             return cursor.rowcount == 1
 
-    def renew_daemon(self, daemon: str, owner: str, ttl: float) -> bool:
+    def release_lease(self, name: str, owner: str) -> bool:
+        with self._transaction() as db:
+            cursor = db.execute(  # the row stays: it keeps the generation
+                "UPDATE lease_named SET owner = NULL, expires_at = 0 WHERE name = ? AND owner = ? AND expires_at > ?",
+                (name, owner, time.time()),
+            )
+            return cursor.rowcount == 1
+
+    def lease_holder(self, name: str) -> LeaseHolder | None:
+        return self._holders("name = ?", name).get(name)
+
+    def lease_holders(self, space: str) -> dict[str, LeaseHolder]:
+        return self._holders("space = ?", space)
+
+    def _holders(self, condition: str, value: str) -> dict[str, LeaseHolder]:
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT name, owner, generation, expires_at FROM lease_named"
+                f" WHERE {condition} AND owner IS NOT NULL AND expires_at > ?",
+                (value, time.time()),
+            ).fetchall()
+        return {r[0]: LeaseHolder(r[0], r[1], r[2], _datetime(r[3])) for r in rows}
+
+    def request_cancel(self, run_id: str, ttl: float) -> None:
         with self._transaction() as db:
             now = time.time()
-            cursor = db.execute(
-                "UPDATE lease_daemon SET expires_at = ? WHERE daemon = ? AND owner = ? AND expires_at > ?",
-                (now + ttl, daemon, owner, now),
-            )
-            return cursor.rowcount == 1
+            db.execute("DELETE FROM lease_cancel WHERE expires_at <= ?", (now,))
+            db.execute("INSERT OR REPLACE INTO lease_cancel VALUES (?, ?)", (run_id, now + ttl))
 
-    def release_daemon(self, daemon: str, owner: str) -> bool:
+    def cancel_requested(self, run_id: str) -> bool:
         with self._transaction() as db:
-            cursor = db.execute(
-                "DELETE FROM lease_daemon WHERE daemon = ? AND owner = ? AND expires_at > ?",
-                (daemon, owner, time.time()),
-            )
-            return cursor.rowcount == 1
+            row = db.execute(
+                "SELECT 1 FROM lease_cancel WHERE run_id = ? AND expires_at > ?", (run_id, time.time())
+            ).fetchone()
+        return row is not None
 
-    def daemon_holders(self) -> dict[str, str]:
-        with self._transaction() as db:
-            rows = db.execute("SELECT daemon, owner FROM lease_daemon WHERE expires_at > ?", (time.time(),)).fetchall()
-        return dict(rows)
-
-    # -- supervisor registry --------------------------------------------------------------------
-    def register_supervisor(self, name: str, instance: str, ttl: float, info: dict[str, Any] | None = None) -> None:
+    def register_supervisor(
+        self, name: str, instance: str, ttl: float, info: dict[str, Any] | None = None, replaces: str | None = None
+    ) -> None:
         with self._transaction() as db:
             now = time.time()
             row = db.execute(
-                "SELECT instance, heartbeat FROM lease_supervisor WHERE name = ? AND expires_at > ?", (name, now)
+                "SELECT instance, heartbeat, info FROM lease_supervisor WHERE name = ? AND expires_at > ?", (name, now)
             ).fetchone()
-            if row and row[0] != instance:
-                raise SupervisorNameTaken(
-                    f"a supervisor named {name!r} is already running (last heartbeat {now - row[1]:.0f} s ago); "
-                    "choose another name or stop it"
-                )
+            if row and row[0] != instance and row[0] != replaces:
+                holder = SupervisorInfo(name, row[0], _datetime(row[1]), json.loads(row[2]))
+                raise name_taken(name, holder, _datetime(now))
             db.execute(
                 "INSERT OR REPLACE INTO lease_supervisor VALUES (?, ?, ?, ?, ?)",
                 (name, instance, json.dumps(info or {}), now, now + ttl),
@@ -285,3 +392,7 @@ class LocalLeaseStore(LeaseStore):
                 (schedule_key, as_utc(after).timestamp(), as_utc(until).timestamp()),
             ).fetchall()
         return [_datetime(row[0]) for row in rows]
+
+
+def _space(name: str) -> str:
+    return name.split(":", 1)[0]

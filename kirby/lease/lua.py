@@ -28,6 +28,27 @@ if ARGV[1] == '' then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS
 return 1
 """
 
+LEADER = """
+local held = redis.call('HMGET', KEYS[1], 'owner', 'epoch', 'token')
+if held[1] then
+  if held[1] == ARGV[1] and held[3] == ARGV[2] then return tonumber(held[2]) end
+  return false
+end
+local epoch = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', epoch, 'token', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return epoch
+"""
+
+# ARGV: ttl in ms ('' deletes the key instead), then field, value pairs that must all match.
+COMPARE_AND_EXTEND_OR_DELETE = """
+for i = 2, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then return 0 end
+end
+if ARGV[1] == '' then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1
+"""
+
 # ARGV: ttl in ms, owner field, owner, then field, value pairs to store. Takes the key if it is
 # absent or already the owner's; stamps it with the server time. Returns {1} or
 # {0, stamp seconds, stamp microseconds, now seconds, now microseconds} of the other owner.
@@ -59,12 +80,111 @@ for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
+# -- run claims, named leases, registry (issue 11) ------------------------------------------------
+# Times are the server's (TIME); index scores are expiry (or claim) instants in milliseconds.
+
+# KEYS: claim, active index. ARGV: supervisor, attempt, token, instance, offer, run id.
+# Returns the token of the claim that holds (ours when we won; a retry finds its own token).
 CLAIM = """
-local stored = redis.call('HGET', KEYS[1], 'token')
-if stored then return stored end
+local held = redis.call('HMGET', KEYS[1], 'token', 'released')
+if held[1] and held[2] ~= '1' then return held[1] end
 local now = redis.call('TIME')
-redis.call('HSET', KEYS[1], 'supervisor', ARGV[1], 'attempt', ARGV[2], 'token', ARGV[3],
-           'claimed_s', now[1], 'claimed_us', now[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'supervisor', ARGV[1], 'attempt', ARGV[2], 'token', ARGV[3], 'instance', ARGV[4],
+           'offer', ARGV[5], 'claimed_s', now[1], 'claimed_us', now[2])
+redis.call('ZADD', KEYS[2], now[1] * 1000 + math.floor(now[2] / 1000), ARGV[6])
 return ARGV[3]
+"""
+
+# KEYS: claim. ARGV: instance. 1 when the claim is the instance's, open to start (or started by it).
+MARK_STARTED = """
+local held = redis.call('HMGET', KEYS[1], 'instance', 'released', 'settled', 'started_s')
+if held[1] ~= ARGV[1] or held[2] == '1' or held[3] == '1' then return 0 end
+if not held[4] then
+  local now = redis.call('TIME')
+  redis.call('HSET', KEYS[1], 'started_s', now[1], 'started_us', now[2])
+end
+return 1
+"""
+
+# KEYS: claim. ARGV: instance. Opens a never-started, unsettled claim of that (dead) instance.
+RELEASE_CLAIM = """
+local held = redis.call('HMGET', KEYS[1], 'instance', 'released', 'settled', 'started_s')
+if held[1] ~= ARGV[1] or held[2] == '1' or held[3] == '1' or held[4] then return 0 end
+redis.call('HSET', KEYS[1], 'released', '1')
+return 1
+"""
+
+# KEYS: claim, active index. ARGV: run id, retention in ms.
+SETTLE = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'settled', '1')
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+"""
+
+# KEYS: lease, its space's index, generations. ARGV: owner, ttl in ms, name, replaced owner or ''.
+ACQUIRE_LEASE = """
+local now = redis.call('TIME')
+local ms = now[1] * 1000 + math.floor(now[2] / 1000)
+local owner = redis.call('HGET', KEYS[1], 'owner')
+local generation
+if owner == ARGV[1] then
+  generation = redis.call('HGET', KEYS[1], 'generation')
+elseif (not owner) or (ARGV[4] ~= '' and owner == ARGV[4]) then
+  generation = redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'generation', generation)
+else
+  return false
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ms)
+redis.call('ZADD', KEYS[2], ms + tonumber(ARGV[2]), ARGV[3])
+return tonumber(generation)
+"""
+
+# KEYS: lease, index. ARGV: owner, ttl in ms ('' releases), name.
+RENEW_OR_RELEASE_LEASE = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  return 1
+end
+local now = redis.call('TIME')
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now[1] * 1000 + math.floor(now[2] / 1000) + tonumber(ARGV[2]), ARGV[3])
+return 1
+"""
+
+# KEYS: an index. Drops the expired members; returns the live ones and the server time.
+LIVE = """
+local now = redis.call('TIME')
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now[1] * 1000 + math.floor(now[2] / 1000))
+return {redis.call('ZRANGE', KEYS[1], 0, -1), now[1], now[2]}
+"""
+
+# KEYS: registration, index. ARGV: ttl in ms, instance, info, name, replaced instance or ''.
+# Returns {1}, or {0, instance, info, beat seconds, beat microseconds} of the live holder.
+REGISTER = """
+local held = redis.call('HMGET', KEYS[1], 'instance', 'info', 'beat_s', 'beat_us')
+if held[1] and held[1] ~= ARGV[2] and not (ARGV[5] ~= '' and held[1] == ARGV[5]) then
+  return {0, held[1], held[2], held[3], held[4]}
+end
+local now = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'instance', ARGV[2], 'info', ARGV[3], 'beat_s', now[1], 'beat_us', now[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], now[1] * 1000 + math.floor(now[2] / 1000) + tonumber(ARGV[1]), ARGV[4])
+return {1}
+"""
+
+# KEYS: registration, index. ARGV: instance, name.
+UNREGISTER = """
+if redis.call('HGET', KEYS[1], 'instance') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+return 1
 """

@@ -8,10 +8,23 @@ unless noted:
 * ``cursors`` (no expiry): schedule key -> ISO instant. A cursor write is accepted only while the
   ``leader`` key exists with the writer's epoch: it is refused once a newer epoch was issued, and
   also when the lease merely expired (the old leader must win a new election before writing).
-* ``claim:<run id>`` {supervisor, attempt, claimed_s, claimed_us, token}, kept ``CLAIM_RETENTION``.
+* ``claim:<run id>`` {supervisor, instance, attempt, token, offer, claimed_s/us, started_s/us,
+  released, settled}: no expiry while active (listed in the sorted set ``claims:active``, score =
+  claim time in ms); kept ``CLAIM_RETENTION`` once settled.
+* ``lease:<name>`` {owner, generation} with the lease's TTL, indexed per key space (the part of the
+  name before its first ``:``, e.g. ``daemon``, ``overlap``) in the sorted set ``leases:<space>``
+  (score = expiry in ms); ``lease-generations`` (a hash, no expiry): name -> last generation.
 * ``published:<schedule key>`` (a sorted set, no expiry): the slots published, scored by their
   instant, pruned past the misfire grace.
-* ``daemon:<name>`` {owner, ...} and ``supervisor:<name>`` {instance, info, beat_s, beat_us}.
+* ``cancel:<run id>``: a short-lived cancel request (a string with a PX expiry).
+* ``supervisor:<name>`` {instance, info, beat_s, beat_us}, indexed in the sorted set
+  ``supervisors`` (score = expiry in ms).
+
+Supervisors, daemon holders and active claims are read from these indexes, never by SCAN, so
+their cost does not grow with the number of retained claims (``list_claims`` alone scans: it is
+for tools and tests). Upgrading from a version before these indexes is a one-time reset of the
+daemon leases (old ``daemon:<name>`` keys are ignored and expire within their TTL) and of the
+replace requests (old ``claim:cancel:<run id>`` keys are ignored); claims are kept.
 
 Renew, release and unregister are compare-and-set Lua scripts (never a bare EXPIRE or DEL).
 Timestamps come from the server's clock (TIME), so supervisors' clocks need not agree.
@@ -40,7 +53,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
@@ -50,12 +63,34 @@ from redis.retry import Retry
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixed
 
 from kirby.config import Settings
-from kirby.errors import LeaseError, SupervisorNameTaken
-from kirby.lease.base import CLAIM_RETENTION, Claim, Leader, LeaseStore, StaleEpoch, SupervisorInfo, as_utc
-from kirby.lease.lua import ACQUIRE_LEADER, CLAIM, COMPARE_AND_EXTEND_OR_DELETE, LEADER, SET_CURSORS, TAKE
+from kirby.errors import LeaseError
+from kirby.lease import lua
+from kirby.lease.base import (
+    CLAIM_RETENTION,
+    Claim,
+    Leader,
+    LeaseHolder,
+    LeaseStore,
+    StaleEpoch,
+    SupervisorInfo,
+    as_utc,
+    name_taken,
+)
+from kirby.lease.lua import ACQUIRE_LEADER, COMPARE_AND_EXTEND_OR_DELETE, LEADER, SET_CURSORS
 
 SOCKET_TIMEOUT = 2.0  # seconds; no call waits longer than this per attempt
 SCAN_BATCH = 500
+ISSUE_11_SCRIPTS = (
+    "CLAIM",
+    "MARK_STARTED",
+    "RELEASE_CLAIM",
+    "SETTLE",
+    "ACQUIRE_LEASE",
+    "RENEW_OR_RELEASE_LEASE",
+    "LIVE",
+    "REGISTER",
+    "UNREGISTER",
+)
 T = TypeVar("T")
 
 
@@ -117,12 +152,11 @@ class RedisLeaseStore(LeaseStore):
         script = self._redis.register_script
         self._acquire_leader = script(ACQUIRE_LEADER)
         self._compare = script(COMPARE_AND_EXTEND_OR_DELETE)
-        self._take = script(TAKE)
         self._leader = script(LEADER)
         self._set_cursors = script(SET_CURSORS)
-        self._claim = script(CLAIM)
         self._seen = 0  # the highest epoch this store has seen: a floor for the next one (amnesia)
         self._tokens: dict[tuple[str, int], str] = {}  # (owner, epoch) -> token of our acquisitions
+        self._scripts = {name: script(getattr(lua, name)) for name in ISSUE_11_SCRIPTS}
 
     # -- plumbing -------------------------------------------------------------------------------
     def _key(self, *parts: str) -> str:
@@ -221,11 +255,37 @@ class RedisLeaseStore(LeaseStore):
         if self._call(lambda: self._set_cursors(keys=keys, args=args)) != 1:
             raise StaleEpoch(f"epoch {epoch} no longer holds the leader lease; cursors {sorted(cursors)} not written")
 
-    # -- run claims -----------------------------------------------------------------------------
-    def claim_run(self, run_id: str, supervisor: str, attempt: int = 1) -> bool:
+    # -- run claims, named leases, cancel requests, registry (issue 11) --------------------------
+    def _run(self, script: str, keys: list[str], args: list) -> Any:
+        return self._call(lambda: self._scripts[script](keys=keys, args=args))
+
+    def _live(self, index: str) -> tuple[list[str], datetime]:
+        names, now_s, now_us = self._run("LIVE", [self._key(index)], [])
+        return names, _stamp(now_s, now_us)
+
+    def _hashes(self, kind: str, names: list[str], with_ttl: bool = False) -> list[tuple[str, dict, int]]:
+        def read() -> list:
+            pipeline = self._redis.pipeline(transaction=False)
+            for name in names:
+                pipeline.hgetall(self._key(kind, name))
+                if with_ttl:
+                    pipeline.pttl(self._key(kind, name))
+            return pipeline.execute()
+
+        replies = self._call(read) if names else []
+        step = 2 if with_ttl else 1
+        return [
+            (name, replies[i * step], replies[i * step + 1] if with_ttl else -1)
+            for i, name in enumerate(names)
+            if replies[i * step]  # expired since the index was read: {}
+        ]
+
+    def claim_run(
+        self, run_id: str, supervisor: str, attempt: int = 1, instance: str = "", offer: str | None = None
+    ) -> bool:
         token = uuid.uuid4().hex  # a retry after a lost reply finds its own token: it won
-        args = [supervisor, attempt, token, _ms(CLAIM_RETENTION)]
-        return self._call(lambda: self._claim(keys=[self._key("claim", run_id)], args=args)) == token
+        keys = [self._key("claim", run_id), self._key("claims", "active")]
+        return self._run("CLAIM", keys, [supervisor, attempt, token, instance, offer or "", run_id]) == token
 
     def get_claim(self, run_id: str) -> Claim | None:
         fields = self._call(lambda: self._redis.hgetall(self._key("claim", run_id)))
@@ -234,37 +294,73 @@ class RedisLeaseStore(LeaseStore):
     def list_claims(self) -> list[Claim]:
         return [_claim(run_id, fields) for run_id, fields in sorted(self._read_hashes("claim").items())]
 
-    # -- daemon leases --------------------------------------------------------------------------
-    def acquire_daemon(self, daemon: str, owner: str, ttl: float) -> bool:
-        result = self._call(lambda: self._take(keys=[self._key("daemon", daemon)], args=[_ms(ttl), "owner", owner]))
-        return int(result[0]) == 1
+    def mark_started(self, run_id: str, instance: str) -> bool:
+        return self._run("MARK_STARTED", [self._key("claim", run_id)], [instance]) == 1
 
-    def renew_daemon(self, daemon: str, owner: str, ttl: float) -> bool:
-        args = [_ms(ttl), "owner", owner]
-        return self._call(lambda: self._compare(keys=[self._key("daemon", daemon)], args=args)) == 1
+    def release_claim(self, run_id: str, instance: str) -> bool:
+        return self._run("RELEASE_CLAIM", [self._key("claim", run_id)], [instance]) == 1
 
-    def release_daemon(self, daemon: str, owner: str) -> bool:
-        return self._call(lambda: self._compare(keys=[self._key("daemon", daemon)], args=["", "owner", owner])) == 1
+    def settle_run(self, run_id: str) -> None:
+        keys = [self._key("claim", run_id), self._key("claims", "active")]
+        self._run("SETTLE", keys, [run_id, _ms(CLAIM_RETENTION)])
 
-    def daemon_holders(self) -> dict[str, str]:
-        return {name: fields["owner"] for name, fields in self._read_hashes("daemon").items() if "owner" in fields}
+    def active_claims(self) -> list[Claim]:
+        names = self._call(lambda: self._redis.zrange(self._key("claims", "active"), 0, -1))
+        return [_claim(run_id, fields) for run_id, fields, _ in self._hashes("claim", names)]
 
-    # -- supervisor registry --------------------------------------------------------------------
-    def register_supervisor(self, name: str, instance: str, ttl: float, info: dict[str, Any] | None = None) -> None:
-        args = [_ms(ttl), "instance", instance, "info", json.dumps(info or {})]
-        result = self._call(lambda: self._take(keys=[self._key("supervisor", name)], args=args))
-        if int(result[0]) != 1:
-            beat_s, beat_us, now_s, now_us = result[1:]
-            age = (_stamp(now_s, now_us) - _stamp(beat_s or now_s, beat_us or now_us)).total_seconds()
-            raise SupervisorNameTaken(
-                f"a supervisor named {name!r} is already running (last heartbeat {age:.0f} s ago); "
-                "choose another name or stop it"
+    def acquire_lease(self, name: str, owner: str, ttl: float, replaces: str | None = None) -> int | None:
+        keys = [self._key("lease", name), self._key("leases", _space(name)), self._key("lease-generations")]
+        generation = self._run("ACQUIRE_LEASE", keys, [owner, _ms(ttl), name, replaces or ""])
+        return None if generation is None else int(generation)
+
+    def renew_lease(self, name: str, owner: str, ttl: float) -> bool:
+        keys = [self._key("lease", name), self._key("leases", _space(name))]
+        return self._run("RENEW_OR_RELEASE_LEASE", keys, [owner, _ms(ttl), name]) == 1
+
+    def release_lease(self, name: str, owner: str) -> bool:
+        keys = [self._key("lease", name), self._key("leases", _space(name))]
+        return self._run("RENEW_OR_RELEASE_LEASE", keys, [owner, "", name]) == 1
+
+    def lease_holder(self, name: str) -> LeaseHolder | None:
+        return self._lease_holders([name], None).get(name)
+
+    def lease_holders(self, space: str) -> dict[str, LeaseHolder]:
+        names, now = self._live(f"leases:{space}")
+        return self._lease_holders(names, now)
+
+    def _lease_holders(self, names: list[str], server_now: datetime | None) -> dict[str, LeaseHolder]:
+        now = server_now or datetime.now(timezone.utc)
+        return {
+            name: LeaseHolder(
+                name, fields["owner"], int(fields["generation"]), now + timedelta(milliseconds=max(ttl, 0))
             )
+            for name, fields, ttl in self._hashes("lease", names, with_ttl=True)
+            if "owner" in fields
+        }
+
+    def request_cancel(self, run_id: str, ttl: float) -> None:
+        self._call(lambda: self._redis.set(self._key("cancel", run_id), "1", px=_ms(ttl)))
+
+    def cancel_requested(self, run_id: str) -> bool:
+        return bool(self._call(lambda: self._redis.exists(self._key("cancel", run_id))))
+
+    def register_supervisor(
+        self, name: str, instance: str, ttl: float, info: dict[str, Any] | None = None, replaces: str | None = None
+    ) -> None:
+        keys = [self._key("supervisor", name), self._key("supervisors")]
+        result = self._run("REGISTER", keys, [_ms(ttl), instance, json.dumps(info or {}), name, replaces or ""])
+        if int(result[0]) != 1:
+            held_instance, held_info, beat_s, beat_us = result[1:]
+            holder = SupervisorInfo(
+                name, held_instance, _stamp(beat_s or 0, beat_us or 0), json.loads(held_info or "{}")
+            )
+            raise name_taken(name, holder, datetime.now(timezone.utc))
 
     def unregister_supervisor(self, name: str, instance: str) -> None:
-        self._call(lambda: self._compare(keys=[self._key("supervisor", name)], args=["", "instance", instance]))
+        self._run("UNREGISTER", [self._key("supervisor", name), self._key("supervisors")], [instance, name])
 
     def supervisors(self) -> list[SupervisorInfo]:
+        names, _ = self._live("supervisors")
         return [
             SupervisorInfo(
                 name=name,
@@ -272,7 +368,7 @@ class RedisLeaseStore(LeaseStore):
                 last_heartbeat=_stamp(fields["beat_s"], fields["beat_us"]),
                 info=json.loads(fields.get("info") or "{}"),
             )
-            for name, fields in sorted(self._read_hashes("supervisor").items())
+            for name, fields, _ in sorted(self._hashes("supervisor", names), key=lambda item: item[0])
             if "instance" in fields
         ]
 
@@ -307,10 +403,20 @@ class RedisLeaseStore(LeaseStore):
         return [datetime.fromisoformat(text) for text in self._call(lambda: self._redis.zrangebyscore(name, low, high))]
 
 
+def _space(name: str) -> str:
+    return name.split(":", 1)[0]
+
+
 def _claim(run_id: str, fields: dict[str, str]) -> Claim:
+    started = _stamp(fields["started_s"], fields["started_us"]) if fields.get("started_s") else None
     return Claim(
         run_id=run_id,
         supervisor=fields["supervisor"],
         attempt=int(fields["attempt"]),
         claimed_at=_stamp(fields["claimed_s"], fields["claimed_us"]),
+        instance=fields.get("instance", ""),
+        started_at=started,
+        settled=fields.get("settled") == "1",
+        released=fields.get("released") == "1",
+        offer=fields.get("offer") or None,
     )

@@ -6,7 +6,7 @@
      "contexts": [{"context_id", "job", "job_type" ("scheduled"|"daemon"), "environment",
                    "package", "version", "module", "config": {KEY: value}, "secrets": [KEY...],
                    "schedules": [{"id", "name", "cron", "timezone", "misfire_grace_seconds",
-                                  "catchup", "overlap", "timeout_seconds", "retries", "enabled",
+                                  "catchup", "overlap", "timeout_seconds", "retries", "on_lost", "enabled",
                                   "dst_fall_back", "dst_spring_forward"}],
                    "suspensions": [{"id", "all_jobs" (true: a pause of every job), "starts_at",
                                     "ends_at", "reason"}]}]}
@@ -81,6 +81,7 @@ def schedule_document(schedule) -> dict[str, Any]:
         "overlap": schedule.overlap.value,
         "timeout_seconds": schedule.timeout_seconds,
         "retries": schedule.retries,
+        "on_lost": schedule.on_lost.value if schedule.on_lost else "skip",
         "enabled": bool(schedule.enabled),
         "dst_fall_back": schedule.dst_fall_back.value,
         "dst_spring_forward": schedule.dst_spring_forward.value,

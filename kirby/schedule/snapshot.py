@@ -15,7 +15,7 @@ from kirby.cron import DstPolicy, FallBack, SpringForward
 from kirby.errors import KirbyError
 from kirby.events import Offer
 from kirby.run_ids import slot_run_id
-from kirby.vocabulary import CatchUp, JobType, Overlap
+from kirby.vocabulary import CatchUp, JobType, OnLost, Overlap
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class ScheduleRule:
     def dst(self) -> DstPolicy:
         """The DST policy the cron functions take (``auto``: by the hour field, see kirby.cron)."""
         return DstPolicy(self.dst_fall_back, self.dst_spring_forward)
+
+    on_lost: str = OnLost.SKIP.value
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ def entry_offer(
         timeout_seconds=rule.timeout_seconds,
         overlap=rule.overlap,
         retries=rule.retries,
+        on_lost=rule.on_lost,
         attempt=1,
         trigger=trigger,
         offered_at=now,
@@ -201,6 +204,7 @@ def _rule(data: Any, path: str) -> ScheduleRule:
         enabled=f.get("enabled", bool, True),
         dst_fall_back=f.choice("dst_fall_back", FallBack, FallBack.AUTO.value),
         dst_spring_forward=f.choice("dst_spring_forward", SpringForward, SpringForward.AUTO.value),
+        on_lost=f.choice("on_lost", OnLost, OnLost.SKIP.value),
     )
 
 

@@ -10,17 +10,26 @@ For each offer, in order:
 3. the offer is acknowledged after the claim (a crash before it means redelivery, and the
    redelivered offer loses the claim, so the run never starts twice); the offers of one poll are
    all claimed and launched before they are acknowledged, so none waits for another's ack;
-4. the overlap policy is applied cluster-wide through a named lease per (job, environment):
-   ``forbid`` skips the run while another runs, ``allow`` runs it, ``replace`` asks the running one
-   to stop (a ``cancel:<run id>`` claim its supervisor watches) and waits for its lease;
-5. the venv is prepared and the process started through the executor; a failed run with retries
-   left publishes the next attempt as a new offer (``slot#N``), each attempt its own record.
+4. (after the venv is ready) the overlap policy is applied cluster-wide through a named lease ``overlap:<job>:<env>`` owned
+   by ``<run id>@<instance>``: the overlap state belongs to the live run and its supervisor
+   instance, so a lease whose instance is gone from the registry is taken over at once. Only a run
+   of an *earlier* slot holding it counts: a run never waits for, or is skipped because of, a later
+   slot. ``forbid`` skips the run while an earlier one really runs; ``allow`` runs it; ``replace``
+   asks the running one to stop (a short-lived cancel request its supervisor watches) and waits for
+   the lease; ``buffer_one`` lets one run wait for the lease (a second lease
+   ``overlap-wait:<job>:<env>``) and skips others while one waits;
+5. the venv is prepared (before the overlap policy is applied: a run being prepared does not
+   count as running); right before the spawn the claim is marked *started* (refused when the
+   claim was released because this instance was presumed dead: then nothing is spawned), and the
+   process is started through the executor; the claim is settled when the run is over. A failed
+   run with retries left publishes the next attempt as a new offer (``slot#N``), each its own record.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -31,22 +40,49 @@ from kirby.clock import utcnow
 from kirby.errors import KirbyError, PackageError
 from kirby.events import Offer
 from kirby.lease.base import LeaseStore
-from kirby.run_ids import attempt_run_id
+from kirby.run_ids import SLOT, attempt_run_id, parse_run_id
+from kirby.supervisor.identity import live_instances
 from kirby.supervisor.reporting import RunReporter
 from kirby.tasks.base import Executor, RunResult, RunSpec
+from kirby.vocabulary import Overlap
 
 log = logging.getLogger(__name__)
 
-OVERLAP_TTL = 30.0  # seconds; renewed every OVERLAP_TTL / 3 while the run lives
+OVERLAP_TTL = 30.0  # seconds; renewed every few seconds while the run lives
 REPLACE_WAIT = 60.0  # seconds a replacing run waits for the run it replaces to stop
+CANCEL_TTL = 2 * REPLACE_WAIT  # seconds a replace request lives
+OVERLAP_POLL = 0.2  # seconds between looks at a held overlap lease while waiting for it
 
 
 def overlap_key(offer: Offer) -> str:
     return f"overlap:{offer.job}:{offer.environment}"
 
 
-def cancel_claim_id(run_id: str) -> str:
-    return f"cancel:{run_id}"
+def waiting_key(offer: Offer) -> str:
+    return f"overlap-wait:{offer.job}:{offer.environment}"
+
+
+def lease_owner(run_id: str, instance: str) -> str:
+    """The owner of an overlap lease: the run and the supervisor instance running it."""
+    return f"{run_id}@{instance}"
+
+
+def split_owner(owner: str) -> tuple[str, str]:
+    """(run id, instance) of an overlap lease owner."""
+    run_id, _, instance = owner.rpartition("@")
+    return (run_id, instance) if run_id else (owner, "")
+
+
+def runs_before(held_run_id: str, offer: Offer) -> bool:
+    """Whether run ``held_run_id`` belongs to an earlier slot than ``offer`` (or is no slot run, e.g.
+    a manual run, which counts as earlier)."""
+    try:
+        held = parse_run_id(held_run_id)
+    except ValueError:
+        return True
+    if held.kind != SLOT:
+        return True
+    return (held.instant, held.attempt) < (offer.scheduled_at, offer.attempt)
 
 
 def spec_for(offer: Offer, supervisor: str) -> RunSpec:
@@ -88,6 +124,7 @@ class RunnerCounters:
     expired: int = 0
     started: int = 0
     finished: int = 0
+    not_started: int = 0  # claims released meanwhile (this instance was presumed dead)
 
 
 class Runner:
@@ -103,8 +140,13 @@ class Runner:
         reporter: RunReporter,
         max_parallel: int = 16,
         clock: Callable[[], datetime] = utcnow,
+        instance: str = "",
+        monotonic: Callable[[], float] = time.monotonic,
     ):
         self.name = name
+        self.instance = instance
+        self.monotonic = monotonic
+        self.stopping = threading.Event()  # set at shutdown: runs waiting for an overlap lease give up
         self.consumer = consumer
         self.bus = bus
         self.leases = lease_store
@@ -114,6 +156,7 @@ class Runner:
         self.counters = RunnerCounters()
         self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="run")
         self._overlaps: dict[str, str] = {}  # run id -> overlap lease key held for it
+        self._waiting: dict[str, str] = {}  # run id -> overlap-wait lease key held for it (buffer_one)
         self._lock = threading.Lock()
 
     # -- consuming --------------------------------------------------------------------------------
@@ -150,7 +193,7 @@ class Runner:
             self.counters.stale += 1
             log.warning("dropped offer %s of stale epoch %s", offer.run_id, offer.epoch)
             return False
-        if not self.leases.claim_run(offer.run_id, self.name, offer.attempt):
+        if not self.leases.claim_run(offer.run_id, self.name, offer.attempt, self.instance, offer.to_json().decode()):
             self.counters.duplicates += 1
             log.info("dropped duplicate offer %s (already claimed)", offer.run_id)
             return False
@@ -173,15 +216,22 @@ class Runner:
     # -- launching --------------------------------------------------------------------------------
     def _launch(self, offer: Offer) -> None:
         try:
-            if not self._take_overlap_slot(offer):
-                return
             try:
                 self.executor.prepare(offer.package, offer.version)
             except PackageError as exc:
-                self._release_overlap(offer.run_id)
                 self.reporter.failed_before_start(offer.run_id, str(exc), exc.output.splitlines())
+                self._settle(offer.run_id)
                 log.error("run %s failed before start: %s", offer.run_id, exc)
                 self._maybe_retry(offer, "failed")
+                return
+            if not self._take_overlap_slot(offer):  # after the build: a run being prepared is not running
+                return
+            if not self.leases.mark_started(offer.run_id, self.instance):  # right before the spawn
+                self._release_overlap(offer.run_id)
+                self.counters.not_started += 1
+                log.warning(
+                    "run %s not started: its claim was released (this supervisor was presumed dead)", offer.run_id
+                )
                 return
             started = self.clock()
             self.executor.start(
@@ -196,15 +246,23 @@ class Runner:
             log.exception("run %s could not start", offer.run_id)
             self._release_overlap(offer.run_id)
             self.reporter.failed_before_start(offer.run_id, f"could not start: {exc}", [])
+            self._settle(offer.run_id)
 
     def _finished(self, offer: Offer, result: RunResult) -> None:
         self._release_overlap(offer.run_id)
         self.counters.finished += 1
         self.reporter.finished(result)
+        self._settle(offer.run_id)
         log.info(
             "finished run %s: %s (exit code %s, signal %s)", offer.run_id, result.state, result.exit_code, result.signal
         )
         self._maybe_retry(offer, result.state)
+
+    def _settle(self, run_id: str) -> None:
+        try:
+            self.leases.settle_run(run_id)
+        except KirbyError as exc:  # it stays active; whoever settles dead instances' runs will see it
+            log.error("could not settle run %s: %s", run_id, exc)
 
     def _maybe_retry(self, offer: Offer, state: str) -> None:
         if state in ("failed", "timed_out") and offer.attempt <= offer.retries:
@@ -219,45 +277,105 @@ class Runner:
     # -- overlap ----------------------------------------------------------------------------------
     def _take_overlap_slot(self, offer: Offer) -> bool:
         """Apply the overlap policy; True when the run may start (holding the lease if one is needed)."""
-        if offer.overlap == "allow":
+        if offer.overlap == Overlap.ALLOW.value:
             return True
-        key = overlap_key(offer)
-        if self.leases.acquire_daemon(key, offer.run_id, OVERLAP_TTL):
-            self._hold_overlap(offer.run_id, key)
-            return True
-        holder = self.leases.daemon_holders().get(key)
-        if offer.overlap == "replace" and holder:
-            self.leases.claim_run(cancel_claim_id(holder), self.name)
-            deadline = self.clock().timestamp() + REPLACE_WAIT
-            stop = threading.Event()
-            while self.clock().timestamp() < deadline:
-                if self.leases.acquire_daemon(key, offer.run_id, OVERLAP_TTL):
-                    self._hold_overlap(offer.run_id, key)
+        key, me = overlap_key(offer), lease_owner(offer.run_id, self.instance)
+        deadline = None
+        try:
+            while True:
+                if self._acquire(offer.run_id, key, me, self._overlaps):
                     return True
-                stop.wait(0.2)
-        reason = f"overlap policy {offer.overlap}: run {holder or 'another run'} of {offer.job} in {offer.environment} is still running"
+                holder = self.leases.lease_holder(key)
+                if holder is None:  # released or expired meanwhile: try again at once
+                    continue
+                held_run, held_instance = split_owner(holder.owner)
+                if held_instance not in self._live_instances():
+                    log.info("overlap lease of run %s: its supervisor instance is gone; taking it over", held_run)
+                    if self._acquire(offer.run_id, key, me, self._overlaps, replaces=holder.owner):
+                        return True
+                    continue
+                if not runs_before(held_run, offer):
+                    log.info("run %s starts although run %s of a later slot runs", offer.run_id, held_run)
+                    return True
+                if offer.overlap == Overlap.REPLACE.value:
+                    if deadline is None:
+                        self.leases.request_cancel(held_run, CANCEL_TTL)
+                        deadline = self.monotonic() + REPLACE_WAIT
+                    elif self.monotonic() >= deadline:
+                        return self._skip(offer, held_run)
+                elif offer.overlap == Overlap.BUFFER_ONE.value:
+                    if not self._wait_turn(offer, me):
+                        return self._skip(offer, held_run, "another run already waits for it")
+                else:
+                    return self._skip(offer, held_run)
+                if self.stopping.wait(OVERLAP_POLL):
+                    return self._skip(offer, held_run, "its supervisor is stopping")
+        finally:
+            self._release_waiting(offer.run_id)
+
+    def _acquire(self, run_id: str, key: str, owner: str, held: dict, replaces: str | None = None) -> bool:
+        if self.leases.acquire_lease(key, owner, OVERLAP_TTL, replaces=replaces) is None:
+            return False
+        with self._lock:
+            held[run_id] = key
+        return True
+
+    def _wait_turn(self, offer: Offer, me: str) -> bool:
+        """buffer_one: hold the waiting place (or keep it); False when another live run holds it."""
+        with self._lock:
+            if offer.run_id in self._waiting:
+                return True
+        key = waiting_key(offer)
+        if self._acquire(offer.run_id, key, me, self._waiting):
+            return True
+        holder = self.leases.lease_holder(key)
+        if holder is not None and split_owner(holder.owner)[1] not in self._live_instances():
+            return self._acquire(offer.run_id, key, me, self._waiting, replaces=holder.owner)
+        return False
+
+    def _live_instances(self) -> set[str]:
+        return live_instances(self.leases.supervisors()) | {self.instance}
+
+    def _skip(self, offer: Offer, held_run: str, why: str = "") -> bool:
+        reason = (
+            f"overlap policy {offer.overlap}: run {held_run} of {offer.job} in {offer.environment} is still running"
+            + (f"; {why}" if why else "")
+        )
         self.counters.skipped_overlap += 1
         log.info("skipped run %s: %s", offer.run_id, reason)
         self.reporter.skipped(offer, reason)
+        self._settle(offer.run_id)
         return False
 
-    def _hold_overlap(self, run_id: str, key: str) -> None:
+    def _release_waiting(self, run_id: str) -> None:
         with self._lock:
-            self._overlaps[run_id] = key
+            key = self._waiting.pop(run_id, None)
+        if key:
+            self.leases.release_lease(key, lease_owner(run_id, self.instance))
 
     def _release_overlap(self, run_id: str) -> None:
         with self._lock:
             key = self._overlaps.pop(run_id, None)
         if key:
-            self.leases.release_daemon(key, run_id)
+            try:
+                self.leases.release_lease(key, lease_owner(run_id, self.instance))
+            except KirbyError as exc:  # it expires; its instance is known live meanwhile, so it holds
+                log.error("could not release the overlap lease of run %s: %s", run_id, exc)
 
     def renew_overlaps(self) -> None:
-        """Renew the overlap leases of running runs and honour replace requests. Call every few seconds."""
+        """Renew the overlap (and waiting) leases of this supervisor's runs. Call every few seconds,
+        from a thread that never does slow work."""
         with self._lock:
-            held = dict(self._overlaps)
-        for run_id, key in held.items():
-            if self.leases.get_claim(cancel_claim_id(run_id)) is not None:
+            held = [*self._overlaps.items(), *self._waiting.items()]
+        for run_id, key in held:
+            if not self.leases.renew_lease(key, lease_owner(run_id, self.instance), OVERLAP_TTL):
+                log.warning("lost the overlap lease %s of run %s", key, run_id)
+
+    def check_cancels(self) -> None:
+        """Stop the runs a replacing run asked to stop. Call every few seconds."""
+        with self._lock:
+            held = list(self._overlaps)
+        for run_id in held:
+            if run_id in self.executor.running() and self.leases.cancel_requested(run_id):
                 log.info("run %s is replaced by a newer run; stopping it", run_id)
                 self.executor.cancel(run_id)
-            elif not self.leases.renew_daemon(key, run_id, OVERLAP_TTL):
-                log.warning("lost the overlap lease of run %s", run_id)

@@ -4,14 +4,22 @@ Threads (all stop when ``stop`` is set):
 
 * ``scheduler``: the election and, while leader, the scheduler (``Scheduler.run``);
 * ``runner``: consumes offers, claims and launches runs;
-* ``housekeeping``: every ``window / 2`` seconds heartbeats the registry, renews the overlap
-  leases of running runs and ticks the arbiter with the daemons of the schedule (refreshed every
-  ``wakeup`` seconds).
+* ``heartbeat``: every ``window / 2`` seconds heartbeats the registry and renews the overlap leases
+  of running runs and the daemon leases (fencing a daemon whose lease cannot be renewed); it does
+  nothing slow, so renewals never wait behind a venv build, a stop or the reporter;
+* ``housekeeping``: every ``window / 2`` seconds ticks the arbiter with the daemons of the
+  schedule (its venv builds run in the arbiter's own starter threads), honours replace requests,
+  and, while leader, settles the runs of dead instances (``settling``);
+* both loops log any exception with its traceback and go on.
+
+Start: a name whose registration is held by a dead process of this host (pid gone, or another
+process start time) is taken over at once, and its unfinished runs are settled at once (re-offered
+if they never started, else recorded lost); a name held by a live process is refused.
 
 Shutdown (SIGTERM/SIGINT): stop consuming; stop the daemons this supervisor holds and release
-their leases, so others take over at once; give running scheduled runs ``grace`` seconds, then
-stop them (recorded as failed: stopped by their supervisor); release the leader lease; leave the
-registry.
+their leases, so others take over at once; give running scheduled runs ``grace`` seconds (the
+heartbeat thread keeps their overlap leases and the registration alive meanwhile), then stop them
+(recorded as failed: stopped by their supervisor); release the leader lease; leave the registry.
 """
 
 from __future__ import annotations
@@ -22,20 +30,23 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 
 from kirby.bus import open_bus
 from kirby.clock import utcnow
 from kirby.config import Settings
-from kirby.errors import KirbyError
+from kirby.errors import KirbyError, SupervisorNameTaken
 from kirby.hardening import is_dumpable
 from kirby.lease import open_lease_store
 from kirby.schedule import ScheduleClient, ScheduleSnapshot, ScheduleSource, entry_offer
 from kirby.supervisor.arbiter import Arbiter, DaemonSpec
 from kirby.supervisor.election import Election
+from kirby.supervisor.identity import identity, is_dead_here
 from kirby.supervisor.reporting import RunReporter
 from kirby.supervisor.runner import Runner
 from kirby.supervisor.scheduler import Scheduler
+from kirby.supervisor.settling import Settler
 from kirby.tasks.executor import LocalExecutor
 from kirby.tasks.isolation import describe
 
@@ -88,7 +99,9 @@ class Supervisor:
             self.reporter,
             ttl=3 * window,
             fence_directory=settings.run_directory / ".fences" / name,
+            instance=self.instance,
         )
+        self.settler = Settler(self.leases, self.bus)
 
     def _known_secrets(self) -> set[str]:
         """Secret values of every job of the schedule: masked in the output of every run."""
@@ -97,8 +110,7 @@ class Supervisor:
 
     def _info(self) -> dict:
         return {
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
+            **identity(),
             "daemons": self.arbiter.held(),
             "running": self.executor.running(),
             "leader": self.election.is_leader,
@@ -107,6 +119,27 @@ class Supervisor:
 
     def _heartbeat(self) -> None:
         self.leases.register_supervisor(self.name, self.instance, 3 * self.window, self._info())
+
+    def _register(self) -> bool:
+        """Register at start, taking over the name of a dead process of this host; True when it did."""
+        try:
+            self._heartbeat()
+            return False
+        except SupervisorNameTaken as taken:
+            holder = taken.holder
+            if holder is None or not is_dead_here(holder.info):
+                raise
+            log.warning(
+                "supervisor %s: taking the name over from its dead predecessor (pid %s, instance %s)",
+                self.name,
+                holder.info.get("pid"),
+                holder.instance[:8],
+            )
+            self.settler.remember(holder)
+            self.leases.register_supervisor(
+                self.name, self.instance, 3 * self.window, self._info(), replaces=holder.instance
+            )
+            return True
 
     # -- threads ----------------------------------------------------------------------------------
     def _run_offers(self, stop: threading.Event) -> None:
@@ -117,23 +150,38 @@ class Supervisor:
                 log.error("offer consumer: %s; retrying", exc)
                 stop.wait(self.settings.ext_wait_between_retries or 1.0)
 
-    def _housekeeping(self, stop: threading.Event) -> None:
-        """Heartbeat, overlap leases, and the daemons of the scheduler's copy of the schedule."""
+    def _loop(self, what: str, step: Callable[[], None], stop: threading.Event) -> None:
+        """Call ``step`` every ``window / 2`` seconds until ``stop``; log any failure and go on."""
         while not stop.wait(self.window / 2):
             try:
-                self._heartbeat()
-                self.runner.renew_overlaps()
-                snapshot = self.scheduler.snapshot
-                if snapshot is not None:
-                    daemons = daemon_specs(snapshot, utcnow())
-                    self.arbiter.tick(daemons, live_supervisors=len(self.leases.supervisors()))
+                step()
             except KirbyError as exc:
-                log.error("housekeeping: %s", exc)
+                log.error("%s: %s", what, exc)
+            except Exception:  # noqa: BLE001 - a bug must not stop heartbeats or renewals silently
+                log.exception("%s failed; going on", what)
+
+    def _beat(self) -> None:
+        """Heartbeat and renewals only: nothing slow."""
+        for step in (self._heartbeat, self.runner.renew_overlaps, self.arbiter.renew):
+            try:
+                step()
+            except KirbyError as exc:  # one failing renewal must not keep the others from running
+                log.error("heartbeat (%s): %s", step.__name__, exc)
+
+    def _housekeep(self) -> None:
+        """The arbiter's convergence, replace requests, and (leader) settling of dead instances."""
+        self.runner.check_cancels()
+        if self.election.is_leader:
+            self.settler.settle()
+        snapshot = self.scheduler.snapshot
+        if snapshot is not None:
+            daemons = daemon_specs(snapshot, utcnow())
+            self.arbiter.tick(daemons, live_supervisors=len(self.leases.supervisors()))
 
     # -- lifecycle --------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set, then shut down cleanly. Raises SupervisorNameTaken at start."""
-        self._heartbeat()
+        took_over = self._register()
         log.info(
             "supervisor %s started (host %s, pid %d, instance %s)",
             self.name,
@@ -142,27 +190,52 @@ class Supervisor:
             self.instance[:8],
         )
         log.info(describe(self.executor.identity, self.executor.limits, non_dumpable=not is_dumpable()))
+        if took_over:
+            self._settle_now()
         self.runner = Runner(
-            self.name, self.bus.offer_consumer(self.name), self.bus, self.leases, self.executor, self.reporter
+            self.name,
+            self.bus.offer_consumer(self.name),
+            self.bus,
+            self.leases,
+            self.executor,
+            self.reporter,
+            instance=self.instance,
         )
+        beating = threading.Event()  # the heartbeat outlives the other threads until runs are done
         threads = [
             threading.Thread(target=self.scheduler.run, args=(stop,), name="scheduler"),
             threading.Thread(target=self._run_offers, args=(stop,), name="runner"),
-            threading.Thread(target=self._housekeeping, args=(stop,), name="housekeeping"),
+            threading.Thread(target=self._loop, args=("housekeeping", self._housekeep, stop), name="housekeeping"),
         ]
-        for thread in threads:
+        heartbeat = threading.Thread(target=self._loop, args=("heartbeat", self._beat, beating), name="heartbeat")
+        for thread in [*threads, heartbeat]:
             thread.start()
         stop.wait()
         log.info("supervisor %s stopping", self.name)
+        self.runner.stopping.set()
         for thread in threads[1:]:
             thread.join()
         self._shutdown()
+        beating.set()
+        heartbeat.join()
         threads[0].join()
         self.leases.unregister_supervisor(self.name, self.instance)
         self.reporter.close()
         self.bus.close()
         self.leases.close()
         log.info("supervisor %s stopped", self.name)
+
+    def _settle_now(self) -> None:
+        try:
+            settled = self.settler.settle()
+            log.info(
+                "supervisor %s settled its predecessor's runs: %d re-offered, %d lost",
+                self.name,
+                len(settled.reoffered),
+                len(settled.lost),
+            )
+        except KirbyError as exc:
+            log.error("could not settle the predecessor's runs (the leader will): %s", exc)
 
     def _shutdown(self) -> None:
         self.runner.consumer.close()

@@ -28,10 +28,12 @@ class RunSpec:
     config: dict[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()  # names of config keys whose values are masked in output
     timeout_seconds: float | None = None
-    # Self-fencing (daemons): the run stops itself when ``fence_file`` goes untouched for
-    # ``fence_after`` seconds; the supervisor touches it each time it renews the run's lease.
+    # Self-fencing (daemons): ``fence_file`` holds a deadline on the host's monotonic clock
+    # (CLOCK_MONOTONIC, shared by its processes), rewritten at each renewal of the run's lease; the
+    # run stops itself once it passes (an empty file: when untouched for ``fence_after`` seconds).
     fence_file: str | None = None
     fence_after: float | None = None
+    fence_token: int | None = None  # the daemon lease's generation, in KIRBY_FENCE_TOKEN
 
 
 @dataclass(frozen=True)

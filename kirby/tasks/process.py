@@ -105,6 +105,8 @@ def run_environment(
     )
     if tmpdir is not None:
         env["TMPDIR"] = str(tmpdir)
+    if spec.fence_token is not None:
+        env["KIRBY_FENCE_TOKEN"] = str(spec.fence_token)
     return env, skipped
 
 

@@ -17,7 +17,8 @@ and runs ``module`` exactly as ``python -m`` would (one interpreter start-up for
 - when the supervisor dies (PR_SET_PDEATHSIG: SIGHUP), SIGTERMs every descendant and SIGKILLs them
   after ``leftover_grace`` seconds, so no script outlives its supervisor (a daemon would otherwise
   run twice once another supervisor takes its lease);
-- with a fence file (daemons): when the supervisor has not touched it for ``fence_after`` seconds
+- with a fence file (daemons): when the monotonic deadline the supervisor writes in it at each
+  lease renewal passed (or, for an empty file, it was not touched for ``fence_after`` seconds)
   (it lost the daemon's lease, or it is frozen and cannot renew), stops everything the same way,
   before the lease can expire and another supervisor start a second instance;
 - once the script's main process has exited, SIGTERMs what is left, SIGKILLs it after
@@ -71,10 +72,15 @@ def _reap_ready():
 
 
 def _stale(path, seconds):
-    """True when ``path`` was not touched for ``seconds`` (or is gone)."""
+    """True when the monotonic deadline written in ``path`` passed (an empty file: when it was not
+    touched for ``seconds``), or the file is gone or unreadable."""
     try:
+        with open(path) as file:
+            text = file.read().strip()
+        if text:
+            return time.monotonic() > float(text)
         return time.time() - os.stat(path).st_mtime > seconds
-    except OSError:
+    except (OSError, ValueError):
         return True
 
 

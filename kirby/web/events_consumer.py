@@ -6,9 +6,13 @@ acknowledges them only after the commit, so a crash between the two means a rede
 recording absorbs. A batch that fails to record is not acknowledged: the consumer is closed (its
 events go back to the group) and reopened.
 
-Every ``lost_check_every`` seconds it also marks ``lost`` each run ``claimed`` or ``running``
-whose supervisor has been missing from the lease store's registry for longer than ``grace``
-seconds, with a ``system`` log line saying so (``kirby.recorder.mark_lost``).
+Every ``lost_check_every`` seconds it also settles the runs of dead supervisor instances
+(``kirby.supervisor.settling``): a claim whose instance is gone from the registry is re-offered
+under the same run id if it never started, and recorded ``lost`` (with a ``system`` log line naming
+the holder and when it was last seen, ``kirby.recorder.mark_lost``) if it did, whatever name comes
+back and however old it is. Runs ``claimed`` or ``running`` in the database whose claim names no
+instance (made before instances were recorded, or forgotten by the store) are marked lost once
+their supervisor's name has been missing from the registry for longer than ``grace`` seconds.
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
 
+from kirby.events import RunEvent
+from kirby.lease.base import Claim
 from kirby.models import Run, RunState
 from kirby.recorder import mark_lost, record
+from kirby.supervisor.identity import live_instances
+from kirby.supervisor.settling import Settler
 from kirby.web.state import WebState
 
 log = logging.getLogger(__name__)
@@ -52,6 +60,7 @@ class EventsConsumer:
         self.lost_check_every = timedelta(seconds=lost_check_every)
         self._consumer = None
         self._missing_since: dict[str, datetime] = {}
+        self._settler: Settler | None = None
         self._last_lost_check: datetime | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -76,16 +85,50 @@ class EventsConsumer:
         return len(deliveries)
 
     def check_lost(self, now: datetime) -> list[str]:
-        """Mark lost the active runs whose supervisor is missing for longer than the grace."""
-        alive = {s.name for s in self.state.lease_store.supervisors()}
+        """Settle the runs of dead instances; mark lost the unsettled runs of long-missing names."""
+        lost: list[str] = []
+
+        def record_lost(claim: Claim, reason: str) -> None:
+            with self.state.database.session() as s:
+                run = s.get(Run, claim.run_id)
+                if run is None:  # its events never arrived: a row made from the run id
+                    event = RunEvent("lost", claim.run_id, now, claim.supervisor, {"error": reason})
+                    record(s, [event])
+                elif not run.state.finished:
+                    run.supervisor = run.supervisor or claim.supervisor
+                    mark_lost(s, run, now, reason)
+                else:
+                    return
+            lost.append(claim.run_id)
+
+        if self._settler is None:
+            self._settler = Settler(self.state.lease_store, self.state.bus, clock=lambda: now)
+        self._settler.clock, self._settler.record_lost = (lambda: now), record_lost
+        self._settler.settle()
+        lost += self._lost_by_name(now)
+        for run_id in lost:
+            log.warning("run %s marked lost: its supervisor is gone", run_id)
+        return lost
+
+    def _lost_by_name(self, now: datetime) -> list[str]:
+        """Active runs the settler does not decide about, lost once missing for ``grace``: those whose
+        claim names no instance (by supervisor name), and those whose claim was settled by an instance
+        now dead while the database still shows them active (their result died with it)."""
+        registrations = self.state.lease_store.supervisors()
+        alive, live = {s.name for s in registrations}, live_instances(registrations)
+        lost, keys = [], {}  # run id -> what must stay missing for the grace (a name, or the run)
         with self.state.database.session() as s:
             active = list(s.scalars(select(Run).where(Run.state.in_([RunState.CLAIMED, RunState.RUNNING]))))
-            active += self._claimed_but_unrecorded(s, now)
-            missing = {run.supervisor for run in active if run.supervisor and run.supervisor not in alive}
-            self._missing_since = {name: self._missing_since.get(name, now) for name in missing}
-            lost = []
             for run in active:
-                since = self._missing_since.get(run.supervisor or "")
+                claim = self.state.lease_store.get_claim(run.id)
+                if claim is not None and claim.instance:
+                    if claim.settled and claim.instance not in live:
+                        keys[run.id] = f"run:{run.id}"
+                elif run.supervisor and run.supervisor not in alive:
+                    keys[run.id] = run.supervisor
+            self._missing_since = {key: self._missing_since.get(key, now) for key in keys.values()}
+            for run in active:
+                since = self._missing_since.get(keys.get(run.id, ""))
                 if since is not None and now - since >= self.grace:
                     reason = (
                         f"Kirby: supervisor {run.supervisor} stopped heartbeating at about "
@@ -93,27 +136,7 @@ class EventsConsumer:
                     )
                     mark_lost(s, run, now, reason)
                     lost.append(run.id)
-        for run_id in lost:
-            log.warning("run %s marked lost: its supervisor is gone", run_id)
         return lost
-
-    def _claimed_but_unrecorded(self, session, now: datetime) -> list[Run]:
-        """Offered runs whose claim (in the lease store) names a supervisor: their ``claimed`` event
-        was lost, e.g. with a supervisor killed before it published it. The claim tells who had them."""
-        cutoff = now - self.grace
-        offered = session.scalars(
-            select(Run)
-            .where(Run.state == RunState.OFFERED, Run.offered_at < cutoff, Run.offered_at > cutoff - timedelta(hours=1))
-            .order_by(Run.offered_at)
-            .limit(500)
-        )
-        found = []
-        for run in offered:
-            claim = self.state.lease_store.get_claim(run.id)
-            if claim is not None:
-                run.supervisor = claim.supervisor
-                found.append(run)
-        return found
 
     def step(self, now: datetime) -> int:
         count = self.consume_once()

@@ -233,24 +233,67 @@ def test_threads_sharing_one_store_claim_each_run_id_once(store):
     assert sorted(winners) == sorted(f"r{i}" for i in range(200))
 
 
-# -- daemon leases -------------------------------------------------------------------------------
-def test_daemon_leases_have_one_holder_until_released_or_expired(backend):
+def test_a_claim_is_started_by_its_instance_settled_and_released_only_if_it_never_started(backend):
+    """Issue 11: started marks, active index, re-offer of never-started claims of a dead instance."""
     a, b = backend.open(), backend.open()
-    assert a.acquire_daemon("mailer", "alpha", 30)
-    assert a.acquire_daemon("mailer", "alpha", 30)  # the holder may acquire again
-    assert not b.acquire_daemon("mailer", "beta", 30)
-    assert b.acquire_daemon("indexer", "beta", 30)
-    assert a.daemon_holders() == {"mailer": "alpha", "indexer": "beta"}
-    assert not b.renew_daemon("mailer", "beta", 30) and not b.release_daemon("mailer", "beta")
-    assert a.renew_daemon("mailer", "alpha", 30)
-    assert b.renew_daemon("indexer", "beta", TTL)  # shortened, then left to expire
-    wait_for(lambda: "indexer" not in a.daemon_holders(), 5, "the indexer lease expired")
-    assert not b.renew_daemon("indexer", "beta", 30)  # too late: expired
-    assert a.acquire_daemon("indexer", "alpha", 30)
-    assert not b.release_daemon("indexer", "beta")
-    assert a.release_daemon("mailer", "alpha") and not a.release_daemon("mailer", "alpha")
-    assert b.daemon_holders() == {"indexer": "alpha"}
-    assert b.acquire_daemon("mailer", "beta", 30)
+    assert a.claim_run("j:e:20261128T030000Z", "alpha", instance="i-a", offer='{"run_id": "x"}')
+    assert a.claim_run("j:e:20261128T030001Z", "alpha", instance="i-a")
+    assert not b.mark_started("j:e:20261128T030000Z", "i-b")  # not its claim: it spawns nothing
+    assert a.mark_started("j:e:20261128T030000Z", "i-a") and a.mark_started("j:e:20261128T030000Z", "i-a")
+    started = b.get_claim("j:e:20261128T030000Z")
+    assert started.instance == "i-a" and started.started_at is not None and started.offer == '{"run_id": "x"}'
+    assert not b.release_claim("j:e:20261128T030000Z", "i-a")  # it started: it may have run
+    assert [c.run_id for c in b.active_claims()] == ["j:e:20261128T030000Z", "j:e:20261128T030001Z"]
+    assert b.release_claim("j:e:20261128T030001Z", "i-a") and not b.release_claim("j:e:20261128T030001Z", "i-a")
+    assert not a.mark_started("j:e:20261128T030001Z", "i-a")  # released: the old holder may not start it
+    assert b.get_claim("j:e:20261128T030001Z").released
+    assert b.claim_run("j:e:20261128T030001Z", "beta", instance="i-b")  # re-offered, claimed again once
+    assert not a.claim_run("j:e:20261128T030001Z", "alpha", instance="i-a")
+    claim = a.get_claim("j:e:20261128T030001Z")
+    assert (claim.supervisor, claim.instance, claim.released, claim.started_at) == ("beta", "i-b", False, None)
+    a.settle_run("j:e:20261128T030000Z")
+    assert [c.run_id for c in b.active_claims()] == ["j:e:20261128T030001Z"]
+    assert b.get_claim("j:e:20261128T030000Z").settled
+    assert not b.claim_run("j:e:20261128T030000Z", "beta", instance="i-b")  # settled claims still fence
+    assert not a.mark_started("j:e:20261128T030000Z", "i-a")
+
+
+# -- named leases ----------------------------------------------------------------------------------
+def test_named_leases_have_one_holder_a_growing_generation_and_an_index_per_space(backend):
+    a, b = backend.open(), backend.open()
+    assert a.acquire_lease("daemon:mailer", "alpha", 30) == 1
+    assert a.acquire_lease("daemon:mailer", "alpha", 30) == 1  # the holder may acquire again
+    assert b.acquire_lease("daemon:mailer", "beta", 30) is None
+    assert b.acquire_lease("daemon:indexer", "beta", 30) == 1
+    assert b.acquire_lease("overlap:job:env", "run@i", 30) == 1
+    holders = a.lease_holders("daemon")
+    assert {name: (h.owner, h.generation) for name, h in holders.items()} == {
+        "daemon:mailer": ("alpha", 1),
+        "daemon:indexer": ("beta", 1),
+    }
+    assert timedelta(seconds=20) < holders["daemon:mailer"].expires_at - datetime.now(timezone.utc) < timedelta(40)
+    assert list(a.lease_holders("overlap")) == ["overlap:job:env"] and a.lease_holders("none") == {}
+    assert not b.renew_lease("daemon:mailer", "beta", 30) and not b.release_lease("daemon:mailer", "beta")
+    assert a.renew_lease("daemon:mailer", "alpha", 30)
+    assert b.renew_lease("daemon:indexer", "beta", TTL)  # shortened, then left to expire
+    wait_for(lambda: "daemon:indexer" not in a.lease_holders("daemon"), 5, "the indexer lease expired")
+    assert a.lease_holder("daemon:indexer") is None
+    assert not b.renew_lease("daemon:indexer", "beta", 30)  # too late: expired
+    assert a.acquire_lease("daemon:indexer", "alpha", 30) == 2  # a new owner: a new generation
+    assert not b.release_lease("daemon:indexer", "beta")
+    assert a.release_lease("daemon:mailer", "alpha") and not a.release_lease("daemon:mailer", "alpha")
+    assert {n: h.owner for n, h in b.lease_holders("daemon").items()} == {"daemon:indexer": "alpha"}
+    assert b.acquire_lease("daemon:mailer", "beta", 30) == 2
+    assert a.acquire_lease("daemon:mailer", "gamma", 30, replaces="alpha") is None  # not alpha's any more
+    assert a.acquire_lease("daemon:mailer", "gamma", 30, replaces="beta") == 3  # beta is known dead
+    assert a.lease_holder("daemon:mailer").owner == "gamma"
+
+
+def test_cancel_requests_live_for_their_ttl(store):
+    assert not store.cancel_requested("j:e:20261128T030000Z")
+    store.request_cancel("j:e:20261128T030000Z", TTL)
+    assert store.cancel_requested("j:e:20261128T030000Z")
+    wait_for(lambda: not store.cancel_requested("j:e:20261128T030000Z"), 5, "the cancel request expired")
 
 
 # -- supervisor registry -------------------------------------------------------------------------
@@ -264,7 +307,8 @@ def test_a_live_supervisor_name_cannot_be_taken_but_an_expired_one_can(backend):
     with pytest.raises(SupervisorNameTaken) as refused:
         b.register_supervisor("alpha", "instance-2", 30)
     message = str(refused.value)
-    assert "a supervisor named 'alpha' is already running (last heartbeat" in message
+    assert "a supervisor named 'alpha' is already running on host one (pid 7), last heartbeat" in message
+    assert refused.value.holder.instance == "instance-1"
     assert "choose another name or stop it" in message and "\n" not in message
     assert isinstance(refused.value, LeaseError)
     b.unregister_supervisor("alpha", "instance-2")  # not its registration: nothing happens
@@ -276,3 +320,7 @@ def test_a_live_supervisor_name_cannot_be_taken_but_an_expired_one_can(backend):
     assert [(s.name, s.instance) for s in a.supervisors()] == [("alpha", "instance-2"), ("beta", "instance-3")]
     b.unregister_supervisor("alpha", "instance-2")
     assert [s.name for s in a.supervisors()] == ["beta"]
+    with pytest.raises(SupervisorNameTaken):
+        a.register_supervisor("beta", "instance-4", 30, replaces="instance-9")  # not the live holder
+    a.register_supervisor("beta", "instance-4", 30, replaces="instance-3")  # instance-3 is known dead
+    assert [(s.name, s.instance) for s in b.supervisors()] == [("beta", "instance-4")]

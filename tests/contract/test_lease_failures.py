@@ -232,7 +232,7 @@ HALF_DONE = r"""
 import sqlite3, sys, time
 db = sqlite3.connect(sys.argv[1], isolation_level=None)
 db.execute("BEGIN IMMEDIATE")
-db.execute("INSERT INTO lease_claim VALUES ('r-half', 'killed', 1, 0, 1e12)")
+db.execute("INSERT INTO lease_run (run_id, supervisor, instance, attempt, claimed_at) VALUES ('r-half', 'killed', '', 1, 0)")
 print("in transaction", flush=True)
 time.sleep(60)
 """

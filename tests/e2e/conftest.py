@@ -15,6 +15,8 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +78,29 @@ class Cluster:
 
     def start_supervisor(self, name: str, window: float = 2.0, wakeup: float = 2.0, grace: float = 5.0) -> None:
         self._spawn(name, "supervisor", name, "--window", str(window), "--wakeup", str(wakeup), "--grace", str(grace))
+
+    def private_venvs(self) -> Path:
+        """Give this cluster a venv cache of its own (call before starting processes): its venvs are
+        built during the test, so ``hold_build`` can hold a build open."""
+        self.env["KIRBY_VENV_DIRECTORY"] = str(self.workdir / "venvs")
+        return self.workdir / "venvs"
+
+    @contextmanager
+    def hold_build(self, package: str, version: str = "1.0.0") -> Iterator[None]:
+        """Hold the build lock of ``package==version``'s venv: every supervisor preparing it waits
+        (a venv build that takes as long as the test wants)."""
+        from filelock import FileLock
+
+        from kirby.tasks.names import venv_name
+        from kirby.tasks.venvs import PYTHON_VERSION
+
+        locks = Path(self.env["KIRBY_VENV_DIRECTORY"]) / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(locks / f"{venv_name(package, version, PYTHON_VERSION)}.build")):
+            yield
+
+    def log_of(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text(errors="replace")
 
     def signal(self, name: str, signum: int) -> None:
         self.processes[name].send_signal(signum)

@@ -76,21 +76,28 @@ def arbiters(make_settings, example_wheels, shared_venvs, tmp_path):
     leases.close()
 
 
+def step(arbiter: Arbiter, daemons: list[DaemonSpec], live_supervisors: int) -> None:
+    """What a supervisor does every few seconds: renew (heartbeat thread), then converge (housekeeping)."""
+    arbiter.renew()
+    arbiter.tick(daemons, live_supervisors)
+
+
 def test_one_instance_and_takeover_when_the_holder_stops_renewing(arbiters, tmp_path):
     pidfile = tmp_path / "pids"
     spec = [daemon("sensor", pidfile)]
     a, b = arbiters.make("alpha"), arbiters.make("beta")
-    a.tick(spec, live_supervisors=2)
-    b.tick(spec, live_supervisors=2)
+    step(a, spec, live_supervisors=2)
+    step(b, spec, live_supervisors=2)
     assert (a.held(), b.held()) == (["daemon:sensor:dev"], [])
     first = wait_for(lambda: instances(pidfile), 60, "the daemon did not start")
     assert len(first) == 1
     # alpha cannot renew (here: it stops ticking until its lease has expired); on its next tick it
     # fences itself (kills its process) and beta takes over.
-    wait_for(lambda: not arbiters.leases.daemon_holders(), 10, "alpha's lease did not expire")
-    a.tick(spec, live_supervisors=2)
-    assert a.held() == [] and instances(pidfile) == [], "alpha did not stop its process"
-    b.tick(spec, live_supervisors=2)
+    wait_for(lambda: not arbiters.leases.lease_holders("daemon"), 10, "alpha's lease did not expire")
+    step(a, spec, live_supervisors=2)
+    assert a.held() == []
+    wait_for(lambda: instances(pidfile) == [], 10, "alpha did not stop its process")
+    step(b, spec, live_supervisors=2)
     assert b.held() == ["daemon:sensor:dev"]
     second = wait_for(lambda: instances(pidfile), 60, "beta's instance did not start")
     assert len(second) == 1 and second != first
@@ -102,14 +109,14 @@ def test_a_frozen_holder_s_daemon_stops_itself_before_its_lease_expires(arbiters
     pidfile = tmp_path / "pids"
     spec = [daemon("sensor", pidfile)]
     a, b = arbiters.make("alpha"), arbiters.make("beta")
-    a.tick(spec, live_supervisors=2)
+    step(a, spec, live_supervisors=2)
     (first,) = wait_for(lambda: instances(pidfile), 60, "the daemon did not start")
     renewed = time.time()
-    a.tick(spec, live_supervisors=2)  # a last renewal, then alpha freezes
+    step(a, spec, live_supervisors=2)  # a last renewal, then alpha freezes
     wait_for(lambda: not instances(pidfile), 10, "the frozen holder's daemon kept running")
     stopped = [float(line.split()[2]) for line in pidfile.read_text().splitlines() if line.startswith("stop")][0]
     assert stopped < renewed + 3.0, "the daemon stopped only after its lease could have expired"
-    wait_for(lambda: b.tick(spec, 2) or b.held(), 15, "beta never took over")
+    wait_for(lambda: step(b, spec, 2) or b.held(), 15, "beta never took over")
     wait_for(lambda: instances(pidfile), 60, "beta's instance did not start")
     assert len(instances(pidfile)) == 1
 
@@ -117,8 +124,8 @@ def test_a_frozen_holder_s_daemon_stops_itself_before_its_lease_expires(arbiters
 def test_daemons_spread_among_supervisors(arbiters, tmp_path):
     specs = [daemon(f"d{i}", tmp_path / f"p{i}") for i in range(4)]
     a, b = arbiters.make("alpha"), arbiters.make("beta")
-    a.tick(specs, live_supervisors=2)
-    b.tick(specs, live_supervisors=2)
+    step(a, specs, live_supervisors=2)
+    step(b, specs, live_supervisors=2)
     assert len(a.held()) == 2 and len(b.held()) == 2
     assert set(a.held()) | set(b.held()) == {s.key for s in specs}
 
@@ -127,17 +134,17 @@ def test_a_changed_daemon_restarts_and_a_removed_daemon_stops(arbiters, tmp_path
     pidfile = tmp_path / "pids"
     a = arbiters.make("alpha")
     spec = daemon("sensor", pidfile)
-    a.tick([spec], live_supervisors=1)
+    step(a, [spec], live_supervisors=1)
     first = wait_for(lambda: instances(pidfile), 60, "the daemon did not start")
     changed = DaemonSpec("sensor", "dev", replace(spec.offer, config={**spec.offer.config, "MODE": "fast"}))
-    a.tick([changed], live_supervisors=1)
+    step(a, [changed], live_supervisors=1)
     assert instances(pidfile) == [], "the old instance still runs"
-    a.tick([changed], live_supervisors=1)
+    step(a, [changed], live_supervisors=1)
     second = wait_for(lambda: instances(pidfile), 60, "the changed daemon did not start")
     assert second != first
-    a.tick([], live_supervisors=1)
+    step(a, [], live_supervisors=1)
     assert instances(pidfile) == [] and a.held() == []
-    assert arbiters.leases.daemon_holders() == {}
+    assert arbiters.leases.lease_holders("daemon") == {}
 
 
 def test_a_crashed_daemon_is_restarted(arbiters, tmp_path):
@@ -147,11 +154,11 @@ def test_a_crashed_daemon_is_restarted(arbiters, tmp_path):
     pidfile = tmp_path / "pids"
     a = arbiters.make("alpha")
     spec = [daemon("sensor", pidfile)]
-    a.tick(spec, live_supervisors=1)
+    step(a, spec, live_supervisors=1)
     (pid,) = wait_for(lambda: instances(pidfile), 60, "the daemon did not start")
     os.kill(pid, signal.SIGKILL)  # it cannot record its stop: it stays in the file
     restarted = wait_for(
-        lambda: a.tick(spec, 1) or [p for p in instances(pidfile) if p != pid],
+        lambda: step(a, spec, 1) or [p for p in instances(pidfile) if p != pid],
         30,
         "the crashed daemon was not restarted",
     )

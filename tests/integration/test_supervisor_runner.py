@@ -16,6 +16,7 @@ import pytest
 from kirby.bus import open_bus
 from kirby.events import Offer
 from kirby.lease import open_lease_store
+from kirby.run_ids import slot_run_id
 from kirby.supervisor.reporting import RunReporter
 from kirby.supervisor.runner import Runner
 from kirby.tasks.executor import LocalExecutor
@@ -77,7 +78,8 @@ def cluster(make_settings, example_wheels, shared_venvs):
         executor = LocalExecutor(settings, name, timeout_grace=1.0)
         reporter = RunReporter(bus, name)
         made.append((executor, reporter))
-        return Runner(name, bus.offer_consumer(name), bus, leases, executor, reporter)
+        leases.register_supervisor(name, f"instance-{name}", 600)  # a live instance: its leases count
+        return Runner(name, bus.offer_consumer(name), bus, leases, executor, reporter, instance=f"instance-{name}")
 
     def pump(runners, until, message, timeout=60.0):
         """Let ``runners`` consume until ``until()`` is true."""
@@ -86,6 +88,7 @@ def cluster(make_settings, example_wheels, shared_venvs):
             for r in runners:
                 r.poll_once(timeout=0.05)
                 r.renew_overlaps()
+                r.check_cancels()
             return until()
 
         return wait_for(step, timeout, message, interval=0.0)
@@ -193,3 +196,50 @@ def test_an_offer_received_after_its_not_after_is_recorded_skipped_not_run(clust
     assert runner.counters.expired == 1 and runner.counters.started == 1
     assert not cluster.events.of(expired.run_id, "started")
     assert cluster.leases.get_claim(expired.run_id).supervisor == "alpha"  # decided once, by its claim
+
+
+def slot_sleeper(second: int, overlap: str, seconds: str = "60") -> Offer:
+    """A sleeper of the slot ``second`` seconds after SLOT, with its real slot run id."""
+    instant = SLOT + timedelta(seconds=second)
+    run_id = slot_run_id("sleep", "dev", instant)
+    offer = make_offer("kirby-example-sleep", run_id=run_id, job="sleep", overlap=overlap)
+    return replace(offer, scheduled_at=instant, config={"SLEEP_SECONDS": seconds})
+
+
+def test_forbid_never_skips_an_earlier_slot_because_a_later_one_runs(cluster):
+    """A re-published slot of a failover gap arrives after the next punctual slot started: it runs."""
+    a, b = cluster.runner("alpha"), cluster.runner("beta")
+    later, earlier = slot_sleeper(2, "forbid"), slot_sleeper(1, "forbid", seconds="0.5")
+    cluster.bus.publish_offer(later)
+    cluster.pump([a, b], lambda: cluster.events.of(later.run_id, "started"), "the later run did not start")
+    cluster.bus.publish_offer(earlier)
+    cluster.pump([a, b], lambda: cluster.events.finished(earlier.run_id), "the earlier slot did not run")
+    assert cluster.events.finished(earlier.run_id).data["state"] == "succeeded"
+    assert not cluster.events.of(earlier.run_id, "skipped")
+
+
+def test_forbid_takes_over_the_overlap_lease_of_a_dead_supervisor_instance(cluster):
+    """The run that held the lease died with its supervisor (its instance is not registered)."""
+    first = slot_sleeper(1, "forbid")
+    assert cluster.leases.acquire_lease("overlap:sleep:dev", f"{first.run_id}@dead-instance", 600)
+    runner = cluster.runner("alpha")
+    second = slot_sleeper(2, "forbid", seconds="0.5")
+    cluster.bus.publish_offer(second)
+    cluster.pump([runner], lambda: cluster.events.finished(second.run_id), "the run did not run")
+    assert not cluster.events.of(second.run_id, "skipped")
+
+
+def test_buffer_one_lets_one_slot_wait_and_skips_the_others_while_it_waits(cluster):
+    a, b = cluster.runner("alpha"), cluster.runner("beta")
+    first = slot_sleeper(1, "buffer_one", seconds="3")
+    waiting, third = slot_sleeper(2, "buffer_one", seconds="0.5"), slot_sleeper(3, "buffer_one", seconds="0.5")
+    cluster.bus.publish_offer(first)
+    cluster.pump([a, b], lambda: cluster.events.of(first.run_id, "started"), "the first run did not start")
+    cluster.bus.publish_offer(waiting)
+    cluster.pump([a, b], lambda: cluster.leases.lease_holder("overlap-wait:sleep:dev"), "the second run did not wait")
+    cluster.bus.publish_offer(third)
+    skipped = cluster.pump([a, b], lambda: cluster.events.of(third.run_id, "skipped"), "the third was not skipped")
+    assert "another run already waits" in skipped[0].data["error"]
+    cluster.pump([a, b], lambda: cluster.events.finished(waiting.run_id), "the waiting run did not run")
+    assert cluster.events.of(waiting.run_id, "started")[0].time >= cluster.events.finished(first.run_id).time
+    wait_for(lambda: cluster.leases.active_claims() == [], 10, "claims were left unsettled")

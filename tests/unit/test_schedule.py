@@ -113,6 +113,7 @@ def test_build_schedule_lists_enabled_contexts_with_schedules_config_and_live_su
         "overlap": "replace",
         "timeout_seconds": 30,
         "retries": 2,
+        "on_lost": "skip",
         "enabled": True,
         "dst_fall_back": "auto",
         "dst_spring_forward": "auto",

@@ -170,7 +170,7 @@ def test_the_supervisors_page_shows_the_registry_the_leader_and_daemons(app, vie
     leases.register_supervisor("alpha", "instance-a", ttl=60)
     leases.register_supervisor("beta", "instance-b", ttl=60)
     epoch = leases.acquire_leader("beta", ttl=60)
-    assert leases.acquire_daemon("ticker:prod", "alpha", ttl=60)
+    assert leases.acquire_lease("daemon:ticker:prod", "alpha@instance-a", ttl=60)
     page = viewer_client.get("/admin/supervisors/").get_data(as_text=True)
     assert "instance-a" in page and "instance-b" in page
     assert f"<strong>beta</strong> (epoch {epoch}" in page and f"yes (epoch {epoch})" in page

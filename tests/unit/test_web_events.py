@@ -9,9 +9,10 @@ import pytest
 from sqlalchemy import select
 from test_web_support import T0, app, settings, web  # noqa: F401
 
-from kirby.events import RunEvent
+from kirby.events import Offer, RunEvent
 from kirby.models import LogLine, Run, RunState
 from kirby.web.events_consumer import EventsConsumer
+from tests.helpers import wait_for
 
 
 def claim(run_id: str, supervisor: str) -> list[RunEvent]:
@@ -68,8 +69,9 @@ def test_runs_of_a_vanished_supervisor_are_marked_lost_after_the_grace(app):
         assert line.stream == "system" and "stopped heartbeating" in line.text
 
 
-def test_an_offered_run_claimed_by_a_vanished_supervisor_is_lost(app):
-    """The claimed event died with its supervisor; the lease store's claim still says who had it."""
+def test_an_offered_run_started_by_a_dead_instance_is_lost_at_once(app):
+    """The claimed event died with its supervisor; the lease store's claim says which instance had
+    it and that it started: lost at once (its instance is unregistered), even if the name is back."""
     state = app.extensions["kirby"]
     run_id = "backup:prod:20260102T030407Z"
     with state.database.session() as s:
@@ -87,13 +89,45 @@ def test_an_offered_run_claimed_by_a_vanished_supervisor_is_lost(app):
                 )
             ],
         )
-    assert state.lease_store.claim_run(run_id, "ghost")
+    assert state.lease_store.claim_run(run_id, "ghost", instance="dead-instance")
+    assert state.lease_store.mark_started(run_id, "dead-instance")
+    state.lease_store.register_supervisor("ghost", "new-instance", ttl=60)  # the name is back, restarted
     consumer = EventsConsumer(state, grace=30)
-    assert consumer.check_lost(T0 + timedelta(seconds=31)) == []  # ghost is missing from now on
-    assert consumer.check_lost(T0 + timedelta(seconds=62)) == [run_id]
+    assert consumer.check_lost(T0) == [run_id]
     with state.database.session() as s:
         lost = s.get(Run, run_id)
         assert (lost.state, lost.supervisor) == (RunState.LOST, "ghost")
+        assert "died" in lost.error
+    assert state.lease_store.active_claims() == [] and consumer.check_lost(T0) == []
+
+
+def test_a_claim_of_a_dead_instance_that_never_started_is_offered_again_under_its_id(app):
+    state = app.extensions["kirby"]
+    offer = Offer("backup:prod:20260102T030408Z", "backup:prod:20260102T030408Z", "backup", "prod", "p", "1", T0)
+    consumer_of_offers = state.bus.offer_consumer("checker")
+    assert state.lease_store.claim_run(offer.run_id, "ghost", instance="dead-instance", offer=offer.to_json().decode())
+    assert EventsConsumer(state, grace=30).check_lost(T0) == []
+    deliveries = wait_for(lambda: consumer_of_offers.poll(0.5), 10, "the run was not offered again")
+    assert [d.message.run_id for d in deliveries] == [offer.run_id]
+    consumer_of_offers.close()
+    assert state.lease_store.claim_run(offer.run_id, "alive", instance="live-instance")  # once more, once
+    assert not state.lease_store.claim_run(offer.run_id, "other", instance="other-instance")
+
+
+def test_a_run_settled_by_a_dead_instance_whose_result_never_arrived_is_lost_after_the_grace(app):
+    """Its supervisor finished it (the claim is settled) and died before the finished event left."""
+    state = app.extensions["kirby"]
+    run_id = "backup:prod:20260102T030409Z"
+    with state.database.session() as s:
+        from kirby.recorder import record
+
+        record(s, claim(run_id, "gone"))
+    assert state.lease_store.claim_run(run_id, "gone", instance="dead-instance")
+    assert state.lease_store.mark_started(run_id, "dead-instance")
+    state.lease_store.settle_run(run_id)
+    consumer = EventsConsumer(state, grace=30)
+    assert consumer.check_lost(T0) == []  # its finished event may still be on its way
+    assert consumer.check_lost(T0 + timedelta(seconds=30)) == [run_id]
 
 
 def test_a_supervisor_that_comes_back_in_time_keeps_its_runs(app):
