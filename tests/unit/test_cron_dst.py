@@ -250,10 +250,10 @@ def test_policies_on_the_paris_transition_days():
 
 
 def test_run_ids_are_unique_across_both_passes_of_a_repeated_hour():
-    from kirby.models import run_slot_id
+    from kirby.run_ids import slot_run_id
 
     slots = day_slots("*/15 * * * *", "America/New_York", (2026, 11, 1))
-    ids = [run_slot_id("report", "prod", s) for s in slots]
+    ids = [slot_run_id("report", "prod", s) for s in slots]
     assert len(ids) == len(set(ids)) == 100
     repeated = [s for s in slots if s.astimezone(ZoneInfo("America/New_York")).hour == 1]
     assert len(repeated) == 8  # 01:00-01:45 in EDT, then again in EST
