@@ -53,6 +53,12 @@ class Consumer(ABC, Generic[M]):
     def close(self) -> None:
         """Leave the group. Unacknowledged messages go to other members."""
 
+    def partitions(self) -> int | None:
+        """How many partitions of its stream this member holds in its latest assignment; 0 means it
+        receives nothing (health pages report it). Safe from any thread. ``None`` (the default):
+        the backend does not split streams into partitions (the embedded bus)."""
+        return None
+
     def __enter__(self):
         return self
 
