@@ -9,6 +9,9 @@ events go back to the group) and reopened.
 Every ``lost_check_every`` seconds it also marks ``lost`` each run ``claimed`` or ``running``
 whose supervisor has been missing from the lease store's registry for longer than ``grace``
 seconds, with a ``system`` log line saying so (``kirby.recorder.mark_lost``).
+
+``health()`` (any thread) says whether the consumer is open and how many partitions of the events
+topic it holds: 0 means new run events are not recorded (``/healthz`` says ``degraded``).
 """
 
 from __future__ import annotations
@@ -74,6 +77,16 @@ class EventsConsumer:
         for delivery in deliveries:
             self._consumer.ack(delivery)
         return len(deliveries)
+
+    def health(self) -> dict:
+        """``topic``; ``open`` (False while joining the group); ``partitions`` held (None: not open
+        yet, or a bus without partitions)."""
+        consumer = self._consumer
+        return {
+            "topic": self.state.settings.topic_run_events,
+            "open": consumer is not None,
+            "partitions": consumer.partitions() if consumer is not None else None,
+        }
 
     def check_lost(self, now: datetime) -> list[str]:
         """Mark lost the active runs whose supervisor is missing for longer than the grace."""

@@ -28,6 +28,7 @@ def serve(
     if not settings.api_token:
         log.warning("KIRBY_API_TOKEN is not set: /schedule answers 503 until it is (the leader needs it)")
     consumer = EventsConsumer(state, grace=lost_grace, lost_check_every=min(10.0, max(1.0, lost_grace / 3)))
+    state.events_consumer = consumer
     consumer.start()
 
     def stop(*_) -> None:  # stop cleanly: log streams end, consumer closed, leases released
