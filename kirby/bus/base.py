@@ -49,6 +49,12 @@ class Consumer(ABC, Generic[M]):
         received before it on the same partition (Kafka's offsets).
         """
 
+    def ack_all(self, deliveries: list[Delivery[M]]) -> None:
+        """Acknowledge ``deliveries`` (in the order received). Backends may override to do it in one
+        round trip (Kafka: one commit of the highest offset per partition)."""
+        for delivery in deliveries:
+            self.ack(delivery)
+
     @abstractmethod
     def close(self) -> None:
         """Leave the group. Unacknowledged messages go to other members."""

@@ -340,20 +340,27 @@ class KafkaGroupConsumer(Consumer[M]):
         return deliveries
 
     def ack(self, delivery: Delivery[M]) -> None:
-        partition, offset = delivery.token
-        commit = {partition: OffsetAndMetadata(offset + 1, "", -1)}
+        self.ack_all([delivery])
 
-        def commit_offset() -> None:
+    def ack_all(self, deliveries: list[Delivery[M]]) -> None:
+        """One commit: for each partition, the highest offset delivered + 1."""
+        highest: dict[TopicPartition, int] = {}
+        for delivery in deliveries:
+            partition, offset = delivery.token
+            highest[partition] = max(offset, highest.get(partition, -1))
+        if not highest:
+            return
+        commit = {partition: OffsetAndMetadata(offset + 1, "", -1) for partition, offset in highest.items()}
+
+        def commit_offsets() -> None:
             try:
                 self._consumer.commit(commit, timeout_ms=REQUEST_TIMEOUT_MS)
             except CommitFailedError:
-                # The partition moved to another member in a rebalance: it receives this offer
-                # again and drops it as already claimed. Nothing is lost.
-                log.warning(
-                    "offset %d of %s not committed (rebalanced); another member gets it again", offset, partition
-                )
+                # The partition moved to another member in a rebalance: it receives these
+                # messages again and drops them (offers already claimed, events recorded).
+                log.warning("offsets %s not committed (rebalanced); another member gets them again", highest)
 
-        call(self._settings, "commit an offset", commit_offset)
+        call(self._settings, "commit an offset", commit_offsets)
 
     def close(self) -> None:
         """Leave the group at once; uncommitted offers go to the other members."""

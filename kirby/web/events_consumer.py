@@ -74,8 +74,7 @@ class EventsConsumer:
             log.exception("could not record %d run events; they will be redelivered", len(deliveries))
             self._reopen()
             raise
-        for delivery in deliveries:
-            self._consumer.ack(delivery)
+        self._consumer.ack_all(deliveries)  # one round trip on Kafka, not one per event
         return len(deliveries)
 
     def health(self) -> dict:
@@ -141,6 +140,10 @@ class EventsConsumer:
         self._thread.start()
 
     def _loop(self) -> None:
+        try:  # open the lease store before joining the group: its first use takes a while
+            self.state.lease_store.supervisors()
+        except Exception:  # noqa: BLE001 - check_lost reports it; consuming must not wait for it
+            log.exception("the lease store did not answer; marking lost runs will retry")
         while not self._stop.is_set():
             try:
                 self.step(datetime.now(timezone.utc))
