@@ -10,7 +10,8 @@ Every ``lost_check_every`` seconds it also marks ``lost`` each run ``claimed`` o
 whose supervisor has been missing from the lease store's registry for longer than ``grace``
 seconds, with a ``system`` log line saying so (``kirby.recorder.mark_lost``).
 
-``health()`` (any thread) says whether the consumer is open and how many partitions of the events
+``ready`` is set once the bus consumer is open (``kirby web`` waits for it before serving, so no
+run starts before its events can be recorded). ``health()`` (any thread) says whether the consumer is open and how many partitions of the events
 topic it holds: 0 means new run events are not recorded (``/healthz`` says ``degraded``).
 """
 
@@ -57,6 +58,7 @@ class EventsConsumer:
         self._missing_since: dict[str, datetime] = {}
         self._last_lost_check: datetime | None = None
         self._stop = threading.Event()
+        self.ready = threading.Event()  # set once the bus consumer is open (on Kafka: holding partitions)
         self._thread: threading.Thread | None = None
 
     # -- one iteration ----------------------------------------------------------------------------
@@ -64,6 +66,7 @@ class EventsConsumer:
         """Poll, record and acknowledge one batch; returns how many events were recorded."""
         if self._consumer is None:
             self._consumer = self.state.bus.event_consumer(group=web_group(self.state.settings), member=self.member)
+            self.ready.set()
         deliveries = self._consumer.poll(self.poll_timeout if timeout is None else timeout, self.batch)
         if not deliveries:
             return 0

@@ -1,9 +1,10 @@
 """Serve the web app: waitress (a production WSGI server), or Flask's debugger with ``debug``.
 
 The process also runs the run events consumer (``events_consumer``) so that run events reach the
-script database. waitress gets enough threads for many open log streams (each SSE stream holds
-one thread while it lasts) and trusts ``X-Forwarded-Proto`` from a reverse proxy on 127.0.0.1, so
-cookies are marked Secure behind HTTPS.
+script database; it starts serving once that consumer is open (at most ``READY_WAIT`` s, logged),
+so no run starts before its events can be recorded. waitress gets enough threads for many open
+log streams (each SSE stream holds one thread while it lasts) and trusts ``X-Forwarded-Proto``
+from a reverse proxy on 127.0.0.1, so cookies are marked Secure behind HTTPS.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from kirby.web.events_consumer import EventsConsumer
 
 log = logging.getLogger(__name__)
 THREADS = 48
+READY_WAIT = 15.0  # seconds serving waits for the run events consumer (joined, holding partitions)
 
 
 def serve(
@@ -30,6 +32,8 @@ def serve(
     consumer = EventsConsumer(state, grace=lost_grace, lost_check_every=min(10.0, max(1.0, lost_grace / 3)))
     state.events_consumer = consumer
     consumer.start()
+    if not consumer.ready.wait(READY_WAIT):  # /schedule waits too: runs start once events can be recorded
+        log.warning("the run events consumer is not ready after %.0f s; serving anyway (see /healthz)", READY_WAIT)
 
     def stop(*_) -> None:  # stop cleanly: log streams end, consumer closed, leases released
         state.stopping.set()

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,9 +65,10 @@ class Cluster:
         self.processes[name] = process
         return process
 
-    def start_web(self) -> None:
+    def start_web(self, wait: bool = True) -> None:
         self._spawn("web", "web", "--port", str(self.web_port), "--lost-grace", "5")
-        wait_for(lambda: self._answers("/healthz"), 60, f"kirby web did not answer; see {self.workdir}/web.log")
+        if wait:
+            wait_for(lambda: self._answers("/healthz"), 60, f"kirby web did not answer; see {self.workdir}/web.log")
 
     def _answers(self, path: str) -> bool:
         try:
@@ -126,29 +128,40 @@ class Cluster:
                 session.add(Schedule(context=context, cron=cron, **schedule))
 
     def close(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
+        """SIGTERM every live process at once (they stop in parallel), SIGKILL what is left after 30 s."""
+        live = [process for process in self.processes.values() if process.poll() is None]
+        for process in live:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 30
+        for process in live:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 try:
-                    os.killpg(process.pid, signal.SIGTERM)
-                    process.wait(30)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
                     os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         self.database.dispose()
 
 
-@pytest.fixture(params=["embedded", pytest.param("kafka-redis", marks=[pytest.mark.kafka, pytest.mark.redis])])
-def cluster(request, tmp_path, example_index, shared_venvs):  # noqa: F811 (fixtures)
+def new_cluster(workdir: Path, example_index: str, shared_venvs: Path, kafka: str | None, redis_url: str | None):
+    """A Cluster in ``workdir``: embedded backends, or (``kafka`` and ``redis_url``) the real Kafka and
+    Redis with topics, consumer group and Redis keys of its own (fresh names each call)."""
+    workdir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(16)
     web_port = free_port()
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", str(tmp_path)),
+        "HOME": os.environ.get("HOME", str(workdir)),
         "LANG": "C.UTF-8",
-        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'kirby.db'}",
-        "KIRBY_EMBEDDED_PATH": str(tmp_path / "embedded.db"),
+        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{workdir / 'kirby.db'}",
+        "KIRBY_EMBEDDED_PATH": str(workdir / "embedded.db"),
         "KIRBY_PACKAGE_INDEX": example_index,
         "KIRBY_VENV_DIRECTORY": str(shared_venvs),
-        "KIRBY_RUN_DIRECTORY": str(tmp_path / "runs"),
+        "KIRBY_RUN_DIRECTORY": str(workdir / "runs"),
         "KIRBY_API_TOKEN": token,
         "SECRET_KEY": secrets.token_urlsafe(16),
         "KIRBY_SCHEDULE_ENDPOINT": f"http://127.0.0.1:{web_port}/schedule",
@@ -156,9 +169,7 @@ def cluster(request, tmp_path, example_index, shared_venvs):  # noqa: F811 (fixt
         "EXT_WAIT_BETWEEN_RETRIES": "0.2",
         "KIRBY_ALLOW_ROOT_RUNS": "true",  # CI runs as root; isolation is tested in tests/e2e/test_isolation.py
     }
-    if request.param == "kafka-redis":
-        kafka = request.getfixturevalue("kafka_servers")
-        redis_url = request.getfixturevalue("redis_url")
+    if kafka:
         unique = uuid.uuid4().hex[:10]
         env.update(
             {
@@ -170,7 +181,16 @@ def cluster(request, tmp_path, example_index, shared_venvs):  # noqa: F811 (fixt
                 "KIRBY_REDIS_PREFIX": f"kirby-e2e-{unique}:",
             }
         )
-    database = open_database(load_settings(environ=env, cwd=tmp_path))
-    cluster = Cluster(tmp_path, env, web_port, database)
+    database = open_database(load_settings(environ=env, cwd=workdir))
+    return Cluster(workdir, env, web_port, database)
+
+
+@pytest.fixture(params=["embedded", pytest.param("kafka-redis", marks=[pytest.mark.kafka, pytest.mark.redis])])
+def cluster(request, tmp_path, example_index, shared_venvs):  # noqa: F811 (fixtures)
+    kafka = redis_url = None
+    if request.param == "kafka-redis":
+        kafka = request.getfixturevalue("kafka_servers")
+        redis_url = request.getfixturevalue("redis_url")
+    cluster = new_cluster(tmp_path, example_index, shared_venvs, kafka, redis_url)
     yield cluster
     cluster.close()

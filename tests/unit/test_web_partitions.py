@@ -18,7 +18,9 @@ def test_healthz_reports_the_events_consumer(app):
     state.events_consumer = consumer
     body = client.get("/healthz").get_json()
     assert body["status"] == "ok" and body["events_consumer"]["open"] is False  # joining: not degraded
+    assert not consumer.ready.is_set()
     consumer.consume_once(timeout=0.1)
+    assert consumer.ready.is_set()  # what `kirby web` waits for before serving
     try:
         body = client.get("/healthz").get_json()
         assert body == {
