@@ -23,7 +23,7 @@ from kafka import KafkaAdminClient
 from kirby.bus.kafka import PARTITIONS, KafkaGroupConsumer, delete_topics, ensure_topics
 from kirby.events import RunEvent
 from kirby.models import Run
-from kirby.web import create_app
+from kirby.web.app import create_app
 from kirby.web.events_consumer import EventsConsumer
 from tests.helpers import wait_for
 
