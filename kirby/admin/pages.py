@@ -62,7 +62,8 @@ class HomeView(_Access, AdminIndexView):
 class SupervisorsView(KirbyBaseView):
     @expose("/")
     def index(self):
-        store = self.state.lease_store
+        state = self.state
+        store = state.lease_store
         daemons: dict[str, list[str]] = defaultdict(list)
         for name, holder in sorted(store.lease_holders("daemon").items()):  # owner: <supervisor>@<instance>
             daemons[holder.owner.partition("@")[0]].append(name.partition(":")[2])
@@ -73,7 +74,8 @@ class SupervisorsView(KirbyBaseView):
             leader=store.leader(),
             epoch=store.current_epoch(),
             daemons=daemons,
-            now=self.state.clock.now(),
+            events=state.events_consumer.health() if state.events_consumer is not None else None,
+            now=state.clock.now(),
         )
 
 

@@ -50,6 +50,12 @@ class Consumer(ABC, Generic[M]):
         received before it on the same partition (Kafka's offsets).
         """
 
+    def ack_all(self, deliveries: list[Delivery[M]]) -> None:
+        """Acknowledge ``deliveries`` (in the order received). Backends may override to do it in one
+        round trip (Kafka: one commit of the highest offset per partition)."""
+        for delivery in deliveries:
+            self.ack(delivery)
+
     @abstractmethod
     def release(self, deliveries: list[Delivery[M]]) -> None:
         """Give ``deliveries`` (received, not acknowledged) back: they will be delivered again, to
@@ -63,6 +69,12 @@ class Consumer(ABC, Generic[M]):
     @abstractmethod
     def close(self) -> None:
         """Leave the group. Unacknowledged messages go to other members."""
+
+    def partitions(self) -> int | None:
+        """How many partitions of its stream this member holds in its latest assignment; 0 means it
+        receives nothing (health pages report it). Safe from any thread. ``None`` (the default):
+        the backend does not split streams into partitions (the embedded bus)."""
+        return None
 
     def __enter__(self):
         return self

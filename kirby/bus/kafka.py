@@ -1,9 +1,16 @@
 """The Kafka offer bus. kafka-python is imported here and nowhere else in Kirby.
 
 * Topics ``KIRBY_TOPIC_JOB_OFFERS`` and ``KIRBY_TOPIC_RUN_EVENTS`` are created when missing
-  (``PARTITIONS`` partitions, replication ``min(3, brokers)``).
+  (``PARTITIONS`` partitions, replication ``min(3, brokers)``), and ``ensure_topics`` returns only
+  once both are visible, every partition with a leader. No Kirby client lets the broker
+  auto-create a topic (that would make it with the broker's ``num.partitions``, often 1).
 * Producer: ``acks=all``, idempotent, keyed by run id (one run's messages share a partition, so
   they stay in order); ``publish_*`` wait for the broker's acknowledgement.
+* Consumers are handed over only once their topic is in their metadata (waiting up to
+  ``TOPIC_WAIT`` s, logged) and they have joined the group holding partitions of it (waiting up
+  to ``ASSIGNMENT_WAIT`` s, logged; a member beyond the topic's partition count legitimately
+  holds none). They refresh their metadata every ``METADATA_MAX_AGE_MS``, so a re-created topic
+  or new partitions are noticed within seconds; ``partitions()`` says how many they hold.
 * Consumers: offers in group ``KIRBY_SUPERVISOR_GROUP_ID``, events in the group passed in;
   ``auto_offset_reset=earliest``, no auto-commit: ``ack`` commits the delivery's offset + 1 on its
   partition, which also acknowledges what came before it there (ack in the order received);
@@ -21,10 +28,11 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import (
     CommitFailedError,
@@ -52,6 +60,11 @@ SESSION_TIMEOUT_MS = 6000  # the broker's group.min.session.timeout.ms default: 
 HEARTBEAT_INTERVAL_MS = 1500
 REQUEST_TIMEOUT_MS = 8000  # per request; the consumer needs it above the session timeout
 SEND_TIMEOUT = 10.0  # seconds one publish attempt waits for the broker's acknowledgement
+METADATA_MAX_AGE_MS = 3000  # Kirby's topics are few: re-read their metadata often (kafka-python: 300 s)
+TOPIC_WAIT = 30.0  # seconds a new topic may take to become visible, with a leader for every partition
+ASSIGNMENT_WAIT = 20.0  # seconds a new consumer waits to hold partitions of its topic
+EMPTY_JOIN_WAIT = 2 * METADATA_MAX_AGE_MS / 1000  # after a join with none: a metadata refresh may fix it
+LOG_EVERY = 5.0  # seconds between "still waiting" log lines
 UNREACHABLE = (NoBrokersAvailable, KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError)
 T = TypeVar("T")
 
@@ -119,16 +132,62 @@ def _create_topic(admin: KafkaAdminClient, topic: str, replicas: int) -> None:
         pass
 
 
+def _topic_variable(settings: Settings, topic: str) -> str:
+    return "KIRBY_TOPIC_JOB_OFFERS" if topic == settings.topic_job_offers else "KIRBY_TOPIC_RUN_EVENTS"
+
+
+def _poll_until(check: Callable[[], T], timeout: float, waiting: str) -> T | None:
+    """``check()`` every 0.2 s until truthy (returned), logging ``waiting`` every LOG_EVERY s; None after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    next_log = time.monotonic() + LOG_EVERY
+    while not (value := check()):
+        now = time.monotonic()
+        if now >= deadline:
+            return None
+        if now >= next_log:
+            log.warning("%s", waiting)
+            next_log = now + LOG_EVERY
+        time.sleep(0.2)
+    return value
+
+
+def _wait_visible(settings: Settings, admin: KafkaAdminClient, topics: list[str]) -> None:
+    """Describe ``topics`` until each has partitions, all with a leader (at most TOPIC_WAIT s)."""
+
+    def visible() -> list[dict] | None:
+        described = call(settings, "describe topics", lambda: admin.describe_topics(topics))
+        ready = all(not d["error_code"] and all(p["leader"] >= 0 for p in d["partitions"]) for d in described)
+        return described if ready and all(d["partitions"] for d in described) else None
+
+    described = _poll_until(visible, TOPIC_WAIT, f"waiting for Kafka to show topics {', '.join(topics)}")
+    if described is None:
+        names = ", ".join(f"{t} ({_topic_variable(settings, t)})" for t in topics)
+        raise BusError(
+            f"Kafka at {settings.kafka_bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS) does not show topics {names} "
+            f"with a leader for every partition {TOPIC_WAIT:.0f} s after their creation; check the broker's log"
+        )
+    for d in described:
+        if len(d["partitions"]) < PARTITIONS:
+            log.warning(
+                "topic %s has %d partition(s), fewer than %d: fewer members of a group receive from it; "
+                "delete it (Kirby re-creates it) or add partitions",
+                *(d["topic"], len(d["partitions"]), PARTITIONS),
+            )
+
+
 def ensure_topics(settings: Settings) -> None:
-    """Create the offers and events topics when missing (harmless when another process races us)."""
+    """Create the offers and events topics when missing (harmless when another process races us);
+    return once both are visible to this client, each partition with a leader."""
+    topics = [settings.topic_job_offers, settings.topic_run_events]
     admin = _admin(settings)
     try:
         existing = set(call(settings, "list topics", admin.list_topics))
         brokers = len(call(settings, "describe the cluster", admin.describe_cluster)["brokers"])
-        for topic in (settings.topic_job_offers, settings.topic_run_events):
+        for topic in topics:
             if topic in existing:
                 continue
             call(settings, f"create topic {topic}", lambda: _create_topic(admin, topic, min(3, brokers)))
+        _wait_visible(settings, admin, topics)
     finally:
         admin.close()
 
@@ -146,16 +205,47 @@ def delete_topics(settings: Settings) -> None:
         admin.close()
 
 
-class KafkaGroupConsumer(Consumer[M]):
-    """A KafkaConsumer in a group; its delivery token is (TopicPartition, offset). One thread only."""
+class _Assignments(ConsumerRebalanceListener):
+    """Counts the partitions of ``topic`` held (called in the polling thread): those of the latest
+    assignment; during a rebalance (eager protocol: all revoked) none."""
 
-    def __init__(self, settings: Settings, topic: str, group: str, member: str, decode: Callable[[bytes], M]):
+    def __init__(self, consumer: KafkaGroupConsumer):
+        self._owner = consumer
+
+    def on_partitions_revoked(self, revoked) -> None:
+        owner = self._owner  # a rebalance: nothing is received until it ends
+        owner._held = sum(1 for p in owner._consumer.assignment() if p.topic == owner.topic and p not in revoked)
+
+    def on_partitions_assigned(self, assigned) -> None:
+        owner = self._owner
+        owner._held = sum(1 for partition in owner._consumer.assignment() if partition.topic == owner.topic)
+        if owner._held == 0 and owner._joined_at is not None:
+            log.warning("%s now holds no partition of %s: it receives nothing from it", owner.member, owner.topic)
+        owner._joined_at = owner._joined_at or time.monotonic()
+
+
+class KafkaGroupConsumer(Consumer[M]):
+    """A KafkaConsumer in a group; its delivery token is (TopicPartition, offset). One thread only
+    (``partitions`` excepted: any thread may read it)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        group: str,
+        member: str,
+        decode: Callable[[bytes], M],
+        wait_for_partitions: bool = True,
+    ):
         self._settings, self._decode = settings, decode
+        self.topic, self.group, self.member = topic, group, member
+        self._held = 0  # partitions of ``topic`` in the latest assignment (set by _Assignments)
+        self._joined_at: float | None = None
+        self._pending: dict = {}  # records polled while waiting for the assignment, returned first
         self._consumer = call(
             settings,
             f"join group {group}",
             lambda: KafkaConsumer(
-                topic,
                 group_id=group,
                 client_id=f"kirby-{member}",
                 enable_auto_commit=False,
@@ -163,18 +253,83 @@ class KafkaGroupConsumer(Consumer[M]):
                 session_timeout_ms=SESSION_TIMEOUT_MS,
                 heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
                 max_poll_interval_ms=300_000,
+                metadata_max_age_ms=METADATA_MAX_AGE_MS,
+                allow_auto_create_topics=False,
                 **client_config(settings),
             ),
         )
         self.on_close: Callable[[KafkaGroupConsumer], None] = lambda consumer: None
+        try:
+            self._wait_for_topic()
+            self._consumer.subscribe([topic], listener=_Assignments(self))
+            if wait_for_partitions:
+                self._wait_for_partitions()
+        except BaseException:
+            self._consumer.close(autocommit=False, timeout_ms=REQUEST_TIMEOUT_MS)
+            raise
+
+    def _wait_for_topic(self) -> None:
+        """Subscribe only once the topic is in this consumer's metadata: a group formed while it is
+        not gets no partitions of it until the next metadata refresh."""
+        if not _poll_until(
+            lambda: call(self._settings, f"read the metadata of {self.topic}", self._topic_partitions),
+            TOPIC_WAIT,
+            f"{self.member}: topic {self.topic} is not in Kafka's metadata yet; waiting",
+        ):
+            raise BusError(
+                f"topic {self.topic} ({_topic_variable(self._settings, self.topic)}) is missing on Kafka at "
+                f"{self._settings.kafka_bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS) after {TOPIC_WAIT:.0f} s; "
+                f"start kirby web or a supervisor (they create it) or check the broker's log"
+            )
+
+    def _topic_partitions(self) -> set[int]:
+        return self._consumer.partitions_for_topic(self.topic)
+
+    def _wait_for_partitions(self) -> None:
+        """Poll (keeping what arrives for ``poll``) until the group gave this member partitions; give
+        up after ASSIGNMENT_WAIT s, or EMPTY_JOIN_WAIT s after a join that gave it none, logged."""
+        started = time.monotonic()
+
+        def settled() -> bool:
+            polled = call(
+                self._settings,
+                f"join group {self.group}",
+                lambda: self._consumer.poll(timeout_ms=200, max_records=1),
+                retry=False,
+            )
+            for partition, records in polled.items():
+                self._pending.setdefault(partition, []).extend(records)
+            return bool(self._held) or (
+                self._joined_at is not None and time.monotonic() - self._joined_at >= EMPTY_JOIN_WAIT
+            )
+
+        _poll_until(settled, ASSIGNMENT_WAIT, f"{self.member}: waiting for partitions of {self.topic} in {self.group}")
+        waited = time.monotonic() - started
+        if self._held:
+            log.info("%s holds %d partition(s) of %s after %.1f s", self.member, self._held, self.topic, waited)
+        else:
+            log.warning(
+                "%s holds no partition of %s in group %s after %.0f s: it receives nothing from it until a "
+                "rebalance gives it some (more members than the topic's partitions?)",
+                *(self.member, self.topic, self.group, waited),
+            )
+
+    def partitions(self) -> int:
+        return self._held
 
     def poll(self, timeout: float, max_messages: int = 100) -> list[Delivery[M]]:
+        if self._pending:  # what arrived while joining comes first
+            batches, self._pending = self._pending, {}
+            return self._deliveries(batches)
         batches = call(
             self._settings,
             "poll",
             lambda: self._consumer.poll(timeout_ms=int(max(timeout, 0) * 1000), max_records=max_messages),
             retry=False,  # polling again is the caller's loop
         )
+        return self._deliveries(batches)
+
+    def _deliveries(self, batches: dict) -> list[Delivery[M]]:
         deliveries = []
         for partition, records in batches.items():
             for record in records:
@@ -187,20 +342,27 @@ class KafkaGroupConsumer(Consumer[M]):
         return deliveries
 
     def ack(self, delivery: Delivery[M]) -> None:
-        partition, offset = delivery.token
-        commit = {partition: OffsetAndMetadata(offset + 1, "", -1)}
+        self.ack_all([delivery])
 
-        def commit_offset() -> None:
+    def ack_all(self, deliveries: list[Delivery[M]]) -> None:
+        """One commit: for each partition, the highest offset delivered + 1."""
+        highest: dict[TopicPartition, int] = {}
+        for delivery in deliveries:
+            partition, offset = delivery.token
+            highest[partition] = max(offset, highest.get(partition, -1))
+        if not highest:
+            return
+        commit = {partition: OffsetAndMetadata(offset + 1, "", -1) for partition, offset in highest.items()}
+
+        def commit_offsets() -> None:
             try:
                 self._consumer.commit(commit, timeout_ms=REQUEST_TIMEOUT_MS)
             except CommitFailedError:
-                # The partition moved to another member in a rebalance: it receives this offer
-                # again and drops it as already claimed. Nothing is lost.
-                log.warning(
-                    "offset %d of %s not committed (rebalanced); another member gets it again", offset, partition
-                )
+                # The partition moved to another member in a rebalance: it receives these
+                # messages again and drops them (offers already claimed, events recorded).
+                log.warning("offsets %s not committed (rebalanced); another member gets them again", highest)
 
-        call(self._settings, "commit an offset", commit_offset)
+        call(self._settings, "commit an offset", commit_offsets)
 
     def release(self, deliveries: list[Delivery[M]]) -> None:
         oldest: dict[TopicPartition, int] = {}
@@ -239,6 +401,8 @@ class KafkaBus(OfferBus):
                 retry_backoff_ms=200,
                 max_block_ms=5000,
                 delivery_timeout_ms=int(SEND_TIMEOUT * 1000),
+                metadata_max_age_ms=METADATA_MAX_AGE_MS,
+                allow_auto_create_topics=False,
                 **client_config(settings),
             ),
         )
@@ -283,7 +447,11 @@ class KafkaBus(OfferBus):
         return self._consumer(self._settings.topic_run_events, group, member, RunEvent.from_json)
 
     def _consumer(self, topic: str, group: str, member: str, decode: Callable) -> KafkaGroupConsumer:
-        consumer = KafkaGroupConsumer(self._settings, topic, group, member, decode)
+        """A new member of ``group``. A second member of a group opened on this bus does not wait for
+        partitions: the group settles only once the first one polls again, after this returns."""
+        with self._lock:
+            alone = not any(consumer.group == group for consumer in self._consumers)
+        consumer = KafkaGroupConsumer(self._settings, topic, group, member, decode, wait_for_partitions=alone)
         with self._lock:
             self._consumers.add(consumer)
         consumer.on_close = self._forget

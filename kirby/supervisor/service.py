@@ -115,6 +115,8 @@ class Supervisor:
             "running": self.executor.running(),
             "leader": self.election.is_leader,
             "epoch": self.election.epoch,
+            # partitions of the offers topic held (0: receives no offers); None while joining or without partitions
+            "offer_partitions": self.runner.consumer.partitions() if self.runner is not None else None,
         }
 
     def _heartbeat(self) -> None:

@@ -34,12 +34,21 @@ def _bad_query(exc: BadQuery):
 
 @blueprint.route("/healthz")
 def healthz():
+    """503 when the database does not answer; else 200 with ``status`` ``ok``, or ``degraded`` (and a
+    ``reason``) when the run events consumer holds no partition of its topic (events not recorded)."""
+    state = web_state()
     try:
-        with web_state().database.session() as s:
+        with state.database.session() as s:
             s.execute(text("SELECT 1"))
     except Exception as exc:  # noqa: BLE001 - any database failure means unhealthy
         return api_error(503, f"database unreachable: {type(exc).__name__}")
-    return jsonify({"status": "ok"})
+    body = {"status": "ok"}
+    if state.events_consumer is not None:
+        body["events_consumer"] = health = state.events_consumer.health()
+        if health["partitions"] == 0:
+            body["status"] = "degraded"
+            body["reason"] = f"the run events consumer holds no partition of {health['topic']}: new events wait"
+    return jsonify(body)
 
 
 @blueprint.route("/schedule")
@@ -116,6 +125,7 @@ def job_run_now(name: str):
 @api_auth()
 def metrics():
     state = web_state()
+    events = state.events_consumer.health()["partitions"] if state.events_consumer is not None else None
     with state.database.session() as s:
-        body = render_metrics(s, state.lease_store, state.clock.now())
+        body = render_metrics(s, state.lease_store, state.clock.now(), events_partitions=events)
     return Response(body, mimetype="text/plain; version=0.0.4")

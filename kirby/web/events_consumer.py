@@ -13,6 +13,10 @@ the holder and when it was last seen, ``kirby.recorder.mark_lost``) if it did, w
 back and however old it is. Runs ``claimed`` or ``running`` in the database whose claim names no
 instance (made before instances were recorded, or forgotten by the store) are marked lost once
 their supervisor's name has been missing from the registry for longer than ``grace`` seconds.
+
+``ready`` is set once the bus consumer is open (``kirby web`` waits for it before serving, so no
+run starts before its events can be recorded). ``health()`` (any thread) says whether the consumer is open and how many partitions of the events
+topic it holds: 0 means new run events are not recorded (``/healthz`` says ``degraded``).
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class EventsConsumer:
         self._settler: Settler | None = None
         self._last_lost_check: datetime | None = None
         self._stop = threading.Event()
+        self.ready = threading.Event()  # set once the bus consumer is open (on Kafka: holding partitions)
         self._thread: threading.Thread | None = None
 
     # -- one iteration ----------------------------------------------------------------------------
@@ -70,6 +75,7 @@ class EventsConsumer:
         """Poll, record and acknowledge one batch; returns how many events were recorded."""
         if self._consumer is None:
             self._consumer = self.state.bus.event_consumer(group=web_group(self.state.settings), member=self.member)
+            self.ready.set()
         deliveries = self._consumer.poll(self.poll_timeout if timeout is None else timeout, self.batch)
         if not deliveries:
             return 0
@@ -80,9 +86,18 @@ class EventsConsumer:
             log.exception("could not record %d run events; they will be redelivered", len(deliveries))
             self._reopen()
             raise
-        for delivery in deliveries:
-            self._consumer.ack(delivery)
+        self._consumer.ack_all(deliveries)  # one round trip on Kafka, not one per event
         return len(deliveries)
+
+    def health(self) -> dict:
+        """``topic``; ``open`` (False while joining the group); ``partitions`` held (None: not open
+        yet, or a bus without partitions)."""
+        consumer = self._consumer
+        return {
+            "topic": self.state.settings.topic_run_events,
+            "open": consumer is not None,
+            "partitions": consumer.partitions() if consumer is not None else None,
+        }
 
     def check_lost(self, now: datetime) -> list[str]:
         """Settle the runs of dead instances; mark lost the unsettled runs of long-missing names."""
@@ -151,6 +166,10 @@ class EventsConsumer:
         self._thread.start()
 
     def _loop(self) -> None:
+        try:  # open the lease store before joining the group: its first use takes a while
+            self.state.lease_store.supervisors()
+        except Exception:  # noqa: BLE001 - check_lost reports it; consuming must not wait for it
+            log.exception("the lease store did not answer; marking lost runs will retry")
         while not self._stop.is_set():
             try:
                 self.step(datetime.now(timezone.utc))

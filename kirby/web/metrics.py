@@ -3,7 +3,11 @@
 * ``kirby_runs{state=...}``: runs by state (one grouped count on ``ix_runs_state_scheduled``);
 * ``kirby_dispatch_lag_seconds``: summary of ``started_at - scheduled_at`` over the latest
   ``LAG_SAMPLE`` started scheduled runs (quantiles 0.5, 0.9, 0.99, sum and count);
-* ``kirby_leader_epoch``, ``kirby_leader_present`` and ``kirby_supervisors_alive`` from the lease store.
+* ``kirby_leader_epoch``, ``kirby_leader_present`` and ``kirby_supervisors_alive`` from the lease store;
+* ``kirby_consumer_partitions{process="web",stream="events"}`` (this web process's run events
+  consumer) and ``{process="supervisor",supervisor=NAME,stream="offers"}`` (from each supervisor's
+  heartbeat): partitions of its topic the consumer holds; 0 means it receives nothing. Absent on a
+  bus without partitions (the embedded bus) and while a consumer is joining.
 """
 
 from __future__ import annotations
@@ -36,7 +40,30 @@ def _dispatch_lags(session: Session) -> list[float]:
     return sorted(max(0.0, (started - scheduled).total_seconds()) for scheduled, started in session.execute(query))
 
 
-def render_metrics(session: Session, lease_store: LeaseStore, now: datetime) -> str:
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _consumer_partitions(events_partitions: int | None, alive: list) -> list[str]:
+    lines = [
+        "# HELP kirby_consumer_partitions Partitions of its topic a Kirby consumer holds (0: it receives nothing).",
+        "# TYPE kirby_consumer_partitions gauge",
+    ]
+    if events_partitions is not None:
+        lines.append(f'kirby_consumer_partitions{{process="web",stream="events"}} {events_partitions}')
+    for supervisor in sorted(alive, key=lambda s: s.name):
+        held = supervisor.info.get("offer_partitions")
+        if held is not None:
+            name = _label(supervisor.name)
+            lines.append(
+                f'kirby_consumer_partitions{{process="supervisor",supervisor="{name}",stream="offers"}} {held}'
+            )
+    return lines
+
+
+def render_metrics(
+    session: Session, lease_store: LeaseStore, now: datetime, events_partitions: int | None = None
+) -> str:
     counts = dict.fromkeys(RunState, 0)
     for state, count in session.execute(select(Run.state, func.count()).group_by(Run.state)):
         counts[state] = count
@@ -64,6 +91,7 @@ def render_metrics(session: Session, lease_store: LeaseStore, now: datetime) -> 
         "# HELP kirby_supervisors_alive Supervisors with a live heartbeat.",
         "# TYPE kirby_supervisors_alive gauge",
         f"kirby_supervisors_alive {len(alive)}",
+        *_consumer_partitions(events_partitions, alive),
         "# HELP kirby_metrics_generated_timestamp_seconds When this page was built.",
         "# TYPE kirby_metrics_generated_timestamp_seconds gauge",
         f"kirby_metrics_generated_timestamp_seconds {now.timestamp():.3f}",

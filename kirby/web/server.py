@@ -1,9 +1,11 @@
 """Serve the web app: waitress (a production WSGI server), or Flask's debugger with ``debug``.
 
 The process also runs the run events consumer (``events_consumer``) so that run events reach the
-script database, and the notifier (``kirby.notify.notifier``) that delivers the notifications outbox. waitress gets enough threads for many open log streams (each SSE stream holds
-one thread while it lasts) and trusts ``X-Forwarded-Proto`` from a reverse proxy on 127.0.0.1, so
-cookies are marked Secure behind HTTPS.
+script database, and the notifier (``kirby.notify.notifier``) that delivers the notifications
+outbox; it starts serving once that consumer is open (at most ``READY_WAIT`` s, logged), so no run
+starts before its events can be recorded. waitress gets enough threads for many open log streams
+(each SSE stream holds one thread while it lasts) and trusts ``X-Forwarded-Proto`` from a reverse
+proxy on 127.0.0.1, so cookies are marked Secure behind HTTPS.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from kirby.web.events_consumer import EventsConsumer
 
 log = logging.getLogger(__name__)
 THREADS = 48
+READY_WAIT = 15.0  # seconds serving waits for the run events consumer (joined, holding partitions)
 
 
 def serve(
@@ -29,9 +32,12 @@ def serve(
     if not settings.api_token:
         log.warning("KIRBY_API_TOKEN is not set: /schedule answers 503 until it is (the leader needs it)")
     consumer = EventsConsumer(state, grace=lost_grace, lost_check_every=min(10.0, max(1.0, lost_grace / 3)))
+    state.events_consumer = consumer
     consumer.start()
     notifier = Notifier(state.settings, state.database, clock=state.clock)  # delivers the notifications outbox
     notifier.start()
+    if not consumer.ready.wait(READY_WAIT):  # /schedule waits too: runs start once events can be recorded
+        log.warning("the run events consumer is not ready after %.0f s; serving anyway (see /healthz)", READY_WAIT)
 
     def stop(*_) -> None:  # stop cleanly: log streams end, consumer closed, leases released
         state.stopping.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from flask import current_app
 from sqlalchemy.orm import scoped_session
@@ -29,6 +30,7 @@ class WebState:
     owns: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     stopping: threading.Event = field(default_factory=threading.Event)  # set at shutdown: streams end
+    events_consumer: Any = None  # the process's EventsConsumer (``kirby web`` sets it): /healthz reports it
 
     def __post_init__(self) -> None:
         # Flask-Admin's views share one thread-local session, removed after each request.

@@ -137,6 +137,25 @@ def test_acknowledged_offers_are_not_redelivered_after_reconnect(bus_factory):
     assert run_ids(got) == ["sentinel"]
 
 
+def test_ack_all_acknowledges_every_delivery_of_a_batch(bus_factory):
+    bus = bus_factory()
+    first = bus.offer_consumer("a")
+    expected = [f"r-{n}" for n in range(12)]  # spread over the partitions
+    bus.publish_offers([make_offer(run_id) for run_id in expected])
+    deliveries: list = []
+    wait_for(lambda: deliveries.extend(first.poll(0.2)) or len(deliveries) >= 12, 30, f"received {deliveries}")
+    first.ack_all(deliveries)
+    first.close()
+    bus.close()
+
+    again = bus_factory()
+    consumer = again.offer_consumer("a")
+    again.publish_offer(make_offer("sentinel"))
+    got = receive(consumer, 1, 30)
+    consumer.poll(0.5)  # anything still on its way would show now
+    assert run_ids(got) == ["sentinel"]
+
+
 def test_closing_without_ack_hands_offers_to_another_member(bus_factory):
     bus = bus_factory()
     leaving = bus.offer_consumer("a")

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,9 +67,10 @@ class Cluster:
         self.processes[name] = process
         return process
 
-    def start_web(self) -> None:
+    def start_web(self, wait: bool = True) -> None:
         self._spawn("web", "web", "--port", str(self.web_port), "--lost-grace", "5")
-        wait_for(lambda: self._answers("/healthz"), 60, f"kirby web did not answer; see {self.workdir}/web.log")
+        if wait:
+            wait_for(lambda: self._answers("/healthz"), 60, f"kirby web did not answer; see {self.workdir}/web.log")
 
     def _answers(self, path: str) -> bool:
         try:
@@ -151,13 +153,22 @@ class Cluster:
                 session.add(Schedule(context=context, cron=cron, **schedule))
 
     def close(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
+        """SIGTERM every live process at once (they stop in parallel), SIGKILL what is left after 30 s."""
+        live = [process for process in self.processes.values() if process.poll() is None]
+        for process in live:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 30
+        for process in live:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 try:
-                    os.killpg(process.pid, signal.SIGTERM)
-                    process.wait(30)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
                     os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         self.database.dispose()
 
 
@@ -199,6 +210,16 @@ def cluster_env(
 
 def open_cluster(workdir: Path, env: dict[str, str], web_port: int) -> Cluster:
     return Cluster(workdir, env, web_port, open_database(load_settings(environ=env, cwd=workdir)))
+
+
+def new_cluster(workdir: Path, example_index: str, shared_venvs: Path, kafka: str | None, redis_url: str | None):
+    """A Cluster in ``workdir`` on a free port: embedded backends, or the given Kafka and Redis with
+    topics, consumer group and Redis keys of its own (fresh names each call)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    web_port = free_port()
+    return open_cluster(
+        workdir, cluster_env(workdir, web_port, example_index, shared_venvs, kafka, redis_url), web_port
+    )
 
 
 @pytest.fixture(params=["embedded", pytest.param("kafka-redis", marks=[pytest.mark.kafka, pytest.mark.redis])])
