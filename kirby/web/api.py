@@ -25,6 +25,8 @@ from kirby.web.state import web_state
 
 blueprint = Blueprint("api", __name__)
 MASK = "********"
+MAX_PAGE = 1_000_000
+MAX_LOG_BYTES = 1024 * 1024  # /api/runs/<id>/logs: one answer carries at most ~1 MiB of log text
 
 
 def _now() -> datetime:
@@ -70,7 +72,7 @@ def schedule():
 @api_auth()
 def runs():
     run_filter = RunFilter.from_args(request.args)
-    page = parse_int("page", request.args.get("page"), 1, minimum=1)
+    page = parse_int("page", request.args.get("page"), 1, minimum=1, maximum=MAX_PAGE)
     per_page = parse_int("per_page", request.args.get("per_page"), 50, minimum=1, maximum=500)
     with web_state().database.session() as s:
         rows, more = runs_page(s, run_filter, page, per_page)
@@ -85,8 +87,9 @@ def run_logs(run_id: str):
     with web_state().database.session() as s:
         if s.get(Run, run_id) is None:
             return api_error(404, f"no run {run_id!r}")
-        lines = log_lines_after(s, run_id, after, limit)
-        return jsonify({"run_id": run_id, "lines": [line_dict(line) for line in lines]})
+        lines, truncated = log_lines_after(s, run_id, after, limit, MAX_LOG_BYTES)
+        # truncated: the byte cap ended this page early; ask again with after=<last seq>
+        return jsonify({"run_id": run_id, "lines": [line_dict(line) for line in lines], "truncated": truncated})
 
 
 @blueprint.route("/api/runs/<path:run_id>")

@@ -71,9 +71,15 @@ def parse_instant(name: str, raw: str | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-def parse_int(name: str, raw: str | None, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+MAX_INT = 2**53  # any id, seq or page beyond this is a mistake (and would overflow the database)
+
+
+def parse_int(name: str, raw: str | None, default: int, minimum: int = 0, maximum: int = MAX_INT) -> int:
+    """``raw`` as a whole number in [minimum, maximum]; BadQuery (a 400 naming ``name``) otherwise."""
     if raw in (None, ""):
         return default
+    if len(raw) > 20:
+        raise BadQuery(f"{name}={raw[:20]!r}... is too long for a whole number")
     try:
         value = int(raw)
     except ValueError:
@@ -120,10 +126,21 @@ def run_dict(run: Run) -> dict[str, Any]:
     }
 
 
-def log_lines_after(session: Session, run_id: str, after_seq: int, limit: int) -> list[LogLine]:
-    """Lines of ``run_id`` with ``seq > after_seq``, in order (uses the (run_id, seq) unique index)."""
+def log_lines_after(
+    session: Session, run_id: str, after_seq: int, limit: int, max_bytes: int | None = None
+) -> tuple[list[LogLine], bool]:
+    """Lines of ``run_id`` with ``seq > after_seq``, in order (uses the (run_id, seq) unique index),
+    at most ``limit`` of them and, past the first, at most ``max_bytes`` of text; and whether the
+    byte cap cut the page short (ask again after the last line's ``seq``)."""
     query = select(LogLine).where(LogLine.run_id == run_id, LogLine.seq > after_seq).order_by(LogLine.seq).limit(limit)
-    return list(session.scalars(query))
+    lines: list[LogLine] = []
+    size = 0
+    for line in session.scalars(query.execution_options(yield_per=100)):
+        size += len(line.text.encode())
+        if lines and max_bytes is not None and size > max_bytes:
+            return lines, True
+        lines.append(line)
+    return lines, False
 
 
 def line_dict(line: LogLine) -> dict[str, Any]:
