@@ -22,7 +22,14 @@ class UserView(AdminOnlyModelView):
     form_extra_fields = {
         "new_password": PasswordField(
             "Password",
-            validators=[Optional(), Length(min=MIN_PASSWORD_LENGTH, max=1024)],
+            validators=[
+                Optional(),
+                Length(
+                    min=MIN_PASSWORD_LENGTH,
+                    max=1024,
+                    message=f"use at least {MIN_PASSWORD_LENGTH} characters (at most 1024)",
+                ),
+            ],
             description=f"At least {MIN_PASSWORD_LENGTH} characters. On an existing user, leave blank to keep "
             "the password. A new password ends the user's open sessions.",
         )

@@ -18,14 +18,13 @@ from wtforms import ValidationError
 from kirby.errors import KirbyError
 from kirby.models import Run
 from kirby.web.metrics import render_metrics
-from kirby.web.queries import BadQuery, RunFilter, line_dict, log_lines_after, parse_int, run_dict, runs_page
+from kirby.web.queries import MAX_PAGE, BadQuery, RunFilter, line_dict, log_lines_after, parse_int, run_dict, runs_page
 from kirby.web.run_now import context_for, run_now
 from kirby.web.security import api_auth, api_error, bearer_token_ok
 from kirby.web.state import web_state
 
 blueprint = Blueprint("api", __name__)
 MASK = "********"
-MAX_PAGE = 1_000_000
 MAX_LOG_BYTES = 1024 * 1024  # /api/runs/<id>/logs: one answer carries at most ~1 MiB of log text
 
 

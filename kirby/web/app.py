@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from flask import Flask, redirect, url_for
+from flask import Flask, redirect, request, url_for
 from flask_wtf.csrf import CSRFProtect
 
 from kirby.config import Settings
 from kirby.db import Database, open_database
 from kirby.web import api, auth, logs
 from kirby.web.proxy import TrustedProxies
+from kirby.web.queries import check_paging
 from kirby.web.redirects import check_return_parameters
 from kirby.web.security import SessionInterface, add_security_headers
 from kirby.web.state import WebState
@@ -62,6 +63,7 @@ def create_app(settings: Settings, database: Database | None = None, bus=None, l
     init_admin(app, state)
     app.after_request(add_security_headers)
     app.before_request(check_return_parameters)  # the one check of every return URL (next=, url=)
+    app.before_request(lambda: check_paging(request.args))  # page=10**20 is a 400, not a 500
     app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxies)
 
     @app.teardown_appcontext

@@ -10,7 +10,6 @@ the proxy's ``X-Forwarded-For`` when the peer is in ``KIRBY_TRUSTED_PROXIES`` (`
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
@@ -82,7 +81,7 @@ def login():
     if form.validate_on_submit():
         state = web_state()
         username, address = form.username.data.strip().lower(), request.remote_addr or "?"
-        wait = state.throttle.attempt(username, address, time.monotonic())  # counted before the answer
+        wait = state.throttle.attempt(username, address, state.throttle.clock())  # counted before the answer
         if wait > 0:
             flash(f"Too many failed logins: try again in {int(wait) + 1} s.", "error")
             return render_template("kirby/login.html", form=form), 429

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from kirby.models import LogLine, Run, RunState
 
 MAX_PAGE_SIZE = 500
+MAX_PAGE = 1_000_000
 
 
 class BadQuery(ValueError):
@@ -87,6 +88,14 @@ def parse_int(name: str, raw: str | None, default: int, minimum: int = 0, maximu
     if value < minimum or (maximum is not None and value > maximum):
         raise BadQuery(f"{name}={raw!r} must be between {minimum} and {maximum}")
     return value
+
+
+def check_paging(args: Any) -> None:
+    """Before each request: ``page`` and ``page_size`` (Flask-Admin's lists; ``page`` of the API
+    too) are whole numbers in range, or a 400 naming them (a huge page would overflow the
+    database's OFFSET: a 500)."""
+    parse_int("page", args.get("page"), 0, minimum=0, maximum=MAX_PAGE)
+    parse_int("page_size", args.get("page_size"), 1, minimum=1, maximum=MAX_PAGE_SIZE)
 
 
 def runs_page(session: Session, run_filter: RunFilter, page: int, per_page: int) -> tuple[list[Run], bool]:

@@ -74,6 +74,7 @@ def serve(
                 threads=settings.max_log_streams + RESERVED_THREADS,
                 connection_limit=max(100, 2 * (settings.max_log_streams + RESERVED_THREADS)),
                 ident="kirby",
+                clear_untrusted_proxy_headers=False,  # kirby.web.proxy decides (KIRBY_TRUSTED_PROXIES)
                 channel_timeout=120,
             )
     finally:

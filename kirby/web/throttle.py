@@ -20,6 +20,8 @@ Time is passed in (``now``, seconds) so the policy is tested without waiting.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -64,7 +66,15 @@ class _Backoff:
 class LoginThrottle:
     """Login attempts per (username, address) and per address, reserved atomically."""
 
-    def __init__(self, free: int = 3, address_free: int = 20, cap_seconds: float = 300.0, forget_after: float = 3600.0):
+    def __init__(
+        self,
+        free: int = 3,
+        address_free: int = 20,
+        cap_seconds: float = 300.0,
+        forget_after: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.clock = clock  # what the login view passes as ``now`` (tests freeze it)
         self.free = free
         self.cap_seconds = cap_seconds
         self._users = _Backoff(free, cap_seconds, forget_after)

@@ -100,6 +100,7 @@ def test_logout_ends_the_session(app, admin_client):
 
 
 def test_wrong_passwords_are_refused_then_slowed_down(app):
+    app.extensions["kirby"].throttle.clock = lambda: 1000.0  # no block expires while the test runs
     client = app.test_client()
     statuses = [client.post("/login", data={"username": "alice", "password": "nope"}).status_code for _ in range(5)]
     assert statuses[:4] == [401, 401, 401, 401] and statuses[4] == 429
