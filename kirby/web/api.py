@@ -127,4 +127,9 @@ def metrics():
     state = web_state()
     with state.database.session() as s:
         body = render_metrics(s, state.lease_store, _now())
+    body += (
+        "# HELP kirby_web_log_streams_open Live-log streams this kirby web serves now.\n"
+        "# TYPE kirby_web_log_streams_open gauge\n"
+        f"kirby_web_log_streams_open {state.streams.open_count()}\n"
+    )
     return Response(body, mimetype="text/plain; version=0.0.4")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask_login import LoginManager, current_user, login_user, logout_user
 from flask_wtf import FlaskForm
+from sqlalchemy import select, update
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
@@ -85,14 +86,17 @@ def login():
         if wait > 0:
             flash(f"Too many failed logins: try again in {int(wait) + 1} s.", "error")
             return render_template("kirby/login.html", form=form), 429
-        from kirby.users import authenticate
+        from kirby.users import verify_or_dummy
 
+        name = form.username.data.strip()
         with state.database.session() as s:
-            user = authenticate(s, state.settings, form.username.data.strip(), form.password.data)
+            user = s.scalars(select(User).where(User.username == name)).first() if name else None
+            stored = (user.password_hash, user.active, user.session_generation) if user else (None, False, 0)
+            found = LoginUser(user.id, user.username, user.role) if user else None
+        # the connection is back in the pool before the slow hash: parallel logins cannot exhaust it
+        password_hash, active, generation = stored
+        if not verify_or_dummy(password_hash, form.password.data, state.settings) or not active:
             found = None
-            if user is not None and user.active:
-                found = LoginUser(user.id, user.username, user.role)
-                generation = user.session_generation
         if found is None:
             flash("Wrong username or password.", "error")
             status = 401
@@ -109,8 +113,6 @@ def login():
 
 def revoke_sessions(user_id: int) -> None:
     """End every existing session of the user (each carries the generation it logged in with)."""
-    from sqlalchemy import update
-
     with web_state().database.session() as s:
         s.execute(update(User).where(User.id == user_id).values(session_generation=User.session_generation + 1))
 

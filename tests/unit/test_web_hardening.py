@@ -224,6 +224,7 @@ def test_live_log_streams_are_capped_per_user_and_in_total(capped):
     assert "KIRBY_MAX_LOG_STREAMS_PER_USER" in third.get_json()["error"]
     open_streams.append(admin.get("/logs/stream", buffered=False))
     assert open_streams[-1].status_code == 200 and slots.open_count() == 3
+    assert "kirby_web_log_streams_open 3\n" in admin.get("/metrics").get_data(as_text=True)
     total = admin.get("/logs/stream", buffered=False)
     assert total.status_code == 503 and "KIRBY_MAX_LOG_STREAMS)" in total.get_json()["error"]
     token = capped.test_client().get("/logs/stream", headers=AUTH, buffered=False)
