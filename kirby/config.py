@@ -7,6 +7,7 @@ The README's table documents every variable; keep it in step with ``VARIABLES`` 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
@@ -85,6 +86,22 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
     "KIRBY_NOTIFY_COOLDOWN": (
         "600",
         "Seconds: at most one notification per group, job and event in this time; the rest come as one digest.",
+    ),
+    # Web hardening (issue 12; see docs/security.md).
+    "KIRBY_TRUSTED_PROXIES": (
+        "",
+        "Reverse proxies (addresses or networks, comma-separated, e.g. 127.0.0.1) whose X-Forwarded-For "
+        "and X-Forwarded-Proto `kirby web` believes. Unset: none (the client address is the TCP peer).",
+    ),
+    "KIRBY_MAX_LOG_STREAMS": ("24", "Live-log streams open at once in `kirby web`; beyond it 503 + Retry-After."),
+    "KIRBY_MAX_LOG_STREAMS_PER_USER": ("4", "Live-log streams one user (or the API token) may hold open."),
+    "KIRBY_MAX_LOG_LINES_PER_RUN": (
+        "100000",
+        "Log lines stored per run; later lines are dropped after a final truncated line.",
+    ),
+    "KIRBY_RUN_RETENTION_DAYS": (
+        "90",
+        "Finished runs (and their logs) older than this are deleted by `kirby web` (daily) and `kirby gc`; 0 keeps them.",
     ),
 }
 
@@ -223,6 +240,21 @@ def _parse_log_format(raw: str) -> str:
     return raw
 
 
+def _parse_networks(name: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated IP addresses or networks (``10.0.0.0/8``), normalised; () when empty."""
+    networks = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ConfigError(
+                f"{name}={raw!r}: {item!r} is not an IP address or network; use e.g. {name}=127.0.0.1,10.0.0.0/8"
+            ) from None
+    return tuple(networks)
+
+
 def _read_dotenv(path: Path) -> dict[str, str]:
     try:
         values = dotenv_values(path, encoding="utf-8")
@@ -272,6 +304,12 @@ class Settings:
     smtp_url: str | None = field(default=None, repr=False)  # may hold a password
     mail_from: str = "kirby@localhost"
     notify_cooldown: int = 600
+    # Web hardening (issue 12; see docs/security.md).
+    trusted_proxies: tuple[str, ...] = ()
+    max_log_streams: int = 24
+    max_log_streams_per_user: int = 4
+    max_log_lines_per_run: int = 100_000
+    run_retention_days: int = 90
 
     @property
     def secret_key_is_default(self) -> bool:
@@ -355,6 +393,14 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
         else None,
         mail_from=get("KIRBY_MAIL_FROM"),
         notify_cooldown=_parse_int("KIRBY_NOTIFY_COOLDOWN", get("KIRBY_NOTIFY_COOLDOWN")),
+        # Web hardening (issue 12; see docs/security.md).
+        trusted_proxies=_parse_networks("KIRBY_TRUSTED_PROXIES", get("KIRBY_TRUSTED_PROXIES")),
+        max_log_streams=_parse_int("KIRBY_MAX_LOG_STREAMS", get("KIRBY_MAX_LOG_STREAMS"), minimum=1),
+        max_log_streams_per_user=_parse_int(
+            "KIRBY_MAX_LOG_STREAMS_PER_USER", get("KIRBY_MAX_LOG_STREAMS_PER_USER"), minimum=1
+        ),
+        max_log_lines_per_run=_parse_int("KIRBY_MAX_LOG_LINES_PER_RUN", get("KIRBY_MAX_LOG_LINES_PER_RUN"), minimum=10),
+        run_retention_days=_parse_int("KIRBY_RUN_RETENTION_DAYS", get("KIRBY_RUN_RETENTION_DAYS")),
     )
 
 

@@ -34,7 +34,10 @@ Rules that make recording idempotent and order-proof:
 * the notifications of the runs whose state changed are added to the outbox in the same
   transaction (``kirby.notify.outbox.enqueue``), once per run, event and group;
 * an event for an unknown run (its ``claimed`` was lost or not yet seen) creates a placeholder
-  row whose job, environment and scheduled instant are parsed from the run id.
+  row whose job, environment and scheduled instant are parsed from the run id;
+* with ``max_lines`` (``KIRBY_MAX_LOG_LINES_PER_RUN``), lines ``seq < max_lines`` are stored and
+  any later line becomes one ``system`` line at ``seq == max_lines`` saying the log was truncated
+  (stored once, like any line): a run cannot fill the database with its output.
 """
 
 from __future__ import annotations
@@ -162,10 +165,15 @@ def _fill_from_offer(run: Run, data: dict[str, Any]) -> None:
         run.trigger = data["trigger"]
 
 
-def record(session: Session, events: list[RunEvent]) -> None:
+def truncated_text(max_lines: int) -> str:
+    return f"[kirby] log truncated: this run printed more than {max_lines} lines; the rest was not stored"
+
+
+def record(session: Session, events: list[RunEvent], max_lines: int | None = None) -> None:
     """Apply ``events`` (in order) to the runs and log_lines tables. The caller commits.
 
-    Idempotent: recording a batch twice, or any event again, leaves the same rows.
+    Idempotent: recording a batch twice, or any event again, leaves the same rows. Log lines past
+    ``max_lines`` per run are replaced by one final "truncated" line (see the module docstring).
     """
     if not events:
         return
@@ -180,6 +188,18 @@ def record(session: Session, events: list[RunEvent]) -> None:
             session.add(run)
         if event.kind == "log":
             seq = int(event.data["seq"])
+            if max_lines is not None and seq >= max_lines:
+                lines.setdefault(
+                    (event.run_id, max_lines),
+                    {
+                        "run_id": event.run_id,
+                        "seq": max_lines,
+                        "time": event.time,
+                        "stream": "system",
+                        "text": truncated_text(max_lines),
+                    },
+                )
+                continue
             lines.setdefault(
                 (event.run_id, seq),
                 {

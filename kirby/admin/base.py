@@ -11,9 +11,10 @@
 from __future__ import annotations
 
 import enum
+import re
 from datetime import datetime
 
-from flask import abort, has_request_context, redirect, request, url_for
+from flask import abort, flash, has_request_context, redirect, request, url_for
 from flask_admin import BaseView
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.contrib.sqla.form import AdminModelConverter
@@ -22,6 +23,7 @@ from flask_admin.model import typefmt
 from flask_admin.model.form import converts
 from flask_login import current_user
 from flask_wtf import FlaskForm
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 
 class KirbyForm(SecureForm):
@@ -114,12 +116,30 @@ class KirbyModelView(_Access, ModelView):
     def is_action_allowed(self, name: str) -> bool:
         return is_admin() and super().is_action_allowed(name)
 
+    def handle_view_exception(self, exc: Exception) -> bool:
+        """A database error while saving is shown without the statement's parameters: Flask-Admin
+        would echo ``str(exc)``, which holds the values just typed (a secret config value too)."""
+        if isinstance(exc, SQLAlchemyError):
+            flash(f"Could not save: {database_reason(exc)}", "error")
+            return True
+        return super().handle_view_exception(exc)
+
     def _handle_view(self, name, **kwargs):
         """Every POST to a model view (create, edit, delete, actions, ajax) needs the admin role."""
         response = super()._handle_view(name, **kwargs)
         if response is None and request.method == "POST" and not is_admin():
             abort(403)
         return response
+
+
+def database_reason(exc: Exception) -> str:
+    """The database's reason for refusing a write, without any value: the constraint it names."""
+    if isinstance(exc, IntegrityError):
+        original = str(getattr(exc, "orig", "") or "")
+        constraint = re.search(r'constraint "?([\w.]+)"?|failed: ([\w., ]+)', original)
+        what = next((g for g in constraint.groups() if g), None) if constraint else None
+        return f"a record like this already exists, or a required value is missing ({what or 'integrity error'})"
+    return f"the database refused the change ({type(exc).__name__})"
 
 
 class AdminOnlyModelView(KirbyModelView):

@@ -21,24 +21,36 @@ from kirby.models import ConfigKey, ConfigScope
 
 MASK = "••••••••"
 KEEP_HINT = "Secret: leave blank to keep the stored value."
+RETYPE_HINT = "Secret: not shown again; type the value again to save it."
 
 
 class SecretValueField(StringField):
-    """A value field that keeps the stored secret when submitted blank."""
+    """A value field that keeps the stored secret when submitted blank, and never renders a
+    secret's value (not even one just typed into a form that is shown again after an error)."""
+
+    hidden = False
 
     def populate_obj(self, obj, name) -> None:
         if not self.data and getattr(obj, "secret", False) and getattr(obj, "id", None) is not None:
             return
         setattr(obj, name, self.data or "")
 
+    def _value(self) -> str:
+        return "" if self.hidden else super()._value()
+
 
 class _SecretAware:
     def process(self, formdata=None, obj=None, data=None, extra_filters=None, **kwargs):
         super().process(formdata, obj, data=data, extra_filters=extra_filters, **kwargs)
-        if obj is not None and getattr(obj, "secret", False) and "value" in self._fields:
+        if "value" not in self._fields:
+            return
+        stored = obj is not None and getattr(obj, "secret", False)
+        typed = bool(formdata) and "secret" in self._fields and bool(self.secret.data)
+        if stored or typed:
             if not formdata:
                 self.value.data = ""
-            self.value.render_kw = {"placeholder": KEEP_HINT}
+            self.value.hidden = True
+            self.value.render_kw = {"placeholder": KEEP_HINT if stored else RETYPE_HINT}
 
 
 class SecretAwareForm(_SecretAware, BaseForm):

@@ -9,7 +9,7 @@ import click
 from kirby.config import Settings
 from kirby.db import open_database
 from kirby.errors import UserError
-from kirby.users import add_user, check_username, find_user
+from kirby.users import add_user, check_password, check_username, find_user
 
 
 def _password_from_stdin() -> str:
@@ -39,8 +39,7 @@ def adduser(settings: Settings, name: str, password_stdin: bool, admin: bool | N
             password = click.prompt(
                 "Password", hide_input=True, confirmation_prompt=True, default="", show_default=False
             )
-        if not password:
-            raise UserError(f"refusing an empty password for user {name!r}; choose a password")
+        check_password(name, password)  # empty or under 12 characters: refused before any question
         if admin is None:
             admin = False if password_stdin else click.confirm("Give admin rights?", default=False)
         with database.session() as session:

@@ -288,8 +288,10 @@ def _users(session: Session, settings: Settings, data: DemoData, notes: list[str
                 f"note: user {existing.username!r} already exists; kept unchanged (password and role not changed)"
             )
             continue
+        # A demo file's passwords are kept as written (demo/demo, guest/guest), under the minimum of
+        # `kirby adduser`: they are demo-only (the quickstart banner, README and docs/security.md say so).
         try:
-            add_user(session, settings, spec.username, spec.password, spec.admin)
+            add_user(session, settings, spec.username, spec.password, spec.admin, min_length=1)
         except UserError as exc:
             raise DemoImportError(child(spec.path, "username"), str(exc)) from None
 

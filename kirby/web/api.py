@@ -17,13 +17,14 @@ from kirby.errors import KirbyError
 from kirby.models import Run
 from kirby.schedule.document import build_schedule
 from kirby.web.metrics import render_metrics
-from kirby.web.queries import BadQuery, RunFilter, line_dict, log_lines_after, parse_int, run_dict, runs_page
+from kirby.web.queries import MAX_PAGE, BadQuery, RunFilter, line_dict, log_lines_after, parse_int, run_dict, runs_page
 from kirby.web.run_now import context_for, run_now
 from kirby.web.security import api_auth, api_error, bearer_token_ok
 from kirby.web.state import web_state
 
 blueprint = Blueprint("api", __name__)
 MASK = "********"
+MAX_LOG_BYTES = 1024 * 1024  # /api/runs/<id>/logs: one answer carries at most ~1 MiB of log text
 
 
 @blueprint.app_errorhandler(BadQuery)
@@ -72,7 +73,7 @@ def schedule():
 @api_auth()
 def runs():
     run_filter = RunFilter.from_args(request.args)
-    page = parse_int("page", request.args.get("page"), 1, minimum=1)
+    page = parse_int("page", request.args.get("page"), 1, minimum=1, maximum=MAX_PAGE)
     per_page = parse_int("per_page", request.args.get("per_page"), 50, minimum=1, maximum=500)
     with web_state().database.session() as s:
         rows, more = runs_page(s, run_filter, page, per_page)
@@ -87,8 +88,9 @@ def run_logs(run_id: str):
     with web_state().database.session() as s:
         if s.get(Run, run_id) is None:
             return api_error(404, f"no run {run_id!r}")
-        lines = log_lines_after(s, run_id, after, limit)
-        return jsonify({"run_id": run_id, "lines": [line_dict(line) for line in lines]})
+        lines, truncated = log_lines_after(s, run_id, after, limit, MAX_LOG_BYTES)
+        # truncated: the byte cap ended this page early; ask again with after=<last seq>
+        return jsonify({"run_id": run_id, "lines": [line_dict(line) for line in lines], "truncated": truncated})
 
 
 @blueprint.route("/api/runs/<path:run_id>")
@@ -128,4 +130,9 @@ def metrics():
     events = state.events_consumer.health()["partitions"] if state.events_consumer is not None else None
     with state.database.session() as s:
         body = render_metrics(s, state.lease_store, state.clock.now(), events_partitions=events)
+    body += (
+        "# HELP kirby_web_log_streams_open Live-log streams this kirby web serves now.\n"
+        "# TYPE kirby_web_log_streams_open gauge\n"
+        f"kirby_web_log_streams_open {state.streams.open_count()}\n"
+    )
     return Response(body, mimetype="text/plain; version=0.0.4")

@@ -2,7 +2,8 @@
 
 Builds the Flask app over the script database: login (``auth``), the Flask-Admin panel
 (``kirby.admin``), the JSON API (``api``) and live logs (``logs``), with CSRF protection on every
-form and security headers on every response. It does not start the run events consumer; ``kirby
+form, security headers on every response, one check of every return URL (``redirects``) and the
+client address from a trusted reverse proxy only (``proxy``). It does not start the run events consumer; ``kirby
 web`` (``kirby.web.server``) does. Bus and lease store are opened on first use unless given.
 """
 
@@ -11,13 +12,16 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from flask import Flask, redirect, url_for
+from flask import Flask, redirect, request, url_for
 from flask_wtf.csrf import CSRFProtect
 
 from kirby.admin import init_admin
 from kirby.config import Settings
 from kirby.db import Database, open_database
 from kirby.web import api, auth, logs
+from kirby.web.proxy import TrustedProxies
+from kirby.web.queries import check_paging
+from kirby.web.redirects import check_return_parameters
 from kirby.web.security import SessionInterface, add_security_headers
 from kirby.web.state import WebState
 
@@ -41,8 +45,6 @@ def create_app(settings: Settings, database: Database | None = None, bus=None, l
         KIRBY_SSE_POLL=0.5,
         KIRBY_SSE_LIFETIME=300.0,
     )
-    if settings.secret_key_is_default and not settings.testing:
-        log.warning("SECRET_KEY is the insecure development default: set SECRET_KEY before exposing kirby web")
     app.session_interface = SessionInterface()
 
     state = WebState(settings, database or open_database(settings), _bus=bus, _lease_store=lease_store)
@@ -59,6 +61,9 @@ def create_app(settings: Settings, database: Database | None = None, bus=None, l
 
     init_admin(app, state)
     app.after_request(add_security_headers)
+    app.before_request(check_return_parameters)  # the one check of every return URL (next=, url=)
+    app.before_request(lambda: check_paging(request.args))  # page=10**20 is a 400, not a 500
+    app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxies)
 
     @app.teardown_appcontext
     def _remove_session(_exc=None) -> None:

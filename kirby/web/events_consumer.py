@@ -2,7 +2,7 @@
 
 ``EventsConsumer.step(now)`` is one iteration (tested directly, no sleeping): it polls a batch of
 run events (group ``kirby-web``), records them in one transaction (``kirby.recorder.record``) and
-acknowledges them only after the commit, so a crash between the two means a redelivery, which
+acknowledges them only after the commit (at most ``KIRBY_MAX_LOG_LINES_PER_RUN`` lines per run), so a crash between the two means a redelivery, which
 recording absorbs. A batch that fails to record is not acknowledged: the consumer is closed (its
 events go back to the group) and reopened.
 
@@ -81,7 +81,7 @@ class EventsConsumer:
             return 0
         try:
             with self.state.database.session() as s:
-                record(s, [d.message for d in deliveries])
+                record(s, [d.message for d in deliveries], max_lines=self.state.settings.max_log_lines_per_run)
         except Exception:
             log.exception("could not record %d run events; they will be redelivered", len(deliveries))
             self._reopen()

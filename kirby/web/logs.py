@@ -6,6 +6,8 @@ The stream sends ``event: end`` and closes once the run is finished and every li
 ``GET /logs/stream?job=<name>`` (or no filter): the newest lines of every run (of that job), then
 new ones as they are stored; each event's ``id`` is the line's row id. Streams close after
 ``KIRBY_SSE_LIFETIME`` seconds (the browser reconnects and resumes), freeing the server thread.
+Open streams are capped per user and in total (``kirby.web.streams``: beyond a cap, 503 with
+``Retry-After``); each batch sent between two queries is capped in lines and in bytes.
 
 Each event's data is JSON (``run_id``, ``job``, ``seq``, ``time``, ``stream``, ``text``): the page
 inserts ``text`` with ``textContent``, so a line is always shown as text, never as HTML.
@@ -18,16 +20,19 @@ import time
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, current_app, request
+from flask_login import current_user
 from sqlalchemy import select
 
 from kirby.models import LogLine, Run
 from kirby.web.queries import parse_int
-from kirby.web.security import api_auth, api_error
+from kirby.web.security import api_auth, api_error, bearer_token_ok
 from kirby.web.state import WebState, web_state
+from kirby.web.streams import RETRY_AFTER_SECONDS
 
 blueprint = Blueprint("logstream", __name__)
 BACKLOG = 200
-BATCH = 500
+BATCH = 200  # lines per query; a line is at most 64 KiB (the executor cuts longer ones)
+BATCH_BYTES = 256 * 1024  # and at most this much text is sent before the next query
 
 
 def _event(event_id: int, data: dict) -> str:
@@ -68,9 +73,10 @@ def run_events(state: WebState, run_id: str, after: int, poll: float, lifetime: 
                     .limit(BATCH)
                 )
             )
+        size = 0
         for line in lines:
             after = line.seq
-            yield _event(
+            event = _event(
                 line.seq,
                 {
                     "run_id": run_id,
@@ -81,7 +87,11 @@ def run_events(state: WebState, run_id: str, after: int, poll: float, lifetime: 
                     "text": line.text,
                 },
             )
-        if len(lines) == BATCH:
+            yield event
+            size += len(event)
+            if size >= BATCH_BYTES:
+                break
+        if len(lines) == BATCH or size >= BATCH_BYTES:
             continue
         if finished:
             yield f"event: end\ndata: {json.dumps({'run_id': run_id, 'state': run.state.value})}\n\n"
@@ -105,9 +115,10 @@ def tail_events(state: WebState, job: str | None, after: int | None, poll: float
     while True:
         with state.database.session() as s:
             rows = s.execute(_tail_query(job).where(LogLine.id > after).order_by(LogLine.id).limit(BATCH)).all()
+        size = 0
         for line, job_name in rows:
             after = line.id
-            yield _event(
+            event = _event(
                 line.id,
                 {
                     "run_id": line.run_id,
@@ -118,7 +129,11 @@ def tail_events(state: WebState, job: str | None, after: int | None, poll: float
                     "text": line.text,
                 },
             )
-        if len(rows) == BATCH:
+            yield event
+            size += len(event)
+            if size >= BATCH_BYTES:
+                break
+        if len(rows) == BATCH or size >= BATCH_BYTES:
             continue
         if not (yield from _idle(state, deadline, beat, poll)):
             return
@@ -139,7 +154,21 @@ def stream():
         events = run_events(state, run_id, -1 if after is None else after, poll, lifetime)
     else:
         events = tail_events(state, request.args.get("job") or None, after, poll, lifetime)
+    slot = state.streams.acquire(_stream_owner(state))
+    if isinstance(slot, str):
+        events.close()
+        response = api_error(503, f"{slot}: close another live-log tab, or retry in {RETRY_AFTER_SECONDS} s")
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
     response = Response(events, mimetype="text/event-stream")
+    response.call_on_close(slot)  # the server closes the response when the stream ends or the client goes
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response
+
+
+def _stream_owner(state: WebState) -> str:
+    """Whose stream cap this stream counts against: the logged-in user, or the API token."""
+    if bearer_token_ok(state.settings.api_token):
+        return "api-token"
+    return f"user:{current_user.id}"

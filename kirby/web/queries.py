@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from kirby.models import LogLine, Run, RunState
 
 MAX_PAGE_SIZE = 500
+MAX_PAGE = 1_000_000
 
 
 class BadQuery(ValueError):
@@ -71,9 +72,15 @@ def parse_instant(name: str, raw: str | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-def parse_int(name: str, raw: str | None, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+MAX_INT = 2**53  # any id, seq or page beyond this is a mistake (and would overflow the database)
+
+
+def parse_int(name: str, raw: str | None, default: int, minimum: int = 0, maximum: int = MAX_INT) -> int:
+    """``raw`` as a whole number in [minimum, maximum]; BadQuery (a 400 naming ``name``) otherwise."""
     if raw in (None, ""):
         return default
+    if len(raw) > 20:
+        raise BadQuery(f"{name}={raw[:20]!r}... is too long for a whole number")
     try:
         value = int(raw)
     except ValueError:
@@ -81,6 +88,14 @@ def parse_int(name: str, raw: str | None, default: int, minimum: int = 0, maximu
     if value < minimum or (maximum is not None and value > maximum):
         raise BadQuery(f"{name}={raw!r} must be between {minimum} and {maximum}")
     return value
+
+
+def check_paging(args: Any) -> None:
+    """Before each request: ``page`` and ``page_size`` (Flask-Admin's lists; ``page`` of the API
+    too) are whole numbers in range, or a 400 naming them (a huge page would overflow the
+    database's OFFSET: a 500)."""
+    parse_int("page", args.get("page"), 0, minimum=0, maximum=MAX_PAGE)
+    parse_int("page_size", args.get("page_size"), 1, minimum=1, maximum=MAX_PAGE_SIZE)
 
 
 def runs_page(session: Session, run_filter: RunFilter, page: int, per_page: int) -> tuple[list[Run], bool]:
@@ -120,10 +135,21 @@ def run_dict(run: Run) -> dict[str, Any]:
     }
 
 
-def log_lines_after(session: Session, run_id: str, after_seq: int, limit: int) -> list[LogLine]:
-    """Lines of ``run_id`` with ``seq > after_seq``, in order (uses the (run_id, seq) unique index)."""
+def log_lines_after(
+    session: Session, run_id: str, after_seq: int, limit: int, max_bytes: int | None = None
+) -> tuple[list[LogLine], bool]:
+    """Lines of ``run_id`` with ``seq > after_seq``, in order (uses the (run_id, seq) unique index),
+    at most ``limit`` of them and, past the first, at most ``max_bytes`` of text; and whether the
+    byte cap cut the page short (ask again after the last line's ``seq``)."""
     query = select(LogLine).where(LogLine.run_id == run_id, LogLine.seq > after_seq).order_by(LogLine.seq).limit(limit)
-    return list(session.scalars(query))
+    lines: list[LogLine] = []
+    size = 0
+    for line in session.scalars(query.execution_options(yield_per=100)):
+        size += len(line.text.encode())
+        if lines and max_bytes is not None and size > max_bytes:
+            return lines, True
+        lines.append(line)
+    return lines, False
 
 
 def line_dict(line: LogLine) -> dict[str, Any]:

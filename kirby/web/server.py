@@ -1,11 +1,14 @@
 """Serve the web app: waitress (a production WSGI server), or Flask's debugger with ``debug``.
 
 The process also runs the run events consumer (``events_consumer``) so that run events reach the
-script database, and the notifier (``kirby.notify.notifier``) that delivers the notifications
-outbox; it starts serving once that consumer is open (at most ``READY_WAIT`` s, logged), so no run
-starts before its events can be recorded. waitress gets enough threads for many open log streams
-(each SSE stream holds one thread while it lasts) and trusts ``X-Forwarded-Proto`` from a reverse
-proxy on 127.0.0.1, so cookies are marked Secure behind HTTPS.
+script database, the notifier (``kirby.notify.notifier``) that delivers the notifications outbox,
+and the daily retention of run history (``kirby.retention``); it starts serving once the consumer is
+open (at most ``READY_WAIT`` s, logged), so no run starts before its events can be recorded.
+waitress gets ``KIRBY_MAX_LOG_STREAMS`` threads for live-log streams (each SSE stream holds one
+thread while it lasts; ``kirby.web.streams`` refuses more) plus ``RESERVED_THREADS`` that streams
+can never take, so ``/schedule`` and ``/healthz`` are always served. ``X-Forwarded-*`` headers are
+believed only from ``KIRBY_TRUSTED_PROXIES`` (``kirby.web.proxy``). It refuses the default
+``SECRET_KEY`` unless TESTING or ``--debug``.
 """
 
 from __future__ import annotations
@@ -15,18 +18,33 @@ import signal
 import sys
 
 from kirby.config import Settings
+from kirby.errors import ConfigError
 from kirby.notify.notifier import Notifier
+from kirby.retention import RetentionLoop
 from kirby.web.app import create_app
 from kirby.web.events_consumer import EventsConsumer
 
 log = logging.getLogger(__name__)
-THREADS = 48
 READY_WAIT = 15.0  # seconds serving waits for the run events consumer (joined, holding partitions)
+RESERVED_THREADS = 16  # threads live-log streams cannot take (pages, API, /schedule, /healthz)
+
+
+def check_secret_key(settings: Settings, debug: bool) -> None:
+    """Refuse the development default (or an empty) ``SECRET_KEY`` outside TESTING and --debug:
+    anyone knowing it could forge a session cookie and log in as any user."""
+    if settings.testing or debug:
+        return
+    if settings.secret_key_is_default or settings.secret_key.startswith("change-me"):
+        raise ConfigError(
+            "SECRET_KEY is unset or the insecure default: set it to a long random string, e.g. "
+            "SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))'), then start kirby web again"
+        )
 
 
 def serve(
     settings: Settings, host: str = "127.0.0.1", port: int = 8080, debug: bool = False, lost_grace: float = 60.0
 ) -> None:
+    check_secret_key(settings, debug)
     app = create_app(settings)
     state = app.extensions["kirby"]
     if not settings.api_token:
@@ -38,6 +56,8 @@ def serve(
     notifier.start()
     if not consumer.ready.wait(READY_WAIT):  # /schedule waits too: runs start once events can be recorded
         log.warning("the run events consumer is not ready after %.0f s; serving anyway (see /healthz)", READY_WAIT)
+    retention = RetentionLoop(state.database, settings.run_retention_days)
+    retention.start()
 
     def stop(*_) -> None:  # stop cleanly: log streams end, consumer closed, leases released
         state.stopping.set()
@@ -60,15 +80,15 @@ def serve(
                 app,
                 host=host,
                 port=port,
-                threads=THREADS,
+                threads=settings.max_log_streams + RESERVED_THREADS,
+                connection_limit=max(100, 2 * (settings.max_log_streams + RESERVED_THREADS)),
                 ident="kirby",
-                trusted_proxy="127.0.0.1",
-                trusted_proxy_headers={"x-forwarded-proto"},
-                clear_untrusted_proxy_headers=True,
+                clear_untrusted_proxy_headers=False,  # kirby.web.proxy decides (KIRBY_TRUSTED_PROXIES)
                 channel_timeout=120,
             )
     finally:
         state.stopping.set()
         consumer.stop()
         notifier.stop()
+        retention.stop()
         state.close()

@@ -16,6 +16,7 @@ from kirby.config import Settings
 from kirby.db import Database
 from kirby.lease import open_lease_store
 from kirby.lease.base import LeaseStore
+from kirby.web.streams import StreamSlots
 from kirby.web.throttle import LoginThrottle
 
 
@@ -35,6 +36,7 @@ class WebState:
     def __post_init__(self) -> None:
         # Flask-Admin's views share one thread-local session, removed after each request.
         self.scoped = scoped_session(self.database.sessions)
+        self.streams = StreamSlots(self.settings.max_log_streams, self.settings.max_log_streams_per_user)
 
     @property
     def bus(self) -> OfferBus:

@@ -95,9 +95,9 @@ def test_interactive_dialogue_through_a_terminal(tmp_path: Path, kirby_env):
     terminal = Terminal([str(KIRBY), "adduser", "alice"], kirby_env, tmp_path)
     try:
         terminal.expect("Password: ")
-        terminal.type("s3cret-pw")
+        terminal.type("s3cret-passphrase")
         terminal.expect("Repeat for confirmation: ")
-        terminal.type("s3cret-pw")
+        terminal.type("s3cret-passphrase")
         terminal.expect("Give admin rights? [y/N]: ")
         terminal.type("y")
         terminal.expect("User alice added with admin rights")
@@ -109,7 +109,7 @@ def test_interactive_dialogue_through_a_terminal(tmp_path: Path, kirby_env):
     )  # exactly the guide's dialogue, and the password never echoed
     users, settings = stored_users(tmp_path, kirby_env)
     assert users["alice"].role == Role.ADMIN
-    assert verify_password(users["alice"].password_hash, "s3cret-pw", settings)
+    assert verify_password(users["alice"].password_hash, "s3cret-passphrase", settings)
 
 
 @pytest.mark.slow
@@ -127,7 +127,7 @@ def test_password_stdin_and_duplicate_refusal(tmp_path: Path, kirby_env):
 
     created = adduser("robot", "--password-stdin", stdin="from-a-script\n")
     assert (created.returncode, created.stdout) == (0, "User robot added with viewer rights\n"), created.stderr
-    duplicate = adduser("robot", "--password-stdin", "--admin", stdin="another\n")
+    duplicate = adduser("robot", "--password-stdin", "--admin", stdin="another-passphrase\n")
     assert duplicate.returncode == 1
     assert duplicate.stderr == "Error: user 'robot' already exists; choose another name\n"
     empty = adduser("empty", "--password-stdin", stdin="\n")

@@ -87,6 +87,12 @@ CASES = {
     ),
     "KIRBY_MAIL_FROM": ("mail_from", "kirby@localhost", "Kirby <kirby@example.com>", "Kirby <kirby@example.com>"),
     "KIRBY_NOTIFY_COOLDOWN": ("notify_cooldown", 600, "0", 0),
+    # Web hardening (issue 12).
+    "KIRBY_TRUSTED_PROXIES": ("trusted_proxies", (), "127.0.0.1, 10.1.2.0/24", ("127.0.0.1/32", "10.1.2.0/24")),
+    "KIRBY_MAX_LOG_STREAMS": ("max_log_streams", 24, "100", 100),
+    "KIRBY_MAX_LOG_STREAMS_PER_USER": ("max_log_streams_per_user", 4, "2", 2),
+    "KIRBY_MAX_LOG_LINES_PER_RUN": ("max_log_lines_per_run", 100_000, "5000", 5000),
+    "KIRBY_RUN_RETENTION_DAYS": ("run_retention_days", 90, "0", 0),
 }
 
 
@@ -237,6 +243,19 @@ def test_missing_ssl_files(tmp_path, name):
 @pytest.mark.parametrize(("name", "raw"), [("KIRBY_TOPIC_JOB_OFFERS", "my offers"), ("KIRBY_TOPIC_RUN_EVENTS", "é")])
 def test_bad_topics(tmp_path, name, raw):
     refused(tmp_path, f"{name}={raw!r} is not a Kafka topic name", **{name: raw})
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("KIRBY_TRUSTED_PROXIES", "127.0.0.1,nginx", "'nginx' is not an IP address or network"),
+        ("KIRBY_MAX_LOG_STREAMS", "0", "must be at least 1"),
+        ("KIRBY_MAX_LOG_LINES_PER_RUN", "many", "is not a whole number"),
+        ("KIRBY_RUN_RETENTION_DAYS", "-1", "must be at least 0"),
+    ],
+)
+def test_bad_web_hardening_values(tmp_path, name, value, message):
+    assert refused(tmp_path, message, **{name: value}).startswith(f"{name}=")
 
 
 @pytest.mark.parametrize("raw", ["%(asctime", "%(no_such_field)s"])

@@ -100,6 +100,7 @@ def test_logout_ends_the_session(app, admin_client):
 
 
 def test_wrong_passwords_are_refused_then_slowed_down(app):
+    app.extensions["kirby"].throttle.clock = lambda: 1000.0  # no block expires while the test runs
     client = app.test_client()
     statuses = [client.post("/login", data={"username": "alice", "password": "nope"}).status_code for _ in range(5)]
     assert statuses[:4] == [401, 401, 401, 401] and statuses[4] == 429
@@ -111,26 +112,58 @@ def test_wrong_passwords_are_refused_then_slowed_down(app):
 
 
 def test_login_backoff_doubles_and_is_capped():
-    throttle = LoginThrottle(free=3, cap_seconds=10)
-    key = ("alice", "127.0.0.1")
+    throttle = LoginThrottle(free=3, address_free=100, cap_seconds=10)
     for _ in range(3):
-        throttle.failure(key, now=100.0)
-    assert throttle.wait_seconds(key, 100.0) == 0
+        assert throttle.attempt("alice", "10.0.0.1", now=100.0) == 0  # reserved, counted as failures
+    assert throttle.wait_seconds(("alice", "10.0.0.1"), 100.0) == 0
     waits = []
-    for _ in range(6):
-        throttle.failure(key, now=100.0)
-        waits.append(throttle.wait_seconds(key, 100.0))
+    for step in range(6):
+        now = 100.0 + 20 * step  # each attempt after the previous wait is over
+        assert throttle.attempt("alice", "10.0.0.1", now) == 0
+        waits.append(throttle.wait_seconds(("alice", "10.0.0.1"), now))
     assert waits == [1, 2, 4, 8, 10, 10]
-    assert throttle.wait_seconds(key, 200.0) == 0
-    throttle.success(key)
-    throttle.failure(key, now=300.0)
-    assert throttle.wait_seconds(key, 300.0) == 0
+    assert throttle.attempt("alice", "10.0.0.1", 200.0) == 10  # refused while blocked, not counted again
+    assert throttle.wait_seconds(("alice", "10.0.0.1"), 300.0) == 0
+    assert throttle.attempt("alice", "10.0.0.1", 300.0) == 0
+    throttle.succeeded("alice", "10.0.0.1")  # the right password: the record is forgotten
+    assert throttle.attempt("alice", "10.0.0.1", 300.0) == 0 and throttle.wait_seconds(("alice", "10.0.0.1"), 300) == 0
+
+
+def test_another_address_is_never_blocked_by_someone_elses_failures():
+    throttle = LoginThrottle(free=3, address_free=20)
+    while throttle.attempt("alice", "10.6.6.6", now=50.0) == 0:
+        pass
+    assert throttle.wait_seconds(("alice", "10.6.6.6"), 50.0) > 0
+    assert throttle.attempt("alice", "10.0.0.7", now=50.0) == 0  # alice herself, from her own address
+
+
+def test_one_address_is_limited_across_usernames():
+    throttle = LoginThrottle(free=3, address_free=20, cap_seconds=300)
+    allowed = [throttle.attempt(f"nobody-{i}", "10.6.6.6", now=0.0) == 0 for i in range(40)]
+    assert allowed == [True] * 21 + [False] * 19  # 20 free failures, the 21st blocks the address
+    assert throttle.attempt("alice", "10.0.0.7", now=0.0) == 0  # other addresses are unaffected
+
+
+def test_a_success_gives_back_only_its_own_attempt():
+    throttle = LoginThrottle(free=3, address_free=5)
+    for i in range(5):
+        assert throttle.attempt(f"guess-{i}", "10.6.6.6", now=0.0) == 0
+    assert throttle.attempt("mallory", "10.6.6.6", now=0.0) == 0  # the 6th failure blocks the address...
+    throttle.succeeded("mallory", "10.6.6.6")  # ...unless it was right: that one attempt is given back
+    assert throttle.attempt("guess-6", "10.6.6.6", now=0.0) == 0  # 6 counted again: blocked after this one
+    assert throttle.attempt("guess-7", "10.6.6.6", now=0.0) > 0
 
 
 def test_login_does_not_redirect_off_site(app):
     client = app.test_client()
-    response = client.post("/login?next=//evil.example/", data={"username": "alice", "password": PASSWORD})
-    assert response.headers["Location"] == "/admin/"
+    for target in ("//evil.example/", "http:/evil.example", "/\\evil.example", "https://evil.example/x"):
+        response = client.post(
+            "/login", query_string={"next": target}, data={"username": "alice", "password": PASSWORD}
+        )
+        assert response.status_code == 400 and "Location" not in response.headers, target
+        assert "next=" in response.get_json()["error"]
+    response = client.post("/login?next=/admin/job/", data={"username": "alice", "password": PASSWORD})
+    assert response.headers["Location"] == "/admin/job/"
 
 
 def test_the_api_token_acts_and_a_wrong_one_does_not(app):
