@@ -28,7 +28,7 @@ from kirby.events import RunEvent
 from kirby.lease import open_lease_store
 from kirby.models import ConfigKey, Environment, User
 from kirby.recorder import record
-from kirby.web import create_app
+from kirby.web.app import create_app
 from kirby.web.redirects import is_safe_return_url
 
 
@@ -183,7 +183,7 @@ def test_the_admin_form_refuses_a_short_password(app, admin_client):
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 def test_an_integrity_error_does_not_echo_a_secret_value(app, admin_client):
-    first = admin_client.post("/admin/config/new/", data={"key": "DUP_KEY", "value": "v1", "secret": "y"})
+    first = admin_client.post("/admin/config/new/", data={"key": "DUP_KEY", "value": "first-value", "secret": "y"})
     assert first.status_code == 302
     page = admin_client.post(
         "/admin/config/new/", data={"key": "DUP_KEY", "value": "hunter2-typed-secret", "secret": "y"}
@@ -191,7 +191,7 @@ def test_an_integrity_error_does_not_echo_a_secret_value(app, admin_client):
     assert "Could not save" in page and "Secret: not shown again" in page
     assert "hunter2-typed-secret" not in page and "parameters" not in page.lower()
     with app.extensions["kirby"].database.session() as s:
-        assert list(s.scalars(select(ConfigKey.value).where(ConfigKey.key == "DUP_KEY"))) == ["v1"]
+        assert list(s.scalars(select(ConfigKey.value).where(ConfigKey.key == "DUP_KEY"))) == ["first-value"]
 
 
 # --- live-log stream caps ------------------------------------------------------------------------
