@@ -38,9 +38,9 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from kirby.commands import demo, supervisor, users, venvs, web
+    from kirby.commands import demo, scripts_as_code, supervisor, tokens, users, venvs, web
 
-    for module in (demo, users, venvs, web, supervisor):
+    for module in (demo, users, venvs, web, supervisor, tokens, scripts_as_code):
         for command in module.COMMANDS:
             cli.add_command(command)
 
