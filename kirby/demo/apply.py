@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from kirby.config import Settings
 from kirby.demo import document
 from kirby.demo.export import export_data
+from kirby.demo.load import require_values
 from kirby.demo.source import child
 from kirby.demo.spec import ConfigValue, DemoData, SuspensionSpec
 from kirby.demo.write import global_keys, write_environment, write_group, write_job, write_suspension
@@ -104,6 +105,7 @@ def apply_data(session: Session, settings: Settings, data: DemoData, prune: bool
     """Write the difference between the database and ``data`` into ``session``; return the plan."""
     current = export_data(session)
     data = _with_stored_secrets(data, current)
+    require_values(data)  # a {"secret": true} the database has no value for
     old, new = document.document(current, with_secrets=True), document.document(data, with_secrets=True)
     plan = Plan(notes=[*current.notes, *data.notes])
     undeclared = [name for name in data.used_environments() if name not in data.environments]

@@ -274,8 +274,8 @@ def _users(session: Session, settings: Settings, data: DemoData, notes: list[str
             raise DemoImportError(child(spec.path, "username"), str(exc)) from None
 
 
-def _require_values(data: DemoData) -> None:
-    """The import writes every value: ``{"secret": true}`` without one is for ``kirby apply``."""
+def require_values(data: DemoData) -> None:
+    """Every value is there: ``{"secret": true}`` without one keeps a stored value (``kirby apply``), never invents one."""
     values = [
         *data.global_config,
         *(v for j in data.jobs for v in (*j.config, *(x for c in j.contexts for x in c.config))),
@@ -294,7 +294,7 @@ def load(session: Session, settings: Settings, data: DemoData, force: bool) -> l
     replaced (with their contexts, schedules, config, notifications and suspensions) and the rest added.
     """
     notes = list(data.notes)
-    _require_values(data)
+    require_values(data)
     try:
         _replace_jobs(session, data, force)
         environments, undeclared = _environments(session, data, notes)
