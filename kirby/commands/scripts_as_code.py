@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from kirby.db import open_database
-from kirby.demo.files import apply_file, export_text
+from kirby.demo.files import apply_checked, export_text, read_data
 
 
 @click.command("export")
@@ -39,9 +39,10 @@ def export(settings, fmt: str, with_secrets: bool, output: Path | None) -> None:
 @click.pass_obj
 def apply(settings, file: Path, dry_run: bool, prune: bool) -> None:
     """Make the script database match FILE (JSON or YAML, the import format), all or nothing."""
+    data = read_data(file)  # a bad file stops here, before the database is opened
     database = open_database(settings)
     try:
-        plan = apply_file(database, settings, file, prune=prune, dry_run=dry_run)
+        plan = apply_checked(database, settings, data, prune=prune, dry_run=dry_run)
     finally:
         database.dispose()
     for note in plan.notes:

@@ -21,6 +21,7 @@ from kirby.demo.document import document
 from kirby.demo.export import export_data
 from kirby.demo.parse import parse
 from kirby.demo.source import read, type_name
+from kirby.demo.spec import DemoData
 from kirby.errors import DemoImportError
 
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
@@ -81,9 +82,18 @@ def export_text(database: Database, fmt: str, with_secrets: bool) -> tuple[str, 
     return json.dumps(body, indent=2, ensure_ascii=False) + "\n", data.notes
 
 
+def read_data(path: Path) -> DemoData:
+    """Read and validate the JSON or YAML file at ``path`` (no database involved)."""
+    return parse(read_document(path))
+
+
 def apply_file(database: Database, settings: Settings, path: Path, prune: bool, dry_run: bool) -> Plan:
-    """Validate ``path``, then apply it in one transaction (rolled back when ``dry_run``)."""
-    data = parse(read_document(path))
+    """Validate ``path``, then apply it (see :func:`apply_checked`)."""
+    return apply_checked(database, settings, read_data(path), prune, dry_run)
+
+
+def apply_checked(database: Database, settings: Settings, data: DemoData, prune: bool, dry_run: bool) -> Plan:
+    """Apply validated ``data`` in one transaction (rolled back when ``dry_run``)."""
     session = database.sessions()
     try:
         plan = apply_data(session, settings, data, prune)
