@@ -28,6 +28,7 @@ EXAMPLES = [
     ("kirby-example-forker", "1.0.0"),
     ("kirby-example-daemon", "1.0.0"),
     ("kirby-example-chatty", "1.0.0"),
+    ("kirby-example-prober", "1.0.0"),
 ]
 
 

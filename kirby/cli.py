@@ -7,12 +7,14 @@ Commands live in ``kirby/commands/``, one module each, and stay thin: parse, bui
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
 
 from kirby.config import load_settings
 from kirby.errors import KirbyError
+from kirby.hardening import PRIVATE_UMASK
 
 
 class KirbyGroup(click.Group):
@@ -30,6 +32,7 @@ class KirbyGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """Kirby runs Python scripts on a cluster: scheduled (cron) or daemons."""
+    os.umask(PRIVATE_UMASK)  # every file Kirby creates (databases, run directories) is private to its user
     settings = load_settings()
     logging.basicConfig(level=logging.INFO, format=settings.log_format)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # no migration chatter in dialogues
@@ -38,9 +41,9 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from kirby.commands import demo, scripts_as_code, supervisor, tokens, users, venvs, web
+    from kirby.commands import audit, demo, scripts_as_code, supervisor, tokens, users, venvs, web
 
-    for module in (demo, users, venvs, web, supervisor, tokens, scripts_as_code):
+    for module in (demo, users, venvs, web, supervisor, audit, tokens, scripts_as_code):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -52,6 +52,25 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
         None,
         "Token for the JSON API (the leader's /schedule calls). Unset: `kirby web` warns and /schedule answers 503.",
     ),
+    "KIRBY_RUN_USER": (
+        None,
+        "Unprivileged user every script runs as (the supervisor must start as root to switch). Unset: the supervisor's user.",
+    ),
+    "KIRBY_ALLOW_ROOT_RUNS": (
+        "false",
+        "Let a supervisor started as root without `KIRBY_RUN_USER` run scripts as root (never in production).",
+    ),
+    "KIRBY_RUN_PYTHON": (
+        None,
+        "Interpreter the script venvs are built with (same Python version as Kirby's; with `KIRBY_RUN_USER`, "
+        "one that user can run). Unset: Kirby's own.",
+    ),
+    "KIRBY_RUN_MEMORY_LIMIT": (
+        None,
+        "Address-space limit of each script process (RLIMIT_AS): bytes, or e.g. `512M`, `2G`.",
+    ),
+    "KIRBY_RUN_CPU_LIMIT": (None, "CPU seconds each script process may use (RLIMIT_CPU); then SIGXCPU."),
+    "KIRBY_RUN_OPEN_FILES_LIMIT": (None, "Open files each script process may hold (RLIMIT_NOFILE)."),
 }
 
 
@@ -84,6 +103,25 @@ def _parse_float(name: str, raw: str, minimum: float = 0.0) -> float:
     if value < minimum:
         raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
     return value
+
+
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def _parse_size(name: str, raw: str) -> int:
+    """Bytes, or a number with K/M/G/T (powers of 1024; ``512M``, ``512MiB`` and ``512mb`` alike)."""
+    found = re.fullmatch(r"(\d+)\s*([KMGT]?)(?:I?B)?", raw.strip().upper())
+    if not found or int(found[1]) == 0:
+        raise ConfigError(f"{name}={raw!r} is not a size: use bytes or e.g. {name}=512M (K, M, G: powers of 1024)")
+    return int(found[1]) * _SIZE_UNITS[found[2]]
+
+
+def _parse_user(name: str, raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?", raw):
+        raise ConfigError(
+            f"{name}={raw!r} is not a user name: use the name of an unprivileged system user, e.g. kirby-run"
+        )
+    return raw
 
 
 def _mask(raw: str) -> str:
@@ -204,10 +242,16 @@ class Settings:
     redis_url: str | None = field(default=None, repr=False)  # may hold a password
     redis_prefix: str = "kirby:"
     embedded_path: Path = Path("kirby-embedded.db")
-    package_index: str = "http://127.0.0.1:8081/simple/"
+    package_index: str = field(default="http://127.0.0.1:8081/simple/", repr=False)  # may hold a password
     venv_directory: Path = Path("~/.kirby/venvs").expanduser()
     run_directory: Path = Path("~/.kirby/runs").expanduser()
     api_token: str | None = field(default=None, repr=False)
+    run_user: str | None = None
+    allow_root_runs: bool = False
+    run_python: str | None = None
+    run_memory_limit: int | None = None
+    run_cpu_limit: int | None = None
+    run_open_files_limit: int | None = None
 
     @property
     def secret_key_is_default(self) -> bool:
@@ -278,4 +322,27 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
         venv_directory=directory("KIRBY_VENV_DIRECTORY"),
         run_directory=directory("KIRBY_RUN_DIRECTORY"),
         api_token=get("KIRBY_API_TOKEN"),
+        run_user=_parse_user("KIRBY_RUN_USER", get("KIRBY_RUN_USER")) if get("KIRBY_RUN_USER") else None,
+        allow_root_runs=_parse_bool("KIRBY_ALLOW_ROOT_RUNS", get("KIRBY_ALLOW_ROOT_RUNS")),
+        run_python=_executable("KIRBY_RUN_PYTHON", get("KIRBY_RUN_PYTHON"), cwd),
+        run_memory_limit=_optional(_parse_size, "KIRBY_RUN_MEMORY_LIMIT", get("KIRBY_RUN_MEMORY_LIMIT")),
+        run_cpu_limit=_optional(_parse_int, "KIRBY_RUN_CPU_LIMIT", get("KIRBY_RUN_CPU_LIMIT"), 1),
+        run_open_files_limit=_optional(_parse_int, "KIRBY_RUN_OPEN_FILES_LIMIT", get("KIRBY_RUN_OPEN_FILES_LIMIT"), 16),
     )
+
+
+def _optional(parse, name: str, raw: str | None, *args):
+    """``parse(name, raw, *args)``, or None when ``raw`` is unset."""
+    return parse(name, raw, *args) if raw else None
+
+
+def _executable(name: str, raw: str | None, cwd: Path) -> str | None:
+    """An existing executable file (relative to ``cwd``), as an absolute path; None when unset."""
+    if not raw:
+        return None
+    path = cwd / Path(raw).expanduser()
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise ConfigError(
+            f"{name}={raw!r}: no such executable; point it at a Python interpreter, e.g. /usr/bin/python3"
+        )
+    return str(path.absolute())

@@ -10,24 +10,36 @@ matching either one fires (classic cron; croniter intersects them when ``n#k`` o
 The fields are wall-clock time in the schedule's IANA time zone. Every instant this module returns
 is an aware UTC datetime; every instant it takes must be aware (naive ones raise ValueError).
 
-DST rules (each wall-clock slot the fields name runs exactly once):
+DST rules. A wall-clock time the fields match is *normal* (it happens once), *repeated* (a
+fall-back hour: it happens twice, first in summer time, then in standard time) or *in a gap* (a
+spring-forward hour: it never happens). A ``DstPolicy`` says what each of the latter does:
 
-- Spring forward: a slot inside the gap (e.g. 02:30 in Europe/Paris on the last Sunday of March)
-  runs at the first valid instant after the gap (03:00 local). Several slots in one gap, and a slot
-  that names that first valid instant itself, are one run: fire instants are a set.
-- Fall back: a slot in the repeated hour (e.g. 01:30 in America/New_York in November) runs once,
-  at its first occurrence (EDT); the second pass through the same wall-clock times fires nothing.
+- ``fall_back``: ``first`` (run once, at the first occurrence), ``second`` (run once, at the
+  second), ``both`` (run at both occurrences: two distinct UTC instants, so two run ids);
+- ``spring_forward``: ``shift`` (run once at the first valid instant after the gap, e.g. 03:00 in
+  Europe/Paris; several slots of one gap, and a slot that names that instant itself, are one run:
+  fire instants are a set) or ``skip`` (do not run);
+- ``auto`` (the default of both): by the hour field. A schedule whose hour field covers every
+  hour (``*``, ``*/1``, ``0-23``, or a list of all 24) is a *frequency*: it fires at every real
+  instant whose local time matches, i.e. ``both`` and ``skip`` (an hourly job runs 25 times on the
+  fall-back day and 23 on the spring-forward day). A schedule at fixed hours is a *time of day*:
+  ``first`` and ``shift`` (``30 2 * * *`` runs once on both days).
 
-So the wall-clock to instant map is non-decreasing, and next/previous fires are found by asking
-croniter for the next/previous matching *naive* wall-clock time (plain calendar arithmetic, where
-croniter has no DST bugs), then mapping it with the rules above. Parsed expressions are cached.
+Fire instants are found by asking croniter for the next/previous matching *naive* wall-clock time
+(plain calendar arithmetic, where croniter has no DST bugs), then mapping it to its instants by the
+policy. Under every policy the smallest (and the largest) instant of a wall time is non-decreasing
+in the wall time, so the first matching wall time with an instant beyond the bound is the answer,
+except for the second pass of a repeated hour, which is looked at separately (``_second_pass``).
+Parsed expressions and resolved policies are cached.
 """
 
 from __future__ import annotations
 
 import copy
+import enum
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -51,6 +63,34 @@ _ALIASES = {
 }
 _STEP = re.compile(r"/(\d+)$")
 _ONE_MICROSECOND = timedelta(microseconds=1)
+
+
+class FallBack(str, enum.Enum):
+    """What a wall-clock slot in a repeated (fall-back) hour does; ``auto``: by the hour field."""
+
+    AUTO = "auto"
+    FIRST = "first"
+    SECOND = "second"
+    BOTH = "both"
+
+
+class SpringForward(str, enum.Enum):
+    """What a wall-clock slot in a spring-forward gap does; ``auto``: by the hour field."""
+
+    AUTO = "auto"
+    SHIFT = "shift"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class DstPolicy:
+    """A schedule's DST policy (values of FallBack and SpringForward); the default is auto/auto."""
+
+    fall_back: str = FallBack.AUTO.value
+    spring_forward: str = SpringForward.AUTO.value
+
+
+AUTO = DstPolicy()
 
 
 class CronFieldError(CronError):
@@ -161,25 +201,80 @@ def _transition(tz: ZoneInfo, low: int, high: int) -> datetime:
     return datetime.fromtimestamp(high, UTC)
 
 
-def _fire_instant(tz: ZoneInfo, wall: datetime) -> datetime:
-    """The UTC instant a matching naive wall-clock time fires at, by the DST rules above."""
-    first = wall.replace(tzinfo=tz, fold=0).utcoffset()  # fold=0: the first occurrence, or before a gap
-    second = wall.replace(tzinfo=tz, fold=1).utcoffset()
-    if first >= second:  # a normal time, or a repeated one (first occurrence)
-        return (wall - first).replace(tzinfo=UTC)
-    gap_start = (wall - second).replace(tzinfo=UTC).timestamp()
-    gap_end = (wall - first).replace(tzinfo=UTC).timestamp()
-    return _transition(tz, int(gap_start), int(gap_end))
+def every_hour(expression: str) -> bool:
+    """Whether the hour field of (valid) ``expression`` covers every hour: a frequency, not a time of day."""
+    return _every_hour(_parse(expression)[0])
 
 
-def _second_pass_end(tz: ZoneInfo, instant: datetime, local: datetime) -> datetime | None:
-    """If ``instant`` is in the second pass of a repeated hour, the naive wall time that pass ends."""
-    first = local.replace(tzinfo=tz, fold=0).utcoffset()
-    if not local.fold or first <= local.utcoffset():
+@lru_cache(maxsize=4096)
+def _every_hour(normalized: str) -> bool:
+    hours = croniter.expand(normalized)[0][1]
+    return hours == ["*"] or set(hours) >= set(range(24))
+
+
+def resolve(expression: str, dst: DstPolicy | None = None) -> tuple[FallBack, SpringForward]:
+    """The concrete (fall_back, spring_forward) of ``dst`` for ``expression`` (``auto`` resolved)."""
+    dst = dst or AUTO
+    return _resolve(_parse(expression)[0], dst.fall_back, dst.spring_forward)
+
+
+@lru_cache(maxsize=4096)
+def _resolve(normalized: str, fall_back: str, spring_forward: str) -> tuple[FallBack, SpringForward]:
+    try:
+        fb, sf = FallBack(fall_back), SpringForward(spring_forward)
+    except ValueError:
+        raise CronError(
+            f"DST policy {fall_back!r}/{spring_forward!r}: use dst_fall_back auto|first|second|both "
+            "and dst_spring_forward auto|shift|skip"
+        ) from None
+    frequency = _every_hour(normalized)
+    if fb is FallBack.AUTO:
+        fb = FallBack.BOTH if frequency else FallBack.FIRST
+    if sf is SpringForward.AUTO:
+        sf = SpringForward.SKIP if frequency else SpringForward.SHIFT
+    return fb, sf
+
+
+def _utc(wall: datetime, offset: timedelta) -> datetime:
+    return (wall - offset).replace(tzinfo=UTC)
+
+
+def _offsets(tz: ZoneInfo, wall: datetime) -> tuple[timedelta, timedelta]:
+    """(offset of the first occurrence or before a gap, offset of the second or after a gap)."""
+    return wall.replace(tzinfo=tz, fold=0).utcoffset(), wall.replace(tzinfo=tz, fold=1).utcoffset()
+
+
+def _shift_of(tz: ZoneInfo, wall: datetime, offsets: tuple[timedelta, timedelta]) -> datetime:
+    """The transition instant of the gap or repeated hour that ``wall`` is in."""
+    low, high = sorted((_utc(wall, offsets[0]), _utc(wall, offsets[1])))
+    return _transition(tz, int(low.timestamp()), int(high.timestamp()))
+
+
+def _instances(
+    tz: ZoneInfo, wall: datetime, fb: FallBack, sf: SpringForward
+) -> tuple[tuple[datetime, ...], tuple[datetime, tuple[timedelta, timedelta]] | None]:
+    """The instants a matching wall time fires at by the policy (ascending), and, for a wall time
+    in a gap, (transition, offsets before and after it) so a search can jump over the gap."""
+    offsets = _offsets(tz, wall)
+    first, second = offsets
+    if first == second:  # the usual case
+        return (_utc(wall, first),), None
+    if first > second:  # repeated
+        early, late = _utc(wall, first), _utc(wall, second)
+        return {FallBack.FIRST: (early,), FallBack.SECOND: (late,), FallBack.BOTH: (early, late)}[fb], None
+    shift = _shift_of(tz, wall, offsets)
+    return ((shift,) if sf is SpringForward.SHIFT else ()), (shift, offsets)
+
+
+def _in_repeated_pass(tz: ZoneInfo, local: datetime) -> tuple[int, datetime, timedelta, timedelta] | None:
+    """If aware ``local`` (in ``tz``) is in a repeated hour: (pass 0 or 1, transition, offset before, after)."""
+    now = local.utcoffset()
+    other = local.replace(fold=1 - local.fold).utcoffset()
+    if other == now or (local.fold == 0) != (now > other):  # not repeated (or a gap's fold quirk)
         return None
-    start = (instant - (first - local.utcoffset())).timestamp()
-    transition = _transition(tz, int(start), int(instant.timestamp()))
-    return (transition + first).replace(tzinfo=None)
+    before, after = (now, other) if local.fold == 0 else (other, now)
+    wall = local.replace(tzinfo=None)
+    return local.fold, _shift_of(tz, wall, (before, after)), before, after
 
 
 def _wall_next(expression: str, wall: datetime) -> datetime:
@@ -198,49 +293,89 @@ def _wall_previous(expression: str, wall: datetime) -> datetime:
         raise CronError(f"{expression!r} does not fire before {wall.isoformat()}") from None
 
 
-def next_fire(expression: str, tz: str, after: datetime) -> datetime:
+def next_wall(expression: str, wall: datetime) -> datetime:
+    """The first naive wall-clock time strictly after naive ``wall`` that the fields match."""
+    return _wall_next(_parse(expression)[0], wall)
+
+
+def offset_change(tz: str, low: datetime, high: datetime) -> datetime:
+    """The UTC instant in (low, high] (whole seconds) where the zone's offset at ``low`` changes;
+    the caller knows it changes in between."""
+    return _transition(_zone(tz), int(low.timestamp()), int(high.timestamp()))
+
+
+def next_fire(expression: str, tz: str, after: datetime, dst: DstPolicy | None = None) -> datetime:
     """The first fire instant strictly after ``after`` (aware), as an aware UTC datetime."""
     tzinfo = _zone(tz)
+    fb, sf = resolve(expression, dst)
     local = _aware(after, "after").astimezone(tzinfo)
-    end_of_pass = _second_pass_end(tzinfo, after, local)
-    if end_of_pass is not None:  # the repeated wall times already fired: resume where the pass ends
-        wall = _wall_next(expression, end_of_pass - _ONE_MICROSECOND)
-    else:
-        wall = _wall_next(expression, local.replace(tzinfo=None))
-    return _fire_instant(tzinfo, wall)
+    wall = local.replace(tzinfo=None)
+    best = None
+    repeated = _in_repeated_pass(tzinfo, local)
+    if repeated is not None:
+        fold, shift, before, later = repeated
+        if fold == 0 and fb is not FallBack.FIRST:  # second occurrences of wall times <= now are to come
+            candidate = _wall_next(expression, (shift + later).replace(tzinfo=None) - _ONE_MICROSECOND)
+            if candidate <= wall:
+                best = _utc(candidate, later)
+        elif fold == 1 and fb is FallBack.FIRST:  # the rest of the repeated hour fired in the first pass
+            wall = (shift + before).replace(tzinfo=None) - _ONE_MICROSECOND
+    while True:
+        wall = _wall_next(expression, wall)
+        fires, jump = _instances(tzinfo, wall, fb, sf)
+        fires = [f for f in fires if f > after]
+        if fires:
+            return min(fires[0], best) if best else fires[0]
+        if jump is not None:  # a skipped gap: resume at its end
+            wall = (jump[0] + jump[1][1]).replace(tzinfo=None) - _ONE_MICROSECOND
 
 
-def previous_fire(expression: str, tz: str, before: datetime) -> datetime:
+def previous_fire(expression: str, tz: str, before: datetime, dst: DstPolicy | None = None) -> datetime:
     """The last fire instant strictly before ``before`` (aware), as an aware UTC datetime."""
     tzinfo = _zone(tz)
+    fb, sf = resolve(expression, dst)
     local = _aware(before, "before").astimezone(tzinfo)
-    bound = _second_pass_end(tzinfo, before, local)
-    if bound is None:
-        bound = local.replace(tzinfo=None)
-        just_before = (before - _ONE_MICROSECOND).astimezone(tzinfo).replace(tzinfo=None)
-        if bound - just_before > _ONE_MICROSECOND:  # ``before`` ends a gap: gap slots fire at ``before``
-            bound = just_before + _ONE_MICROSECOND
-    return _fire_instant(tzinfo, _wall_previous(expression, bound))
+    wall = local.replace(tzinfo=None)
+    best = None
+    repeated = _in_repeated_pass(tzinfo, local)
+    if repeated is not None:
+        fold, shift, earlier, after = repeated
+        if fold == 1 and fb is not FallBack.SECOND:  # first occurrences of wall times >= now have fired
+            candidate = _wall_previous(expression, (shift + earlier).replace(tzinfo=None))
+            if candidate >= wall:
+                best = _utc(candidate, earlier)
+        elif fold == 0 and fb is FallBack.SECOND:  # the repeated hour so far fires in the second pass
+            wall = (shift + after).replace(tzinfo=None)
+    while True:
+        wall = _wall_previous(expression, wall)
+        fires, jump = _instances(tzinfo, wall, fb, sf)
+        fires = [f for f in fires if f < before]
+        if fires:
+            return max(fires[-1], best) if best else fires[-1]
+        if jump is not None:  # a skipped gap, or one that shifts to ``before`` itself: resume at its start
+            wall = (jump[0] + jump[1][0]).replace(tzinfo=None)
 
 
-def slots_between(expression: str, tz: str, start: datetime, end: datetime) -> Iterator[datetime]:
+def slots_between(
+    expression: str, tz: str, start: datetime, end: datetime, dst: DstPolicy | None = None
+) -> Iterator[datetime]:
     """Every fire instant in (start, end], ascending, as aware UTC datetimes."""
     tzinfo = _zone(tz)
     validate(expression)
     end = _aware(end, "end")
     slot = _aware(start, "start")
     while True:
-        slot = next_fire(expression, tzinfo, slot)
+        slot = next_fire(expression, tzinfo, slot, dst)
         if slot > end:
             return
         yield slot
 
 
-def next_fires(expression: str, tz: str, after: datetime, count: int) -> list[datetime]:
+def next_fires(expression: str, tz: str, after: datetime, count: int, dst: DstPolicy | None = None) -> list[datetime]:
     """The next ``count`` fire instants strictly after ``after`` (for previews)."""
     tzinfo = _zone(tz)
     fires: list[datetime] = []
     for _ in range(count):
-        after = next_fire(expression, tzinfo, after)
+        after = next_fire(expression, tzinfo, after, dst)
         fires.append(after)
     return fires

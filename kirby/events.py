@@ -9,12 +9,17 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
+from enum import Enum
 from typing import Any
+
+from kirby.vocabulary import EventKind, Overlap, Trigger
 
 
 def _encode(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.astimezone(timezone.utc).isoformat()
+    if isinstance(value, Enum):
+        return value.value
     return value
 
 
@@ -45,14 +50,19 @@ class Offer:
     epoch: int | None = None
     context_id: int | None = None
     module: str = ""
+    run_as: str | None = None  # the job's run user, instead of the supervisor's KIRBY_RUN_USER
     config: dict[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()
     timeout_seconds: int | None = None
-    overlap: str = "forbid"
+    overlap: Overlap = Overlap.FORBID
     retries: int = 0
     attempt: int = 1
-    trigger: str = "schedule"  # schedule | manual | retry
+    trigger: Trigger = Trigger.SCHEDULE
     offered_at: datetime | None = None
+
+    def __post_init__(self) -> None:  # the policies travel as their enums, whatever a caller passed
+        object.__setattr__(self, "overlap", Overlap(self.overlap))
+        object.__setattr__(self, "trigger", Trigger(self.trigger))
 
     def to_json(self) -> bytes:
         data = {f.name: _encode(getattr(self, f.name)) for f in fields(self)}  # asdict deep-copies: slow
@@ -70,14 +80,14 @@ class Offer:
 
 def offer_data(offer: Offer) -> dict[str, Any]:
     """The ``data`` of an offered/claimed/skipped run event: the offer without config and secrets
-    (which are never persisted)."""
-    data = asdict(offer)
+    (which are never persisted); policies as their plain values."""
+    data = {name: (value.value if isinstance(value, Enum) else value) for name, value in asdict(offer).items()}
     data.pop("config", None)
     data.pop("secrets", None)
     return data
 
 
-EVENT_KINDS = ("offered", "claimed", "started", "log", "finished", "lost", "skipped")
+EVENT_KINDS = tuple(kind.value for kind in EventKind)
 
 
 @dataclass(frozen=True)
@@ -90,15 +100,18 @@ class RunEvent:
     masked). Recording the same event twice has the effect of recording it once.
     """
 
-    kind: str
+    kind: EventKind
     run_id: str
     time: datetime
     supervisor: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", EventKind(self.kind))
+
     def to_json(self) -> bytes:
         payload = {
-            "kind": self.kind,
+            "kind": self.kind.value,
             "run_id": self.run_id,
             "time": _encode(self.time),
             "supervisor": self.supervisor,

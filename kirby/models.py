@@ -30,6 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from kirby.clock import utcnow
+from kirby.cron import FallBack, SpringForward
 
 # The vocabulary is re-exported: the web and the admin read it together with the tables.
 from kirby.vocabulary import FINISHED_STATES, CatchUp, ConfigScope, JobType, Overlap, Role, RunState  # noqa: F401
@@ -87,6 +88,8 @@ class Job(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     # Module run with ``python -m``; empty means derived from the package name.
     module: Mapped[str] = mapped_column(String(255), default="")
+    # Unprivileged user this job's runs switch to instead of KIRBY_RUN_USER (set by admins only).
+    run_as: Mapped[str | None] = mapped_column(String(32), nullable=True, default=None)
 
     contexts: Mapped[list[Context]] = relationship(back_populates="job", cascade="all, delete-orphan")
     config: Mapped[list[ConfigKey]] = relationship(
@@ -140,6 +143,11 @@ class Schedule(Base):
     overlap: Mapped[Overlap] = mapped_column(_enum(Overlap, "overlap_policy"), default=Overlap.FORBID)
     timeout_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
     retries: Mapped[int] = mapped_column(Integer, default=0)
+    # DST policy (see kirby.cron): "auto" decides by the hour field.
+    dst_fall_back: Mapped[FallBack] = mapped_column(_enum(FallBack, "dst_fall_back"), default=FallBack.AUTO)
+    dst_spring_forward: Mapped[SpringForward] = mapped_column(
+        _enum(SpringForward, "dst_spring_forward"), default=SpringForward.AUTO
+    )
 
     context: Mapped[Context] = relationship(back_populates="schedules")
 
@@ -314,6 +322,8 @@ class Run(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Starts recorded after the first one (another supervisor, another time): a slot that ran twice.
+    duplicate_starts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # "Run now" with config overrides: the JSON object of the overridden keys (secret values masked).
     config_overrides: Mapped[str] = mapped_column(Text, default="")
 

@@ -12,7 +12,8 @@ offered     ``offer_data(offer)``: the offer's fields except ``config`` and ``se
             offered_at. Creates the run (state ``offered``).
 claimed     ``offer_data(offer)`` as above. Creates the run if missing; state ``claimed``,
             ``claimed_at`` = event time, ``supervisor`` = event supervisor.
-started     ``{}`` (optionally ``{"pid": int}``). State ``running``, ``started_at`` = time.
+started     ``{}`` (optionally ``{"pid": int}``). State ``running``, ``started_at`` = time. A second
+            ``started`` at another time (the run was launched twice) counts ``duplicate_starts``.
 log         ``{"seq": int, "stream": "stdout"|"stderr"|"system", "text": str}``: one line,
             already masked, without its newline. ``seq`` counts from 0 per run (per attempt), as
             the executor numbers lines (``kirby.tasks.base.OutputLine``).
@@ -130,6 +131,8 @@ def _apply(run: Run, event: RunEvent) -> None:
         run.claimed_at = run.claimed_at or event.time
     elif kind == "started":
         _advance(run, RunState.RUNNING)
+        if run.started_at is not None and run.started_at != event.time:  # a redelivery has the same time
+            run.duplicate_starts = (run.duplicate_starts or 0) + 1
         run.started_at = run.started_at or event.time
     elif kind == "finished":
         state = data.get("state", "failed")

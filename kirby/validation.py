@@ -1,5 +1,5 @@
 """One home for the rules of what a user types: names, packages, versions, modules, variables,
-emails, cron expressions and time zones. The import (``kirby.demo.checks``), the admin forms
+secret values, emails, cron expressions and time zones. The import (``kirby.demo.checks``), the admin forms
 (``kirby.admin.validators``) and the API use these functions and add only where the value came from.
 
 Each function returns the value (a cron expression normalized: single spaces, aliases expanded)
@@ -14,9 +14,11 @@ import re
 from kirby import cron
 from kirby.errors import CronError, InvalidValue, PackageError
 from kirby.tasks import names
+from kirby.tasks.masking import short_secret_error
 from kirby.vocabulary import name_problem
 
 VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -59,6 +61,26 @@ def variable_name(value: object) -> str:
     """An environment variable name, e.g. ``API_URL``."""
     if not isinstance(value, str) or not VARIABLE.match(value) or len(value) > 255:
         raise InvalidValue(f"{value!r} is not a valid environment variable name; use letters, digits and '_'")
+    return value
+
+
+def secret_value(value: str, key: str) -> str:
+    """The value of secret config key ``key``: long enough to be masked in logs (3 characters)."""
+    problem = short_secret_error(key, value)
+    if problem:
+        raise InvalidValue(problem)
+    return value
+
+
+def run_user(value: object) -> str | None:
+    """A job's ``run_as``: empty (None: the supervisors' KIRBY_RUN_USER) or an unprivileged user name."""
+    if not value:
+        return None
+    if not isinstance(value, str) or not USER.match(value) or value == "root":
+        raise InvalidValue(
+            f"{value!r} is not an unprivileged user name: name a system user of the supervisors' hosts, "
+            "e.g. kirby-team-a, or leave it empty"
+        )
     return value
 
 

@@ -11,12 +11,21 @@ import enum
 import re
 
 
-class JobType(str, enum.Enum):
+class Word(str, enum.Enum):
+    """A member that is its value everywhere: ``==``, ``str()``, f-strings and JSON."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+class JobType(Word):
     SCHEDULED = "scheduled"
     DAEMON = "daemon"
 
 
-class CatchUp(str, enum.Enum):
+class CatchUp(Word):
     """What a new leader does with slots older than the misfire grace."""
 
     SKIP = "skip"
@@ -24,7 +33,7 @@ class CatchUp(str, enum.Enum):
     ALL = "all"
 
 
-class Overlap(str, enum.Enum):
+class Overlap(Word):
     """What happens when a slot is due while the previous run of the same context still runs."""
 
     FORBID = "forbid"
@@ -32,18 +41,18 @@ class Overlap(str, enum.Enum):
     REPLACE = "replace"
 
 
-class ConfigScope(str, enum.Enum):
+class ConfigScope(Word):
     GLOBAL = "global"
     JOB = "job"
     CONTEXT = "context"
 
 
-class Role(str, enum.Enum):
+class Role(Word):
     ADMIN = "admin"
     VIEWER = "viewer"
 
 
-class RunState(str, enum.Enum):
+class RunState(Word):
     OFFERED = "offered"
     CLAIMED = "claimed"
     RUNNING = "running"
@@ -61,7 +70,7 @@ class RunState(str, enum.Enum):
 FINISHED_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.TIMED_OUT, RunState.LOST, RunState.SKIPPED})
 
 
-class Trigger(str, enum.Enum):
+class Trigger(Word):
     """Why a run exists."""
 
     SCHEDULE = "schedule"
@@ -70,7 +79,7 @@ class Trigger(str, enum.Enum):
     DAEMON = "daemon"
 
 
-class EventKind(str, enum.Enum):
+class EventKind(Word):
     """The kinds of run events (``kirby.events.RunEvent``; their data: ``kirby.recorder``)."""
 
     OFFERED = "offered"

@@ -118,6 +118,7 @@ def make_settings(tmp_path: Path):
             "KIRBY_EMBEDDED_PATH": str(tmp_path / "embedded.db"),
             "KIRBY_VENV_DIRECTORY": str(tmp_path / "venvs"),
             "KIRBY_RUN_DIRECTORY": str(tmp_path / "runs"),
+            "KIRBY_ALLOW_ROOT_RUNS": "true",  # CI runs as root; tests of isolation set KIRBY_RUN_USER
         }
         environ.update(variables)
         return load_settings(environ=environ, cwd=tmp_path)
@@ -139,3 +140,15 @@ def db(database_url: str, make_settings) -> Database:
     database = open_database(make_settings(SQLALCHEMY_DATABASE_URI=database_url))
     yield database
     database.dispose()
+
+
+# Tests that start whole clusters of real processes (kirby web + several supervisors, private
+# brokers) run one after another on one pytest-xdist worker ("cluster"), so that they never
+# compete with each other for the two cores; every other test is spread over the other workers.
+CLUSTER_FOLDERS = ("e2e", "chaos")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if Path(str(item.fspath)).parent.name in CLUSTER_FOLDERS:
+            item.add_marker(pytest.mark.xdist_group("cluster"))

@@ -16,6 +16,7 @@ from sqlalchemy import inspect as sa_inspect
 
 from kirby.admin.catalog import EnvironmentView, ExtView, NotificationGroupView, SuspensionView
 from kirby.admin.config import GlobalConfigView
+from kirby.admin.jobpage import JobPageView
 from kirby.admin.jobs import ContextView, JobView
 from kirby.admin.pages import HomeView, LogsView, SupervisorsView
 from kirby.admin.runs import RunView
@@ -76,4 +77,5 @@ def _build(app: Flask, state: WebState) -> Admin:
     admin.add_view(RunView(session, state=state))
     admin.add_view(LogsView(name="Logs", endpoint="logs", state=state))
     admin.add_view(SupervisorsView(name="Supervisors", endpoint="supervisors", state=state))
+    admin.add_view(JobPageView(name="Job", endpoint="jobpage", state=state))
     return admin

@@ -11,9 +11,12 @@ from flask_admin.form import BaseForm
 from flask_admin.model.form import InlineFormAdmin
 from markupsafe import Markup, escape
 from wtforms import StringField
+from wtforms.validators import ValidationError
 
+from kirby import validation
 from kirby.admin.base import KirbyForm, KirbyModelView
 from kirby.admin.validators import env_key
+from kirby.errors import InvalidValue
 from kirby.models import ConfigKey, ConfigScope
 
 MASK = "••••••••"
@@ -56,6 +59,15 @@ def config_summary(keys) -> Markup:
     return Markup("<br>").join(escape(line) for line in lines)
 
 
+def refuse_short_secret(model) -> None:
+    """A secret too short to be masked in logs is refused with the reason (nothing is saved)."""
+    if model.secret:
+        try:
+            validation.secret_value(model.value or "", model.key)
+        except InvalidValue as exc:
+            raise ValidationError(str(exc)) from None
+
+
 class InlineConfig(InlineFormAdmin):
     """Config keys edited inside a job or a context form."""
 
@@ -72,6 +84,7 @@ class InlineConfig(InlineFormAdmin):
         return form_class
 
     def on_model_change(self, form, model, is_created) -> None:
+        refuse_short_secret(model)
         model.scope = self.scope
         if self.scope == ConfigScope.JOB:
             model.context_id = None
@@ -101,6 +114,7 @@ class GlobalConfigView(KirbyModelView):
         return key if key is not None and key.scope == ConfigScope.GLOBAL else None
 
     def on_model_change(self, form, model, is_created) -> None:
+        refuse_short_secret(model)
         model.scope = ConfigScope.GLOBAL
         model.job_id = None
         model.context_id = None

@@ -11,7 +11,7 @@ from sqlalchemy import update
 
 from kirby.admin.base import KirbyModelView, is_admin
 from kirby.admin.config import InlineConfig, config_summary
-from kirby.admin.validators import job_name, package_name, package_version
+from kirby.admin.validators import job_name, package_name, package_version, run_user
 from kirby.errors import KirbyError
 from kirby.models import ConfigScope, Context, Job, JobType
 from kirby.web.run_now import run_now
@@ -38,9 +38,16 @@ class JobView(KirbyModelView):
         "contexts": lambda v, c, m, n: Markup(" ").join(run_now_button(ctx) or escape(str(ctx)) for ctx in m.contexts),
         "config": lambda v, c, m, n: config_summary(m.config),
     }
-    column_details_list = ("name", "type", "enabled", "module", "description", "contexts", "config")
-    form_columns = ("name", "type", "enabled", "module", "description", "config")
-    form_args = {"name": {"validators": [job_name]}}
+    column_details_list = ("name", "type", "enabled", "module", "run_as", "description", "contexts", "config")
+    form_columns = ("name", "type", "enabled", "module", "run_as", "description", "config")
+    form_args = {
+        "name": {"validators": [job_name]},
+        "run_as": {
+            "label": "Run as",
+            "validators": [run_user],
+            "description": "Unprivileged user this job's scripts run as (empty: the supervisors' KIRBY_RUN_USER).",
+        },
+    }
     inline_models = (InlineConfig(ConfigScope.JOB),)
 
     def _set_enabled(self, ids, enabled: bool) -> None:

@@ -3,27 +3,60 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import timedelta
 
-from flask import request
+from flask import abort, request, url_for
 from flask_admin import AdminIndexView, expose
-from sqlalchemy import func, select
+from sqlalchemy import select
 
+from kirby import cron
 from kirby.admin.base import KirbyBaseView, _Access
-from kirby.models import Job, Run, RunState
+from kirby.models import Environment, Job
+from kirby.web.dashboard import STATES, STRIP, Filters, dashboard
+from kirby.web.queries import BadQuery, parse_int
+
+
+def local_time(instant, zone: str) -> str:
+    """``instant`` as wall-clock time in ``zone``, with the zone's abbreviation."""
+    return instant.astimezone(cron.zone(zone)).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 class HomeView(_Access, AdminIndexView):
+    """The job dashboard (``kirby.web.dashboard``); ``?partial=1`` returns only its rows, which the
+    page's script swaps in every ``REFRESH_SECONDS``."""
+
+    REFRESH_SECONDS = 15
+
     @expose("/")
     def index(self):
-        since = self.state.clock.now() - timedelta(hours=24)
+        args = request.args
+        filters = Filters(
+            state=args.get("state", "") if args.get("state", "") in STATES else "",
+            environment=args.get("environment", "")[:64],
+            failing=args.get("failing") == "1",
+        )
+        try:
+            number = parse_int("page", args.get("page"), 1, minimum=1, maximum=1_000_000)
+        except BadQuery as exc:
+            abort(400, str(exc))
         with self.state.database.session() as s:
-            jobs = s.scalar(select(func.count()).select_from(Job))
-            by_state = dict(
-                s.execute(select(Run.state, func.count()).where(Run.scheduled_at >= since).group_by(Run.state)).all()
-            )
-        counts = [(state.value, by_state.get(state, 0)) for state in RunState]
-        return self.render("kirby_admin/home.html", jobs=jobs, counts=counts)
+            page = dashboard(s, self.state.clock.now(), filters, number)
+            environments = list(s.scalars(select(Environment.name).order_by(Environment.name)))
+        context = {"page": page, "local": local_time, "strip": STRIP}
+        if args.get("partial") == "1":
+            return self.render("kirby_admin/_dashboard_rows.html", **context)
+
+        def page_url(n: int) -> str:
+            return url_for(".index", **{**args.to_dict(), "page": n})
+
+        return self.render(
+            "kirby_admin/home.html",
+            filters=filters,
+            states=STATES,
+            environments=environments,
+            refresh=self.REFRESH_SECONDS,
+            page_url=page_url,
+            **context,
+        )
 
 
 class SupervisorsView(KirbyBaseView):

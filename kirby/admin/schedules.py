@@ -1,5 +1,6 @@
 """Schedules: cron and time zone validated on save (refused with the reason, nothing saved), and a
-preview of the next five fire times in the schedule's zone and in UTC (live while typing)."""
+preview (live while typing) of the next five fire times in the schedule's zone and in UTC, and of
+the zone's next DST transition with the slots the schedule produces around it (kirby.dst)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from flask import jsonify, request
 from flask_admin import expose
 from wtforms.validators import NumberRange
 
-from kirby import cron
+from kirby import cron, dst
 from kirby.admin.base import KirbyModelView
 from kirby.admin.validators import cron_expression, time_zone
 from kirby.errors import CronError
@@ -17,14 +18,34 @@ from kirby.errors import CronError
 PREVIEW_COUNT = 5
 
 
-def preview(expression: str, tz: str, now: datetime, count: int = PREVIEW_COUNT) -> list[dict[str, str]]:
+def preview(
+    expression: str, tz: str, now: datetime, count: int = PREVIEW_COUNT, policy: cron.DstPolicy | None = None
+) -> list[dict[str, str]]:
     """The next ``count`` fires after ``now``: ``{"zone": local time, "utc": UTC time}``; CronError if invalid."""
     expression = cron.validate(expression)
     zone = cron.zone(tz)
     return [
         {"zone": f"{fire.astimezone(zone):%Y-%m-%d %H:%M:%S %Z}", "utc": f"{fire:%Y-%m-%d %H:%M:%S} UTC"}
-        for fire in cron.next_fires(expression, tz, now, count)
+        for fire in cron.next_fires(expression, tz, now, count, policy)
     ]
+
+
+def transition_preview(expression: str, tz: str, now: datetime, policy: cron.DstPolicy | None = None) -> dict | None:
+    """The zone's next DST transition after ``now`` and the slots around it (kirby.dst), or None."""
+    expression = cron.validate(expression)
+    cron.resolve(expression, policy)  # a bad policy value raises CronError
+    transition = dst.next_transition(tz, now)
+    if transition is None:
+        return None
+    return {"transition": dst.describe(transition, tz), **dst.around(expression, tz, transition, policy)}
+
+
+def _policy(fall_back: str | None, spring_forward: str | None) -> cron.DstPolicy:
+    return cron.DstPolicy(fall_back or "auto", spring_forward or "auto")
+
+
+def _value(field) -> str | None:
+    return getattr(field, "value", field)
 
 
 class ScheduleView(KirbyModelView):
@@ -42,6 +63,8 @@ class ScheduleView(KirbyModelView):
         "overlap",
         "timeout_seconds",
         "retries",
+        "dst_fall_back",
+        "dst_spring_forward",
     )
     form_columns = (
         "context",
@@ -54,6 +77,8 @@ class ScheduleView(KirbyModelView):
         "overlap",
         "timeout_seconds",
         "retries",
+        "dst_fall_back",
+        "dst_spring_forward",
     )
     form_args = {
         "cron": {
@@ -66,22 +91,53 @@ class ScheduleView(KirbyModelView):
         "misfire_grace_seconds": {"validators": [NumberRange(min=0)], "default": 300},
         "timeout_seconds": {"validators": [NumberRange(min=1)]},
         "retries": {"validators": [NumberRange(min=0, max=100)]},
+        "dst_fall_back": {
+            "label": "DST fall back",
+            "default": "auto",
+            "description": "In a repeated fall-back hour: auto (both passes if the hour field covers every hour, "
+            "else the first), first, second or both",
+        },
+        "dst_spring_forward": {
+            "label": "DST spring forward",
+            "default": "auto",
+            "description": "In a spring-forward gap: auto (skip if the hour field covers every hour, else shift), "
+            "shift (run at the end of the gap) or skip",
+        },
     }
     create_template = "kirby_admin/schedule_create.html"
     edit_template = "kirby_admin/schedule_edit.html"
     details_template = "kirby_admin/schedule_details.html"
 
-    def preview_of(self, model) -> tuple[list[dict[str, str]], str]:
+    def preview_of(self, model) -> tuple[list[dict[str, str]], str, dict | None]:
+        policy = _policy(_value(model.dst_fall_back), _value(model.dst_spring_forward))
+        now = datetime.now(timezone.utc)
         try:
-            return preview(model.cron, model.timezone, datetime.now(timezone.utc)), ""
+            return (
+                preview(model.cron, model.timezone, now, policy=policy),
+                "",
+                transition_preview(model.cron, model.timezone, now, policy),
+            )
         except CronError as exc:
-            return [], str(exc)
+            return [], str(exc), None
 
     @expose("/preview")
     def preview_json(self):
         expression = request.args.get("cron", "")
         tz = request.args.get("timezone", "") or "UTC"
+        policy = _policy(request.args.get("dst_fall_back"), request.args.get("dst_spring_forward"))
+        now = datetime.now(timezone.utc)
+        if request.args.get("at"):  # preview as of another instant (e.g. just before a transition)
+            try:
+                now = datetime.fromisoformat(request.args["at"]).astimezone(timezone.utc)
+            except ValueError:
+                return jsonify({"error": f"at={request.args['at']!r} is not an ISO 8601 time"}), 400
         try:
-            return jsonify({"fires": preview(expression, tz, datetime.now(timezone.utc)), "timezone": tz})
+            return jsonify(
+                {
+                    "fires": preview(expression, tz, now, policy=policy),
+                    "transition": transition_preview(expression, tz, now, policy),
+                    "timezone": tz,
+                }
+            )
         except CronError as exc:
             return jsonify({"error": str(exc)}), 400

@@ -7,6 +7,7 @@ import threading
 
 import click
 
+from kirby.hardening import harden_process
 from kirby.supervisor.service import Supervisor
 
 
@@ -36,6 +37,7 @@ from kirby.supervisor.service import Supervisor
 @click.pass_obj
 def supervisor(settings, name: str, window: float, wakeup: float, grace: float) -> None:
     """Run supervisor NAME: lead when elected, run offered scripts, keep daemons alive."""
+    harden_process()  # umask 077, non-dumpable: scripts cannot read this process's environment or memory
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

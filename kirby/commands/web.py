@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from kirby.hardening import harden_process
 from kirby.web.server import serve
 
 
@@ -21,6 +22,7 @@ from kirby.web.server import serve
 @click.pass_obj
 def web(settings, host: str, port: int, debug: bool, lost_grace: float) -> None:
     """Serve the web UI on HOST:PORT."""
+    harden_process()  # umask 077, non-dumpable: no same-uid process reads its environment or memory
     serve(settings, host=host, port=port, debug=debug, lost_grace=lost_grace)
 
 

@@ -18,7 +18,8 @@ named like the job), ``module`` (default: derived from the package name when run
 ``notify_on`` (["failure", "missed"], default both); in ``scheduled_param`` ``cron`` (5 fields, or
 6 with trailing seconds) instead of the separate fields (``second`` is accepted too), ``timezone``
 (IANA, default UTC), ``misfire_grace_seconds``, ``catchup`` (skip|latest|all), ``overlap``
-(forbid|allow|replace), ``timeout_seconds``, ``retries``; a config value may be
+(forbid|allow|replace), ``timeout_seconds``, ``retries``, ``dst_fall_back`` (auto|first|second|both)
+and ``dst_spring_forward`` (auto|shift|skip; see kirby.cron, default auto); a config value may be
 ``{"value": ..., "secret": true}``; top-level ``SUSPENSIONS`` [{job (optional: all jobs when
 absent), starts_at, ends_at (ISO 8601 with a UTC offset), reason}].
 

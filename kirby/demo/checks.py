@@ -122,6 +122,11 @@ def scalar_text(value: Any, path: str) -> str:
     raise DemoImportError(path, f"is {type_name(value)}; expected a string, number or boolean")
 
 
+def secret_value(key: str, value: str, path: str) -> str:
+    """A secret config value: long enough to be masked in logs."""
+    return _checked(validation.secret_value, value, path, key)
+
+
 def unique(values: list, path: str, what: str) -> None:
     seen: set = set()
     for index, value in enumerate(values):

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from datetime import timezone
 
+from kirby.demo.load import POLICY_COLUMNS as POLICIES
 from kirby.demo.spec import ConfigValue, DemoData, JobSpec, ScheduleSpec, SuspensionSpec
 from kirby.models import Schedule
-
-POLICIES = ("misfire_grace_seconds", "catchup", "overlap", "timeout_seconds", "retries")
 
 
 def policy_defaults() -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kirby import cron
+from kirby.cron import FallBack, SpringForward
 from kirby.demo import checks
 from kirby.demo.source import child
 from kirby.demo.spec import ConfigValue, ContextSpec, JobSpec, ScheduleSpec
@@ -22,7 +23,16 @@ JOB_KEYS = (
     "notify_on",
 )
 CRON_FIELDS = ("minute", "hour", "day", "month", "weekday", "second")
-POLICY_KEYS = ("timezone", "misfire_grace_seconds", "catchup", "overlap", "timeout_seconds", "retries")
+POLICY_KEYS = (
+    "timezone",
+    "misfire_grace_seconds",
+    "catchup",
+    "overlap",
+    "timeout_seconds",
+    "retries",
+    "dst_fall_back",
+    "dst_spring_forward",
+)
 NOTIFY_ON = ("failure", "missed")
 
 
@@ -42,6 +52,8 @@ def config_values(value: Any, path: str) -> tuple[ConfigValue, ...]:
             checks.keys(item, where, optional=("value", "secret"))
             secret = checks.boolean(item.get("secret", False), child(where, "secret"))
             text = checks.scalar_text(item["value"], child(where, "value")) if "value" in item else None
+            if secret and text is not None:
+                checks.secret_value(key, text, child(where, "value"))
             result.append(ConfigValue(key, text, secret, where))  # None: keep the stored secret
         else:
             result.append(ConfigValue(key, checks.scalar_text(item, where), path=where))
@@ -105,6 +117,9 @@ def schedule(value: Any, path: str, job_type: JobType) -> ScheduleSpec:
         policies["overlap"] = Overlap(
             checks.choice(param["overlap"], child(path, "overlap"), [o.value for o in Overlap])
         )
+    for key, kind in (("dst_fall_back", FallBack), ("dst_spring_forward", SpringForward)):
+        if key in param:
+            policies[key] = kind(checks.choice(param[key], child(path, key), [k.value for k in kind]))
     return ScheduleSpec(
         name=checks.string(param.get("name", ""), child(path, "name")),
         cron=expression,

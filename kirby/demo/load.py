@@ -222,7 +222,15 @@ def _policies(given: dict) -> dict:
     }
 
 
-POLICY_COLUMNS = ("misfire_grace_seconds", "catchup", "overlap", "timeout_seconds", "retries")
+POLICY_COLUMNS = (
+    "misfire_grace_seconds",
+    "catchup",
+    "overlap",
+    "timeout_seconds",
+    "retries",
+    "dst_fall_back",
+    "dst_spring_forward",
+)
 
 
 def _replace_jobs(session: Session, data: DemoData, force: bool) -> None:

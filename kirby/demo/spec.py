@@ -26,7 +26,7 @@ class ScheduleSpec:
     timezone: str
     enabled: bool
     # Only the policies the file gives (misfire_grace_seconds, catchup, overlap, timeout_seconds,
-    # retries); the others keep the model's defaults.
+    # retries, dst_fall_back, dst_spring_forward); the others keep the model's defaults.
     policies: dict = field(default_factory=dict)
 
 

@@ -6,7 +6,8 @@
      "contexts": [{"context_id", "job", "job_type" ("scheduled"|"daemon"), "environment",
                    "package", "version", "module", "config": {KEY: value}, "secrets": [KEY...],
                    "schedules": [{"id", "name", "cron", "timezone", "misfire_grace_seconds",
-                                  "catchup", "overlap", "timeout_seconds", "retries", "enabled"}],
+                                  "catchup", "overlap", "timeout_seconds", "retries", "enabled",
+                                  "dst_fall_back", "dst_spring_forward"}],
                    "suspensions": [{"id", "all_jobs" (true: a pause of every job), "starts_at",
                                     "ends_at", "reason"}]}]}
 
@@ -81,6 +82,8 @@ def schedule_document(schedule) -> dict[str, Any]:
         "timeout_seconds": schedule.timeout_seconds,
         "retries": schedule.retries,
         "enabled": bool(schedule.enabled),
+        "dst_fall_back": schedule.dst_fall_back.value,
+        "dst_spring_forward": schedule.dst_spring_forward.value,
     }
 
 
@@ -108,6 +111,7 @@ def context_document(
         "package": context.package_name,
         "version": context.package_version,
         "module": job.module or "",
+        "run_as": job.run_as or None,
         "config": values,
         "secrets": list(secrets),
         "schedules": [schedule_document(s) for s in sorted(context.schedules, key=lambda s: s.id)],

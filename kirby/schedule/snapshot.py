@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from kirby.cron import DstPolicy, FallBack, SpringForward
 from kirby.errors import KirbyError
 from kirby.events import Offer
 from kirby.run_ids import slot_run_id
@@ -31,6 +32,13 @@ class ScheduleRule:
     timeout_seconds: int | None = None
     retries: int = 0
     enabled: bool = True
+    dst_fall_back: str = FallBack.AUTO.value
+    dst_spring_forward: str = SpringForward.AUTO.value
+
+    @property
+    def dst(self) -> DstPolicy:
+        """The DST policy the cron functions take (``auto``: by the hour field, see kirby.cron)."""
+        return DstPolicy(self.dst_fall_back, self.dst_spring_forward)
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ class ScheduleEntry:
     config: dict[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()
     schedules: tuple[ScheduleRule, ...] = ()
+    run_as: str | None = None  # the job's own run user (None: the supervisor's KIRBY_RUN_USER)
     suspensions: tuple[SuspensionWindow, ...] = ()
 
     @property
@@ -89,6 +98,10 @@ class ScheduleSnapshot:
     def daemons(self) -> tuple[ScheduleEntry, ...]:
         return tuple(e for e in self.entries if e.is_daemon)
 
+    def secret_values(self) -> set[str]:
+        """The values of every entry's secret config keys (a supervisor masks them in every run)."""
+        return {e.config[name] for e in self.entries for name in e.secrets if e.config.get(name)}
+
 
 def entry_offer(
     entry: ScheduleEntry,
@@ -112,6 +125,7 @@ def entry_offer(
         epoch=epoch,
         context_id=entry.context_id,
         module=entry.module,
+        run_as=entry.run_as,
         config=dict(entry.config),
         secrets=entry.secrets,
         timeout_seconds=rule.timeout_seconds,
@@ -179,6 +193,8 @@ def _rule(data: Any, path: str) -> ScheduleRule:
         timeout_seconds=f.get("timeout_seconds", int, None),
         retries=f.get("retries", int, 0),
         enabled=f.get("enabled", bool, True),
+        dst_fall_back=f.choice("dst_fall_back", FallBack, FallBack.AUTO.value),
+        dst_spring_forward=f.choice("dst_spring_forward", SpringForward, SpringForward.AUTO.value),
     )
 
 
@@ -206,6 +222,7 @@ def parse_entry(data: Any, path: str = "contexts[0]") -> ScheduleEntry:
         package=f.get("package", str),
         version=f.get("version", str),
         module=f.get("module", str, ""),
+        run_as=f.get("run_as", str, None),
         config=dict(config),
         secrets=tuple(str(s) for s in f.get("secrets", list, [])),
         schedules=tuple(_rule(s, f"{path}.schedules[{i}]") for i, s in enumerate(f.get("schedules", list, []))),

@@ -74,7 +74,7 @@ def latest_slots(rule: ScheduleRule, start: datetime, end: datetime, limit: int)
     found: list[datetime] = []
     bound = end + _TICK
     while True:
-        slot = previous_fire(rule.cron, rule.timezone, bound)
+        slot = previous_fire(rule.cron, rule.timezone, bound, rule.dst)
         if slot <= start:
             return found[::-1], False
         if len(found) == limit:

@@ -57,6 +57,7 @@ def spec_for(offer: Offer, supervisor: str) -> RunSpec:
         scheduled_at=offer.scheduled_at,
         supervisor=supervisor,
         module=offer.module,
+        run_as=offer.run_as,
         config=dict(offer.config),
         secrets=tuple(offer.secrets),
         timeout_seconds=offer.timeout_seconds,

@@ -208,7 +208,7 @@ class Scheduler:
 
     def _next(self, rule: ScheduleRule, key: str, after: datetime) -> datetime | None:
         try:
-            return next_fire(rule.cron, rule.timezone, after)
+            return next_fire(rule.cron, rule.timezone, after, rule.dst)
         except CronError as exc:
             if (key, rule.cron, rule.timezone) not in self._bad:
                 self._bad.add((key, rule.cron, rule.timezone))

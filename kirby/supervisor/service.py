@@ -28,6 +28,7 @@ from kirby.bus import open_bus
 from kirby.clock import utcnow
 from kirby.config import Settings
 from kirby.errors import KirbyError
+from kirby.hardening import is_dumpable
 from kirby.lease import open_lease_store
 from kirby.schedule import ScheduleClient, ScheduleSnapshot, ScheduleSource, entry_offer
 from kirby.supervisor.arbiter import Arbiter, DaemonSpec
@@ -36,6 +37,7 @@ from kirby.supervisor.reporting import RunReporter
 from kirby.supervisor.runner import Runner
 from kirby.supervisor.scheduler import Scheduler
 from kirby.tasks.executor import LocalExecutor
+from kirby.tasks.isolation import describe
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ class Supervisor:
         self.instance = uuid.uuid4().hex
         self.leases = open_lease_store(settings)
         self.bus = open_bus(settings)
-        self.executor = LocalExecutor(settings, name)
+        self.executor = LocalExecutor(settings, name, known_secrets=self._known_secrets)
         self.reporter = RunReporter(self.bus, name)
         self.election = Election(self.leases, name, window)
         self.scheduler = Scheduler(
@@ -87,6 +89,11 @@ class Supervisor:
             ttl=3 * window,
             fence_directory=settings.run_directory / ".fences" / name,
         )
+
+    def _known_secrets(self) -> set[str]:
+        """Secret values of every job of the schedule: masked in the output of every run."""
+        snapshot = self.scheduler.snapshot
+        return snapshot.secret_values() if snapshot is not None else set()
 
     def _info(self) -> dict:
         return {
@@ -134,6 +141,7 @@ class Supervisor:
             os.getpid(),
             self.instance[:8],
         )
+        log.info(describe(self.executor.identity, self.executor.limits, non_dumpable=not is_dumpable()))
         self.runner = Runner(
             self.name, self.bus.offer_consumer(self.name), self.bus, self.leases, self.executor, self.reporter
         )

@@ -24,6 +24,7 @@ class RunSpec:
     scheduled_at: datetime
     supervisor: str
     module: str = ""
+    run_as: str | None = None  # the job's run user instead of the executor's (KIRBY_RUN_USER)
     config: dict[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()  # names of config keys whose values are masked in output
     timeout_seconds: float | None = None

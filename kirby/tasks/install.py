@@ -13,10 +13,11 @@ import pwd
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kirby.errors import PackageError
+from kirby.tasks.masking import Masker, index_credentials, redact_url
 from kirby.tasks.names import check_package, check_version
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def index_arguments(index: str) -> list[str]:
 class Installer:
     """Builds venvs with ``uv`` (``uv`` set) or with ``python -m venv`` + pip (``uv`` None)."""
 
-    index: str
+    index: str = field(repr=False)  # may hold a password
     uv: str | None
     python: str = sys.executable
 
@@ -91,13 +92,22 @@ class Installer:
     def name(self) -> str:
         return "uv" if self.uv else "pip"
 
+    @property
+    def shown_index(self) -> str:
+        """The index as messages and logs show it: without its password."""
+        return redact_url(self.index)
+
+    def _masked(self, output: str) -> str:
+        """The installer's output without the index's credentials (it may print the URL)."""
+        return Masker(index_credentials(self.index))(output)
+
     def build(self, venv: Path, package: str, version: str) -> str:
         """Create ``venv`` and install ``package==version``; return the installer's output.
 
         Raises PackageError with a clear message and the installer's output on failure.
         """
         requirement = f"{check_package(package)}=={check_version(version)}"
-        log.info("building venv %s for %s with %s from %s", venv, requirement, self.name, self.index)
+        log.info("building venv %s for %s with %s from %s", venv, requirement, self.name, self.shown_index)
         if self.uv:
             create = [self.uv, "venv", "--no-config", "--quiet", "--relocatable", "--python", self.python, str(venv)]
             install = [self.uv, "pip", "install", "--no-config", "--python", str(venv / "bin" / "python")]
@@ -131,12 +141,12 @@ class Installer:
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
-            output = (exc.output or b"").decode("utf-8", "replace")
+            output = self._masked((exc.output or b"").decode("utf-8", "replace"))
             raise PackageError(
-                f"installing {requirement} took over {INSTALL_TIMEOUT:.0f} s: check the package index {self.index}",
+                f"installing {requirement} took over {INSTALL_TIMEOUT:.0f} s: check the package index {self.shown_index}",
                 output,
             ) from None
-        output = done.stdout.decode("utf-8", "replace")
+        output = self._masked(done.stdout.decode("utf-8", "replace"))
         if done.returncode != 0:
             raise PackageError(self._explain(requirement, output), output)
         return output
@@ -145,21 +155,21 @@ class Installer:
         name, version = requirement.split("==")
         lowered = output.lower()
         if any(marker in lowered for marker in _UNREACHABLE):  # first: pip then also says "no matching"
-            return f"the package index {self.index} cannot be reached: start it or fix KIRBY_PACKAGE_INDEX"
+            return f"the package index {self.shown_index} cannot be reached: start it or fix KIRBY_PACKAGE_INDEX"
         if any(marker in lowered for marker in _NOT_FOUND):
             return (
-                f"package {name!r}=={version} is not on the package index {self.index}: "
+                f"package {name!r}=={version} is not on the package index {self.shown_index}: "
                 "check the name and version, or upload it"
             )
-        return f"could not install {requirement} from {self.index} with {self.name}: see the installer's output"
+        return f"could not install {requirement} from {self.shown_index} with {self.name}: see the installer's output"
 
 
-def default_installer(index: str) -> Installer:
-    """The uv installer when uv is found, else the venv + pip one."""
+def default_installer(index: str, python: str = sys.executable) -> Installer:
+    """The uv installer when uv is found, else the venv + pip one; venvs of interpreter ``python``."""
     uv = find_uv()
     if uv is None:
         log.warning("uv not found: building venvs with python -m venv and pip (slower)")
-    return Installer(index=index, uv=uv)
+    return Installer(index=index, uv=uv, python=python)
 
 
 def remove_tree(path: Path) -> None:

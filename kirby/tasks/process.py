@@ -3,10 +3,14 @@
 The process tree is ``<venv>/bin/python -c <reaper> <module>`` (see reaper.py): a subreaper that
 runs the module like ``python -m`` and, when it ends, kills and reaps whatever it left behind. The
 run gets its own session and process group, an environment built from scratch (the run's config,
-PATH, HOME, LANG and the KIRBY_* variables: nothing of the supervisor's), and its own working
-directory. One thread per run reads stdout and stderr as they come (bounded memory: lines longer
-than MAX_LINE are cut), masks secrets, calls ``on_line`` per line, enforces the timeout, and calls
-``on_exit`` once at the end, after the last line.
+PATH, HOME, LANG, TMPDIR and the KIRBY_* variables: nothing of the supervisor's), and its own
+private working directory (0700, owned by the run's user, with ``tmp/`` as TMPDIR). With a
+``RunIdentity`` that switches, the child drops to the run user (setgroups, setgid, setuid) before
+exec. The config values are not in the exec'd environment (readable in ``/proc/<pid>/environ``
+until the reaper is non-dumpable): they are written to the reaper's stdin, which loads them.
+One thread per run reads stdout and stderr as they come (bounded memory: lines longer
+than MAX_LINE are cut), masks secrets (see masking.py), calls ``on_line`` per line, enforces the
+timeout, and calls ``on_exit`` once at the end, after the last line.
 
 Stopping (timeout or cancel): SIGTERM to the process group; after ``grace`` SIGUSR1 to the reaper,
 which SIGKILLs every descendant; as a last resort SIGKILL to the group and to any process still
@@ -30,6 +34,7 @@ from pathlib import Path
 
 from kirby.tasks.base import OutputLine, RunResult, RunSpec
 from kirby.tasks.install import SAFE_PATH, home_directory
+from kirby.tasks.isolation import RunIdentity, RunLimits
 from kirby.tasks.masking import Masker
 
 MAX_LINE = 64 * 1024  # bytes; longer lines are cut with CUT_MARKER
@@ -42,6 +47,7 @@ DRAIN_AFTER_EXIT = 2.0  # seconds to wait for pipes still held open once the rea
 log = logging.getLogger(__name__)
 REAPER_SOURCE = (Path(__file__).parent / "reaper.py").read_text()
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CUT_AT_END = re.compile(re.escape(CUT_MARKER).replace(r"\{\}", r"\d+") + "$")
 
 
 def run_directory_for(root: Path, run_id: str) -> Path:
@@ -52,9 +58,36 @@ def run_directory_for(root: Path, run_id: str) -> Path:
     return root / safe
 
 
-def run_environment(spec: RunSpec, venv: Path) -> tuple[dict[str, str], list[str]]:
+def prepare_run_directory(root: Path, run_id: str, identity: RunIdentity | None = None) -> Path:
+    """Create the run's private working directory and its ``tmp/`` (0700, owned by the run's user).
+
+    ``root`` is made 0711: a run user can enter its own directory but not list the others.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o711)
+    workdir = run_directory_for(root, run_id)
+    for path in (workdir, workdir / "tmp"):
+        if path.is_symlink():  # left by an earlier run of this id: never follow it
+            path.unlink()
+        path.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
+        if identity is not None and identity.switch:
+            os.chown(path, identity.uid, identity.gid, follow_symlinks=False)
+    return workdir
+
+
+def run_home(identity: RunIdentity | None, workdir: Path) -> str:
+    """HOME of a run: the supervisor user's; for a run user, its home if it exists, else the workdir."""
+    if identity is None or not identity.switch:
+        return home_directory()
+    return identity.home if os.path.isdir(identity.home) else str(workdir)
+
+
+def run_environment(
+    spec: RunSpec, venv: Path, home: str | None = None, tmpdir: Path | None = None
+) -> tuple[dict[str, str], list[str]]:
     """The run's environment, built from scratch, and the config keys skipped as invalid."""
-    env: dict[str, str] = {"HOME": home_directory(), "LANG": "C.UTF-8"}
+    env: dict[str, str] = {"HOME": home or home_directory(), "LANG": "C.UTF-8"}
     skipped = []
     for key, value in spec.config.items():
         if _ENV_NAME.match(key) and "\0" not in str(value):
@@ -70,7 +103,18 @@ def run_environment(spec: RunSpec, venv: Path) -> tuple[dict[str, str], list[str
         KIRBY_SCHEDULED_AT=spec.scheduled_at.astimezone(timezone.utc).isoformat(),
         KIRBY_SUPERVISOR=spec.supervisor,
     )
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
     return env, skipped
+
+
+def split_environment(env: dict[str, str], spec: RunSpec) -> tuple[dict[str, str], bytes]:
+    """(the exec'd environment, the config entries for the reaper's stdin): values of the config
+    never appear in ``/proc/<pid>/environ``."""
+    hidden = {key for key in spec.config if key in env and env[key] == str(spec.config[key])}
+    visible = {key: value for key, value in env.items() if key not in hidden}
+    entries = b"".join(f"{key}={env[key]}".encode("utf-8", "surrogateescape") + b"\0" for key in sorted(hidden))
+    return visible, entries
 
 
 class _LineSplitter:
@@ -126,21 +170,29 @@ class RunProcess:
         on_line: Callable[[OutputLine], None],
         on_exit: Callable[[RunResult], None],
         timeout_grace: float = 10.0,
+        identity: RunIdentity | None = None,
+        limits: RunLimits | None = None,
+        masker: Masker | None = None,
     ):
+        """``masker``: the supervisor's (every job's secrets); the run's own secrets are added to it."""
         self.spec = spec
         self._timeout_grace = timeout_grace
         self._on_line = on_line
         self._on_exit = on_exit
-        self._mask = Masker(spec.config.get(name, "") for name in spec.secrets)
+        own = [spec.config.get(name, "") for name in spec.secrets]
+        self._mask = masker.with_values(own) if masker is not None else Masker(own)
         self._seq = 0
         self._lock = threading.Lock()
         self._reason = ""  # "", "timed_out" or "cancelled"
         self._notices: list[str] = []  # system lines from other threads, emitted by the run's thread
         self._kill_at: float | None = None  # when the grace ends
         self._last_resort_at: float | None = None
-        env, skipped = run_environment(spec, venv)
-        self.workdir = run_directory_for(run_root, spec.run_id)
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = prepare_run_directory(run_root, spec.run_id, identity)
+        env, skipped = run_environment(spec, venv, run_home(identity, self.workdir), self.workdir / "tmp")
+        env, hidden = split_environment(env, spec)
+        switch = {}
+        if identity is not None and identity.switch:
+            switch = {"user": identity.uid, "group": identity.gid, "extra_groups": list(identity.groups)}
         self.started_at = datetime.now(timezone.utc)
         self._started = time.monotonic()
         self.process = subprocess.Popen(
@@ -151,8 +203,10 @@ class RunProcess:
                 module,
                 str(LEFTOVER_GRACE),
                 *([spec.fence_file, str(spec.fence_after)] if spec.fence_file else []),
+                "--stdin-env",
+                *(limits.reaper_options() if limits else []),
             ],
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=self.workdir,
@@ -160,11 +214,25 @@ class RunProcess:
             start_new_session=True,
             close_fds=True,
             pipesize=1024 * 1024,
+            **switch,
         )
+        self._send_config(hidden)
         for key in skipped:
             self._emit_system(f"config key {key!r} skipped: not a valid environment variable name or value")
         self.thread = threading.Thread(target=self._watch, name=f"run-{spec.run_id}", daemon=True)
         self.thread.start()
+
+    def _send_config(self, entries: bytes) -> None:
+        """Write the config entries to the reaper's stdin and close it (the reaper reads until EOF)."""
+        try:
+            self.process.stdin.write(entries)
+            self.process.stdin.close()
+        except OSError as exc:  # the reaper died at once: its exit status and stderr tell why
+            log.error("run %s: could not pass the config to the run: %s", self.spec.run_id, exc)
+            try:
+                self.process.stdin.close()
+            except OSError:
+                pass
 
     def stop(self, reason: str, grace: float) -> None:
         """SIGTERM the process group now, SIGKILL everything after ``grace`` seconds."""
@@ -199,12 +267,20 @@ class RunProcess:
         if not lines:
             return
         texts = self._mask(b"\n".join(lines).decode("utf-8", "replace")).split("\n")  # one decode per chunk
+        texts = [self._mask_cut(text) for text in texts]
         run_id, on_line = self.spec.run_id, self._on_line
         for seq, text in enumerate(texts, first):
             try:
                 on_line(OutputLine(run_id, seq, now, stream, text))
             except Exception:  # a failing callback must not stop the reading (the script would block)
                 log.exception("on_line failed for run %s line %d; output goes on", run_id, seq)
+
+    def _mask_cut(self, text: str) -> str:
+        """A cut line: mask the start of a secret left at the cut (its end was dropped)."""
+        cut = _CUT_AT_END.search(text)
+        if cut is None:
+            return text
+        return self._mask.mask_cut(text[: cut.start()]) + text[cut.start() :]
 
     def _watch(self) -> None:
         try:

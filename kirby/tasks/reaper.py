@@ -1,9 +1,15 @@
 """The first process of every run: a subreaper that runs the script and leaves nothing behind.
 
 This file's source is passed to the venv's interpreter with ``python -c`` (the venv cannot import
-Kirby), with argv ``[module, leftover_grace, [fence_file, fence_after]]``. It makes itself a child subreaper (so orphans of
+Kirby), with argv ``[module, leftover_grace, [fence_file, fence_after]]`` plus options
+(``--stdin-env``, ``--limit=as|cpu|nofile:VALUE``). It first makes itself non-dumpable (so no other
+process of the run user can read its environment or memory; the script inherits this), then with
+``--stdin-env`` reads the run's config (``KEY=value`` entries separated by NUL) from stdin into its
+environment (so the values never appear in any ``/proc/<pid>/environ``) and points stdin at
+/dev/null. It makes itself a child subreaper (so orphans of
 the script, even double-forked daemons in another session, are reparented to it), forks, and the
-child runs ``module`` exactly as ``python -m`` would (one interpreter start-up for both). The parent:
+child sets the ``--limit`` resource limits (RLIMIT_AS bytes, RLIMIT_CPU seconds, RLIMIT_NOFILE)
+and runs ``module`` exactly as ``python -m`` would (one interpreter start-up for both). The parent:
 
 - reaps every process reparented to it while the script runs (no zombies);
 - on SIGTERM/SIGINT forwards the signal to descendants outside its process group (the supervisor
@@ -72,7 +78,48 @@ def _stale(path, seconds):
         return True
 
 
-def _kirby_reaper(module, leftover_grace, fence="", fence_after=0.0):
+def _load_environment():
+    """Read NUL-separated ``KEY=value`` entries from stdin into the environment; stdin becomes /dev/null."""
+    data = []
+    while True:
+        chunk = os.read(0, 65536)
+        if not chunk:
+            break
+        data.append(chunk)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    for entry in b"".join(data).split(b"\0"):
+        key, sep, value = entry.partition(b"=")
+        if key and sep:
+            os.environb[key] = value
+
+
+def _set_limits(limits):
+    """setrlimit each (name, value) of ``limits`` (soft and hard; CPU: hard 5 s later), within the hard limit."""
+    import resource
+
+    for name, value in limits:
+        which = {"as": resource.RLIMIT_AS, "cpu": resource.RLIMIT_CPU, "nofile": resource.RLIMIT_NOFILE}[name]
+        hard = value + 5 if name == "cpu" else value
+        current = resource.getrlimit(which)[1]
+        if current != resource.RLIM_INFINITY:
+            value, hard = min(value, current), min(hard, current)
+        resource.setrlimit(which, (value, hard))
+
+
+def _kirby_reaper(module, leftover_grace, fence="", fence_after=0.0, options=()):
+    try:
+        _prctl(4, 0)  # PR_SET_DUMPABLE 0: no /proc/<pid>/environ, mem or ptrace for same-uid processes
+    except Exception as exc:
+        print(f"kirby: cannot make the run non-dumpable: {exc}", file=sys.stderr, flush=True)
+    limits = []
+    for option in options:
+        if option == "--stdin-env":
+            _load_environment()
+        elif option.startswith("--limit="):
+            name, _, value = option[len("--limit=") :].partition(":")
+            limits.append((name, int(value)))
     me = os.getpid()
     group = os.getpgid(0)
 
@@ -130,6 +177,12 @@ def _kirby_reaper(module, leftover_grace, fence="", fence_after=0.0):
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
         for sig, handler in defaults.items():
             signal.signal(sig, handler)
+        if limits:
+            try:
+                _set_limits(limits)
+            except (OSError, ValueError) as exc:
+                print(f"kirby: cannot set the resource limits {limits}: {exc}", file=sys.stderr, flush=True)
+                os._exit(70)
         sys.argv = [module]
         sys.path[0] = os.getcwd()
         import runpy
@@ -188,4 +241,6 @@ def _group_of(pid):
 
 
 if __name__ == "__main__":
-    _kirby_reaper(sys.argv[1], float(sys.argv[2]), *(sys.argv[3:4] + [float(a) for a in sys.argv[4:5]]))
+    _options = [a for a in sys.argv[1:] if a.startswith("--")]
+    _args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    _kirby_reaper(_args[0], float(_args[1]), *(_args[2:3] + [float(a) for a in _args[3:4]]), options=_options)

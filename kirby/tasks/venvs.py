@@ -7,6 +7,10 @@ without its marker, its interpreter or its package's metadata is broken: it is r
 A run holds a shared lock on the venv's ``.use`` file while it runs; ``gc`` takes it exclusively
 without waiting, so it never removes a venv in use.
 
+Venvs are read-only to runs: owned by the supervisor's user, directories 0755 and files 0644 (0755
+when executable), so a run user can import and run them but not change them; ``<dir>`` itself is
+0711 (a run user reaches its venv but cannot list the others) and ``.locks`` is 0700.
+
 Layout: ``<dir>/<name>/`` venvs, ``<dir>/.locks/<name>.build|.use`` locks, ``<dir>/.locks/builds.log``
 one line per build, ``<dir>/.tmp-<name>-*`` builds in progress (or crashed: removed on next build).
 """
@@ -94,6 +98,18 @@ def is_ready(venv: Path, package: str, version: str) -> bool:
     )
 
 
+def share_read_only(tree: Path) -> None:
+    """Make ``tree`` readable (and searchable) by everyone and writable by its owner only."""
+    for root, _dirs, files in os.walk(tree):
+        os.chmod(root, 0o755)
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.islink(path):
+                continue
+            mode = os.lstat(path).st_mode
+            os.chmod(path, 0o755 if mode & 0o100 else 0o644)
+
+
 def _tree_size(path: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(path):
@@ -125,7 +141,7 @@ class VenvCache:
         venv = self.path(package, version)
         if is_ready(venv, package, version):
             return venv
-        self.locks.mkdir(parents=True, exist_ok=True)
+        self._make_directories()
         with FileLock(str(self.locks / f"{venv.name}.build")):
             if is_ready(venv, package, version):
                 return venv  # another thread or process built it while we waited
@@ -137,7 +153,7 @@ class VenvCache:
         """Mark the venv in use (shared lock) and return it ready; ``release`` the lease after the run."""
         package, version = check_package(package), check_version(version)
         venv = self.path(package, version)
-        self.locks.mkdir(parents=True, exist_ok=True)
+        self._make_directories()
         use = open(self.locks / f"{venv.name}.use", "a+")
         try:
             fcntl.flock(use, fcntl.LOCK_SH)  # waits only while gc is removing this very venv
@@ -146,6 +162,13 @@ class VenvCache:
         except BaseException:
             use.close()
             raise
+
+    def _make_directories(self) -> None:
+        """The venv directory (0711: runs reach their venv, cannot list) and its private .locks."""
+        if not self.locks.is_dir():
+            self.locks.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if os.stat(self.directory).st_uid == os.geteuid():
+            os.chmod(self.directory, 0o711)
 
     def _clear(self, venv: Path) -> None:
         """Remove a broken venv and crashed builds of it (the build lock is held)."""
@@ -174,6 +197,7 @@ class VenvCache:
                 "built_at": time.time(),
             }
             (temp / MARKER).write_text(json.dumps(marker))
+            share_read_only(temp)
             os.rename(temp, venv)
         finally:
             remove_tree(temp)

@@ -1,5 +1,5 @@
-"""Kirby's web package: ``create_app`` (Flask app factory) and ``serve`` (waitress)."""
+"""Kirby's web package: the app factory is ``kirby.web.app.create_app``, the server ``kirby.web.server``.
 
-from kirby.web.app import create_app
-
-__all__ = ["create_app"]
+Nothing is imported here: ``kirby.admin`` imports modules of this package (state, security,
+run_now), and ``kirby.web.app`` — the one module here that imports ``kirby.admin`` — mounts it.
+"""

@@ -54,6 +54,7 @@ def start_kirby_web(directory: Path, **extra: str) -> KirbyWeb:
         "KIRBY_RUN_DIRECTORY": str(directory / "runs"),
         "SECRET_KEY": "browser-test-secret-key",
         "KIRBY_API_TOKEN": TOKEN,
+        "KIRBY_ALLOW_ROOT_RUNS": "true",  # CI runs as root; isolation is tested in tests/e2e/test_isolation.py
         **extra,
     }
     env = {**os.environ, **variables}

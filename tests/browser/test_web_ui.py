@@ -55,7 +55,7 @@ def test_admin_creates_a_scheduled_job_and_sees_the_preview(page, kirby_web):
     page.fill("#package_name", "nightly report!")
     page.fill("#package_version", "1.0.0")
     page.click("input[type=submit][value='Save']")
-    assert "is not a valid package name" in page.inner_text("body")
+    assert "is not a valid name: use letters" in page.inner_text("body")  # kirby.validation's rule
     page.fill("#package_name", "nightly-report")
     page.click("input[type=submit][value='Save']")
     page.wait_for_url(re.compile(r".*/admin/context/(\?.*)?$"))

@@ -154,6 +154,7 @@ def cluster(request, tmp_path, example_index, shared_venvs):  # noqa: F811 (fixt
         "KIRBY_SCHEDULE_ENDPOINT": f"http://127.0.0.1:{web_port}/schedule",
         "EXT_RETRIES": "2",
         "EXT_WAIT_BETWEEN_RETRIES": "0.2",
+        "KIRBY_ALLOW_ROOT_RUNS": "true",  # CI runs as root; isolation is tested in tests/e2e/test_isolation.py
     }
     if request.param == "kafka-redis":
         kafka = request.getfixturevalue("kafka_servers")

@@ -142,6 +142,7 @@ def test_quickstart_runs_the_demo_stops_cleanly_and_starts_again(tmp_path: Path)
         KIRBY_DEMO_FILE="short_demo.json",
         KIRBY_WEB_PORT=str(web_port),
         KIRBY_INDEX_PORT=str(index_port),
+        KIRBY_ALLOW_ROOT_RUNS="true",  # CI runs as root; isolation is tested in tests/e2e/test_isolation.py
     )
 
     first = Quickstart(env, folder, tmp_path / "first-run.out", web_port)

@@ -8,6 +8,7 @@ session folder (``shared_venvs``) for tests that do not need a cold cache.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -41,8 +42,9 @@ def example_index(package_index: str, wheelhouse: Path, example_wheels: Path) ->
     for wheel in example_wheels.glob("*.whl"):
         served = wheelhouse / wheel.name
         if not served.exists() or served.read_bytes() != wheel.read_bytes():  # new or changed example
-            shutil.copy2(wheel, wheelhouse / f".{wheel.name}.part")
-            (wheelhouse / f".{wheel.name}.part").rename(wheelhouse / wheel.name)
+            part = wheelhouse / f".{wheel.name}.{os.getpid()}.part"  # pytest-xdist workers copy at once
+            shutil.copy2(wheel, part)
+            part.rename(wheelhouse / wheel.name)
     return package_index
 
 

@@ -94,8 +94,13 @@ def test_nothing_of_the_supervisors_environment_leaks(executor, collector, spec_
         "KIRBY_ENVIRONMENT",
         "KIRBY_SCHEDULED_AT",
         "KIRBY_SUPERVISOR",
+        "TMPDIR",
     }
     assert env["PATH"] == f"{venv}/bin:/usr/local/bin:/usr/bin:/bin"
+    workdir = process.run_directory_for(executor.run_directory, spec.run_id)
+    assert env["TMPDIR"] == str(workdir / "tmp")
+    assert [oct(path.stat().st_mode & 0o777) for path in (workdir, workdir / "tmp")] == ["0o700", "0o700"]
+    assert oct(executor.run_directory.stat().st_mode & 0o777) == "0o711"  # enter your own, list none
     assert env["KIRBY_SCHEDULED_AT"] == "2026-01-02T03:04:00+00:00"
     assert (env["KIRBY_RUN_ID"], env["KIRBY_SUPERVISOR"], env["KIRBY_ENVIRONMENT"]) == (
         spec.run_id,
@@ -103,6 +108,35 @@ def test_nothing_of_the_supervisors_environment_leaks(executor, collector, spec_
         "test",
     )
     assert "leaked" not in dump.read_text()
+
+
+def test_config_values_stay_out_of_proc_environ_and_the_run_is_not_dumpable(
+    executor, collector, spec_for, tmp_path, monkeypatch
+):
+    """The config reaches the script's os.environ through the reaper's stdin, never the exec'd
+    environment (/proc/<pid>/environ), and the run is non-dumpable: another process of the run
+    user can read neither its environment nor its memory."""
+    dump = tmp_path / "proc.txt"
+    script = (
+        "import ctypes, os; dumpable = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0); "
+        f"open({str(dump)!r}, 'w').write(repr((os.environ.get('MY_SECRET'), "
+        "open('/proc/self/environ', 'rb').read(), open(f'/proc/{os.getppid()}/environ', 'rb').read(), dumpable)))"
+    )
+    from kirby.tasks import process
+
+    monkeypatch.setattr(
+        process,
+        "REAPER_SOURCE",
+        process.REAPER_SOURCE.replace("runpy._run_module_as_main(module, alter_argv=True)", f"exec({script!r})"),
+    )
+    spec = spec_for("kirby-example-hello", config={"MY_SECRET": "hunter2-value", "MULTI": "a\nb"})
+    executor.start(spec, collector.on_line, collector.on_exit)
+    assert collector.wait().state == "succeeded", collector.texts()
+    value, own, reaper, dumpable = eval(dump.read_text())
+    assert value == "hunter2-value"
+    assert b"KIRBY_RUN_ID=" in own and b"KIRBY_RUN_ID=" in reaper  # the environ files were really read
+    assert b"hunter2-value" not in own + reaper and b"MY_SECRET" not in own + reaper
+    assert dumpable == 0
 
 
 def test_the_run_has_its_own_working_directory_and_session(executor, collector, spec_for, tmp_path, monkeypatch):

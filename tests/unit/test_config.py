@@ -66,6 +66,12 @@ CASES = {
     "KIRBY_VENV_DIRECTORY": ("venv_directory", HOME / ".kirby/venvs", "venvs", Path("{tmp}/venvs")),
     "KIRBY_RUN_DIRECTORY": ("run_directory", HOME / ".kirby/runs", "~/runs", HOME / "runs"),
     "KIRBY_API_TOKEN": ("api_token", None, "t0ken", "t0ken"),
+    "KIRBY_RUN_USER": ("run_user", None, "kirby-run", "kirby-run"),
+    "KIRBY_ALLOW_ROOT_RUNS": ("allow_root_runs", False, "true", True),
+    "KIRBY_RUN_PYTHON": ("run_python", None, "/bin/sh", "/bin/sh"),
+    "KIRBY_RUN_MEMORY_LIMIT": ("run_memory_limit", None, "512MiB", 512 * 1024**2),
+    "KIRBY_RUN_CPU_LIMIT": ("run_cpu_limit", None, "60", 60),
+    "KIRBY_RUN_OPEN_FILES_LIMIT": ("run_open_files_limit", None, "256", 256),
 }
 
 
@@ -316,3 +322,26 @@ def test_passwords_in_urls_stay_out_of_repr(tmp_path):
         SQLALCHEMY_DATABASE_URI="postgresql://kirby:s3cret@127.0.0.1:5439/kirby",
     )
     assert "hunter2" not in repr(configured) and "s3cret" not in repr(configured)
+
+
+@pytest.mark.parametrize(
+    "raw, expected", [("1048576", 1024**2), ("64K", 64 * 1024), ("2G", 2 * 1024**3), ("300 mb", 300 * 1024**2)]
+)
+def test_memory_limit_sizes(tmp_path, raw, expected):
+    assert settings(tmp_path, KIRBY_RUN_MEMORY_LIMIT=raw).run_memory_limit == expected
+
+
+@pytest.mark.parametrize(
+    "name, raw, message",
+    [
+        ("KIRBY_RUN_MEMORY_LIMIT", "lots", "KIRBY_RUN_MEMORY_LIMIT='lots' is not a size"),
+        ("KIRBY_RUN_MEMORY_LIMIT", "0", "is not a size"),
+        ("KIRBY_RUN_CPU_LIMIT", "0", "KIRBY_RUN_CPU_LIMIT='0' must be at least 1"),
+        ("KIRBY_RUN_OPEN_FILES_LIMIT", "3", "must be at least 16"),
+        ("KIRBY_RUN_USER", "bad user;", "is not a user name"),
+        ("KIRBY_RUN_PYTHON", "no/such/python", "KIRBY_RUN_PYTHON='no/such/python': no such executable"),
+        ("KIRBY_ALLOW_ROOT_RUNS", "maybe", "KIRBY_ALLOW_ROOT_RUNS='maybe' is not a boolean"),
+    ],
+)
+def test_bad_isolation_values_are_refused(tmp_path, name, raw, message):
+    refused(tmp_path, message, **{name: raw})

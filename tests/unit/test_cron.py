@@ -115,8 +115,17 @@ def test_spring_forward_gap_runs_once_at_the_first_valid_instant():
     )
     hourly = cron.slots_between("0 * * * *", "Europe/Paris", utc(2024, 3, 30, 22), utc(2024, 3, 31, 3))
     assert [local(s, "Europe/Paris")[11:16] for s in hourly] == ["00:00", "01:00", "03:00", "04:00", "05:00"]
-    # Australia/Lord_Howe shifts by 30 minutes: 02:00 -> 02:30 on 2024-10-06.
-    slots = cron.slots_between("0,15,45 * * * *", "Australia/Lord_Howe", utc(2024, 10, 5, 14, 40), utc(2024, 10, 5, 16))
+    # Australia/Lord_Howe shifts by 30 minutes: 02:00 -> 02:30 on 2024-10-06. Every hour: the gap's
+    # 02:00 and 02:15 do not exist and are skipped; with the shift policy they run once at 02:30.
+    window = ("Australia/Lord_Howe", utc(2024, 10, 5, 14, 40), utc(2024, 10, 5, 16))
+    slots = cron.slots_between("0,15,45 * * * *", *window)
+    assert [local(s, "Australia/Lord_Howe")[11:22] for s in slots] == [
+        "01:15:00+10",
+        "01:45:00+10",
+        "02:45:00+11",
+        "03:00:00+11",
+    ]
+    slots = cron.slots_between("0,15,45 * * * *", *window, dst=cron.DstPolicy(spring_forward="shift"))
     assert [local(s, "Australia/Lord_Howe")[11:22] for s in slots] == [
         "01:15:00+10",
         "01:45:00+10",
@@ -128,7 +137,8 @@ def test_spring_forward_gap_runs_once_at_the_first_valid_instant():
 
 def test_fall_back_repeated_hour_runs_once_first_occurrence():
     # America/New_York, 2024-11-03: 01:00-02:00 happens twice (EDT then EST).
-    slots = list(cron.slots_between("30 * * * *", "America/New_York", utc(2024, 11, 3, 4), utc(2024, 11, 3, 9)))
+    window = ("America/New_York", utc(2024, 11, 3, 4), utc(2024, 11, 3, 9))
+    slots = list(cron.slots_between("30 * * * *", *window, dst=cron.DstPolicy(fall_back="first")))
     assert [local(s, "America/New_York") for s in slots] == [
         "2024-11-03T00:30:00-04:00",
         "2024-11-03T01:30:00-04:00",
@@ -140,6 +150,24 @@ def test_fall_back_repeated_hour_runs_once_first_occurrence():
         "2024-11-04T01:30:00-05:00"
     )
     assert cron.previous_fire("30 1 * * *", "America/New_York", utc(2024, 11, 3, 6, 40)) == utc(2024, 11, 3, 5, 30)
+
+
+def test_fall_back_every_hour_runs_in_both_passes_by_default():
+    window = ("America/New_York", utc(2024, 11, 3, 4), utc(2024, 11, 3, 9))
+    assert [local(s, "America/New_York") for s in cron.slots_between("30 * * * *", *window)] == [
+        "2024-11-03T00:30:00-04:00",
+        "2024-11-03T01:30:00-04:00",
+        "2024-11-03T01:30:00-05:00",
+        "2024-11-03T02:30:00-05:00",
+        "2024-11-03T03:30:00-05:00",
+    ]
+    second = cron.DstPolicy(fall_back="second")
+    assert [local(s, "America/New_York") for s in cron.slots_between("30 1 * * *", *window, dst=second)] == [
+        "2024-11-03T01:30:00-05:00"
+    ]
+    first_pass = utc(2024, 11, 3, 5, 40)  # 01:40 EDT: 01:30 EST is still to come
+    assert cron.next_fire("30 1 * * *", "America/New_York", first_pass, second) == utc(2024, 11, 3, 6, 30)
+    assert cron.previous_fire("30 1 * * *", "America/New_York", first_pass, second) == utc(2024, 11, 2, 5, 30)
 
 
 def test_previous_fire_at_the_end_of_a_gap_excludes_the_gap_slot():
@@ -206,48 +234,76 @@ COARSE = st.tuples(
 AROUND = st.tuples(st.sampled_from(TRANSITIONS), st.integers(-4 * 3600, 4 * 3600), st.integers(1, 5 * 3600))
 
 
-def _expected_slots(expression: str, tz: str, start: datetime, end: datetime) -> list[datetime]:
-    """Reference: enumerate matching naive wall times, map each by the DST rules, by brute force."""
+POLICIES = st.sampled_from(
+    [None] + [cron.DstPolicy(fb.value, sf.value) for fb in cron.FallBack for sf in cron.SpringForward]
+)
+
+
+def _expected_slots(expression: str, tz: str, start: datetime, end: datetime, dst=None) -> list[datetime]:
+    """Reference: enumerate matching naive wall times, map each by the DST policy, by brute force."""
     zone = ZoneInfo(tz)
+    fall_back, spring_forward = cron.resolve(expression, dst)
     wall = start.astimezone(zone).replace(tzinfo=None) - timedelta(hours=3)
     last_wall = end.astimezone(zone).replace(tzinfo=None) + timedelta(hours=3)
     walls = croniter(expression, wall)
     fires = set()
     while (wall := walls.get_next(datetime)) <= last_wall:
         first = wall.replace(tzinfo=zone).astimezone(UTC)  # fold=0: first occurrence
+        second = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
         if first.astimezone(zone).replace(tzinfo=None) != wall:  # in a gap: first instant after it
-            first = wall.replace(tzinfo=zone, fold=1).astimezone(UTC).replace(second=0)
+            if spring_forward == "skip":
+                continue
+            first = second.replace(second=0)
             while first.astimezone(zone).replace(tzinfo=None) < wall:  # transitions are on whole minutes
                 first += timedelta(minutes=1)
-        fires.add(first)
+            fires.add(first)
+        elif first == second or fall_back == "first":
+            fires.add(first)
+        elif fall_back == "second":
+            fires.add(second)
+        else:
+            fires.update((first, second))
     return sorted(f for f in fires if start < f <= end)
 
 
 @PROPERTY
-@given(COARSE, AROUND)
-def test_slots_around_dst_follow_the_rules(expression, around):
+@given(COARSE, AROUND, POLICIES)
+def test_slots_around_dst_follow_the_rules(expression, around, dst):
     (tz, transition), shift, length = around
     start = transition + timedelta(seconds=shift)
     end = start + timedelta(seconds=length)
-    slots = list(cron.slots_between(expression, tz, start, end))
+    slots = list(cron.slots_between(expression, tz, start, end, dst))
     assert slots == sorted(set(slots)), "slots must be ascending without duplicates"
     assert all(s.tzinfo == UTC and start < s <= end for s in slots)
-    assert slots == _expected_slots(expression, tz, start, end)
+    assert slots == _expected_slots(expression, tz, start, end, dst)
 
 
 @PROPERTY
-@given(COARSE, AROUND, st.integers(0, 999_999))
-def test_next_and_previous_fire_are_consistent(expression, around, micros):
+@given(COARSE, AROUND, st.integers(0, 999_999), POLICIES)
+def test_next_and_previous_fire_are_consistent(expression, around, micros, dst):
     (tz, transition), shift, _ = around
     instant = transition + timedelta(seconds=shift, microseconds=micros)
-    following = cron.next_fire(expression, tz, instant)
-    preceding = cron.previous_fire(expression, tz, instant)
+    following = cron.next_fire(expression, tz, instant, dst)
+    preceding = cron.previous_fire(expression, tz, instant, dst)
     assert preceding < instant < following
-    assert cron.next_fire(expression, tz, preceding) >= instant  # nothing fires in between...
-    assert cron.previous_fire(expression, tz, following) <= instant
-    assert list(cron.slots_between(expression, tz, preceding, following)) == (
-        [instant, following] if cron.next_fire(expression, tz, preceding) == instant else [following]
+    assert cron.next_fire(expression, tz, preceding, dst) >= instant  # nothing fires in between...
+    assert cron.previous_fire(expression, tz, following, dst) <= instant
+    assert list(cron.slots_between(expression, tz, preceding, following, dst)) == (
+        [instant, following] if cron.next_fire(expression, tz, preceding, dst) == instant else [following]
     )
+
+
+@PROPERTY
+@given(COARSE, AROUND, POLICIES)
+def test_previous_fire_walks_back_over_exactly_the_slots(expression, around, dst):
+    """The leader plans backwards with previous_fire: walking back must list what slots_between lists."""
+    (tz, transition), shift, length = around
+    start = transition + timedelta(seconds=shift)
+    end = start + timedelta(seconds=length)
+    backwards, bound = [], end + timedelta(microseconds=1)
+    while (bound := cron.previous_fire(expression, tz, bound, dst)) > start:
+        backwards.append(bound)
+    assert backwards[::-1] == list(cron.slots_between(expression, tz, start, end, dst))
 
 
 @pytest.mark.parametrize(("tz", "transition"), TRANSITIONS)

@@ -121,6 +121,12 @@ DOCUMENT_ERRORS = [
         "ENV_VARS.GLOBAL.TOKEN.secret: is a string; expected true or false",
     ),
     (
+        "secret-too-short",
+        _set("ENV_VARS|GLOBAL|TOKEN", {"value": "ab", "secret": True}),
+        "ENV_VARS.GLOBAL.TOKEN.value: secret 'TOKEN' is shorter than 3 characters and could not be masked in logs: "
+        "use a longer value, or do not mark it secret",
+    ),
+    (
         "env-vars-per-env",
         _set("ENV_VARS|prod", {"A": "b"}),
         "ENV_VARS.prod: only GLOBAL is supported here; put values for one environment in JOBS.<job>.config.CONTEXT.prod",
@@ -428,7 +434,7 @@ def test_extensions_are_read(tmp_path):
             "retries": 2,
         },
     )
-    document["ENV_VARS"]["GLOBAL"]["TOKEN"] = {"value": 42, "secret": True}
+    document["ENV_VARS"]["GLOBAL"]["TOKEN"] = {"value": 4242, "secret": True}
     data = parse_file(write(tmp_path, document))
     job = data.jobs[0]
     assert (job.package_name, job.module, job.enabled) == ("kirby-example-hello", "kirby_example_hello.main", False)
@@ -441,7 +447,7 @@ def test_extensions_are_read(tmp_path):
         "catchup": CatchUp.ALL,
         "overlap": Overlap.REPLACE,
     }
-    assert data.global_config[-1] == ConfigValue("TOKEN", "42", secret=True)
+    assert data.global_config[-1] == ConfigValue("TOKEN", "4242", secret=True)
     assert data.suspensions[0].starts_at.utcoffset().total_seconds() == 3600
 
 

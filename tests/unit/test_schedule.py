@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from kirby.errors import KirbyError
+from kirby.events import Offer
 from kirby.models import (
     CatchUp,
     ConfigKey,
@@ -28,7 +29,7 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 def populate(session) -> dict[str, Context]:
     prod, dev = Environment(name="prod"), Environment(name="dev")
-    report = Job(name="report", type=JobType.SCHEDULED, module="report.main")
+    report = Job(name="report", type=JobType.SCHEDULED, module="report.main", run_as="kirby-reports")
     feed = Job(name="feed", type=JobType.DAEMON)
     off = Job(name="off", type=JobType.SCHEDULED, enabled=False)
     session.add_all([prod, dev, report, feed, off])
@@ -99,7 +100,7 @@ def test_build_schedule_lists_enabled_contexts_with_schedules_config_and_live_su
     assert set(by_name) == {("report", "prod"), ("feed", "prod")}  # disabled context and job absent
     report = by_name[("report", "prod")]
     assert report["job_type"] == "scheduled" and report["package"] == "report-pkg" and report["version"] == "1.2.0"
-    assert report["module"] == "report.main"
+    assert report["module"] == "report.main" and report["run_as"] == "kirby-reports"
     assert report["config"] == {"REGION": "eu", "TOKEN": "ctx", "LEVEL": "debug"} and report["secrets"] == ["TOKEN"]
     first, second = report["schedules"]
     assert first | {"id": 0} == {
@@ -113,6 +114,8 @@ def test_build_schedule_lists_enabled_contexts_with_schedules_config_and_live_su
         "timeout_seconds": 30,
         "retries": 2,
         "enabled": True,
+        "dst_fall_back": "auto",
+        "dst_spring_forward": "auto",
     }
     assert second["enabled"] is False and second["catchup"] == "latest" and second["misfire_grace_seconds"] == 300
     assert [s["reason"] for s in report["suspensions"]] == ["maintenance", "freeze"]
@@ -142,6 +145,9 @@ def test_parse_schedule_round_trip_and_offer_for_slot(db):
     assert (offer.timeout_seconds, offer.overlap, offer.retries) == (30, "replace", 2)
     assert offer.config["TOKEN"] == "ctx" and offer.secrets == ("TOKEN",)
     assert offer.context_id == entry.context_id
+    assert offer.run_as == "kirby-reports" and Offer.from_json(offer.to_json()).run_as == "kirby-reports"
+    assert snapshot.daemons[0].run_as is None  # no run_as: the supervisors' KIRBY_RUN_USER
+    assert snapshot.secret_values() == {"ctx", "global-token"}  # every supervisor masks them in every run
 
 
 def test_manual_offer(db):

@@ -144,7 +144,7 @@ def test_fetch_from_the_real_web_app(make_settings, db):
 
     from kirby.bus import open_bus
     from kirby.lease import open_lease_store
-    from kirby.web import create_app
+    from kirby.web.app import create_app
 
     with db.session() as session:
         populate(session)

@@ -252,8 +252,8 @@ def test_dst_spring_forward_in_paris(cluster):
     assert now == datetime(2026, 3, 29, 2, 0, tzinfo=UTC)
     alpha.tick(now)
     runs = [(o.run_id, o.offered_at == o.scheduled_at) for o in cluster.published()]
-    # 01:00 CET, 01:30 CET, then the gap's 02:00 and 02:30 run once at 03:00 CEST = 01:00 UTC,
-    # and the nightly 02:30 runs at 03:00 CEST too; 03:30 and 04:00 CEST follow.
+    # 01:00 CET, 01:30 CET, then the gap's 02:00 and 02:30 do not exist (every half hour: skipped)
+    # and 03:00 CEST = 01:00 UTC runs; the nightly 02:30 shifts to 03:00 CEST; 03:30, 04:00 follow.
     assert runs == [
         ("half:prod:20260329T000000Z", True),
         ("half:prod:20260329T003000Z", True),
@@ -365,10 +365,14 @@ def test_a_bad_cron_in_the_schedule_is_logged_and_skipped(cluster, caplog):
     assert any(m.startswith("schedule report:prod:9 is not scheduled: ") for m in caplog.messages)
 
 
-def test_dst_fall_back_in_new_york_runs_the_repeated_hour_once(cluster):
+def test_dst_fall_back_in_new_york_runs_the_repeated_hour_by_each_policy(cluster):
     half_hourly = entry(ScheduleRule(id=10, cron="*/30 * * * *", timezone="America/New_York"), job="half")
     nightly = entry(ScheduleRule(id=11, cron="30 1 * * *", timezone="America/New_York"), job="nightly")
-    alpha = cluster.leader("alpha", StaticScheduleSource(snapshot(half_hourly, nightly)), wakeup=3600)
+    late = entry(
+        ScheduleRule(id=12, cron="30 1 * * *", timezone="America/New_York", dst_fall_back="second"), job="late"
+    )
+    source = StaticScheduleSource(snapshot(half_hourly, nightly, late))
+    alpha = cluster.leader("alpha", source, wakeup=3600)
     lead(alpha)
     now = datetime(2026, 11, 1, 4, 50, tzinfo=UTC)  # 00:50 EDT; at 02:00 EDT clocks go back to 01:00 EST
     alpha.tick(now)
@@ -378,8 +382,11 @@ def test_dst_fall_back_in_new_york_runs_the_repeated_hour_once(cluster):
     assert runs == [
         "half:prod:20261101T050000Z",  # 01:00 EDT
         "half:prod:20261101T053000Z",  # 01:30 EDT
-        "nightly:prod:20261101T053000Z",  # 01:30 EDT, once: not again at 01:30 EST
-        "half:prod:20261101T070000Z",  # 02:00 EST (01:00 and 01:30 EST already ran)
+        "nightly:prod:20261101T053000Z",  # 01:30 EDT, once (a time of day): not again at 01:30 EST
+        "half:prod:20261101T060000Z",  # 01:00 EST: every half hour means both passes
+        "half:prod:20261101T063000Z",  # 01:30 EST
+        "late:prod:20261101T063000Z",  # dst_fall_back "second": 01:30 EST only
+        "half:prod:20261101T070000Z",  # 02:00 EST
     ]
 
 

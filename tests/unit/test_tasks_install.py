@@ -61,3 +61,17 @@ def test_a_failing_command_raises_package_error_with_its_output(tmp_path, monkey
     env = error.value.output.splitlines()[0]
     assert "UV_NO_CONFIG=1" in env and "PIP_CONFIG_FILE=/dev/null" in env and "evil" not in env
     assert not Path(tmp_path / "venv").exists()
+
+
+def test_the_index_credentials_never_reach_messages_output_or_logs(tmp_path, caplog):
+    """A real uv against an unreachable index with user:password: the error, the installer's
+    output (uv prints the URL it failed on) and Kirby's log hold *** instead of the password."""
+    from kirby.tasks.install import find_uv
+
+    index = "http://builder:pa%24%24w0rd-xyz@127.0.0.1:9/simple/"
+    caplog.set_level("INFO")
+    with pytest.raises(PackageError) as error:
+        Installer(index=index, uv=find_uv()).build(tmp_path / "venv", "kirby-example-hello", "1.0.0")
+    shown = str(error.value) + error.value.output + caplog.text + repr(Installer(index=index, uv=None))
+    assert "http://builder:***@127.0.0.1:9/simple/ cannot be reached" in str(error.value)
+    assert "pa%24%24w0rd-xyz" not in shown and "pa$$w0rd-xyz" not in shown

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -67,13 +65,3 @@ def test_fixed_clock_moves_only_when_told():
     before = (clock.now(), clock.monotonic())
     clock.advance(1.5)
     assert (clock.now() - before[0], clock.monotonic() - before[1]) == (timedelta(seconds=1.5), 1.5)
-
-
-def test_the_supervisor_imports_no_orm():
-    """The layering rule: below the web nothing loads SQLAlchemy, Alembic, Flask or the ORM."""
-    code = (
-        "import sys, kirby.supervisor.service, kirby.bus, kirby.lease, kirby.tasks.executor\n"
-        "print(sorted(m for m in ('sqlalchemy', 'alembic', 'flask', 'kirby.models', 'kirby.db') if m in sys.modules))"
-    )
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert loaded == "[]"

@@ -64,11 +64,13 @@ def test_the_edit_page_shows_the_preview(app, viewer_client, admin_client):
     with app.extensions["kirby"].database.session() as s:
         s.get(Schedule, schedule_id).catchup = CatchUp.ALL
     page = admin_client.get(f"/admin/schedule/edit/?id={schedule_id}").get_data(as_text=True)
-    assert page.count(" CET</td>") + page.count(" CEST</td>") == 5
+    fires = page.split("preview-table")[1].split("</table>")[0]  # not the DST transition's table
+    assert fires.count(" CET</td>") + fires.count(" CEST</td>") == 5
+    assert "Next DST transition" in page
     # enum selects show the stored value (not the first choice, which a save would then write)
     assert '<option selected value="all">' in page and '<option selected value="forbid">' in page
     details = viewer_client.get(f"/admin/schedule/details/?id={schedule_id}").get_data(as_text=True)
-    assert details.count(" UTC</td>") == 5
+    assert details.split("preview-table")[1].split("</table>")[0].count(" UTC</td>") == 5
 
 
 def test_names_that_would_break_run_ids_are_refused_by_the_forms(app, admin_client):
@@ -144,6 +146,35 @@ def test_saving_a_secret_blank_keeps_it(app, admin_client):
     with app.extensions["kirby"].database.session() as s:
         assert s.get(ConfigKey, key_id).value == "new-one"
         assert s.get(ConfigKey, key_id).scope == ConfigScope.GLOBAL
+
+
+def test_a_secret_too_short_to_mask_is_refused_with_the_reason(app, admin_client):
+    seed(app)
+    page = admin_client.post("/admin/config/new/", data={"key": "PIN", "value": "12", "secret": "y"})
+    assert "secret &#39;PIN&#39; is shorter than 3 characters" in page.get_data(as_text=True)
+    form = {"name": "short-secret", "type": "scheduled", "enabled": "y", "module": "", "description": ""}
+    form.update({"config-0-key": "PIN", "config-0-value": "1", "config-0-secret": "y"})
+    page = admin_client.post("/admin/job/new/", data=form, follow_redirects=True).get_data(as_text=True)
+    assert "shorter than 3 characters" in page
+    with app.extensions["kirby"].database.session() as s:
+        assert s.scalar(select(ConfigKey.id).where(ConfigKey.key == "PIN")) is None  # nothing saved
+    assert admin_client.post("/admin/config/new/", data={"key": "PIN", "value": "12"}).status_code == 302  # not secret
+
+
+def test_run_as_is_an_unprivileged_user_name_set_in_the_job_form(app, admin_client, viewer_client):
+    form = {"name": "as-team", "type": "scheduled", "enabled": "y", "module": "", "description": ""}
+    for bad in ("root", "bad user;"):
+        page = admin_client.post("/admin/job/new/", data=form | {"run_as": bad}).get_data(as_text=True)
+        assert "is not an unprivileged user name" in page, bad
+    assert admin_client.post("/admin/job/new/", data=form | {"run_as": "kirby-team-a"}).status_code == 302
+    from kirby.models import Job
+
+    with app.extensions["kirby"].database.session() as s:
+        job = s.scalar(select(Job).where(Job.name == "as-team"))
+        assert job.run_as == "kirby-team-a"
+    viewer_client.post(f"/admin/job/edit/?id={job.id}", data=form | {"run_as": "kirby-other"})
+    with app.extensions["kirby"].database.session() as s:
+        assert s.get(Job, job.id).run_as == "kirby-team-a"  # viewers cannot change it
 
 
 def test_jobs_are_enabled_and_disabled(app, admin_client):

@@ -11,7 +11,7 @@ from werkzeug.routing import Rule
 
 from kirby.bus import open_bus
 from kirby.lease import open_lease_store
-from kirby.web import create_app
+from kirby.web.app import create_app
 from kirby.web.throttle import LoginThrottle
 
 

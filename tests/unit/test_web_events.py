@@ -120,7 +120,7 @@ def test_events_from_kafka_are_recorded_once(kafka_servers, make_settings, db):
     from kirby.bus import open_bus
     from kirby.bus.kafka import delete_topics
     from kirby.lease import open_lease_store
-    from kirby.web import create_app
+    from kirby.web.app import create_app
 
     name = uuid.uuid4().hex[:12]
     settings = make_settings(

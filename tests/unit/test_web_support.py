@@ -9,7 +9,7 @@ import pytest
 from kirby.bus import open_bus
 from kirby.lease import open_lease_store
 from kirby.models import ConfigKey, ConfigScope, Context, Environment, Job, JobType, Role, Schedule, User
-from kirby.web import create_app
+from kirby.web.app import create_app
 
 TOKEN = "test-api-token-0123456789"
 PASSWORD = "correct horse battery"

@@ -1,14 +1,14 @@
 """Named API tokens (hashed) and the config overrides of a "run now".
 
 Revision ID: 0009
-Revises: 0002
+Revises: 0010
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = "0009"
-down_revision = "0002"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from kirby import validation
+from kirby.cron import FallBack, SpringForward
 from kirby.errors import InvalidValue
 from kirby.vocabulary import CatchUp, JobType, Overlap
 
@@ -100,6 +101,8 @@ class ScheduleParam(BaseModel):
     overlap: Literal[tuple(o.value for o in Overlap)] | None = None  # type: ignore[valid-type]
     timeout_seconds: Annotated[StrictInt, Field(ge=1)] | None = None
     retries: Count | None = None
+    dst_fall_back: Literal[tuple(f.value for f in FallBack)] | None = None  # type: ignore[valid-type]
+    dst_spring_forward: Literal[tuple(f.value for f in SpringForward)] | None = None  # type: ignore[valid-type]
 
 
 JOB_EXAMPLE = {

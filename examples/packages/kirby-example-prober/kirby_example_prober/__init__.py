@@ -1,0 +1,1 @@
+"""Kirby example: probes what a script can read and write (isolation tests)."""
