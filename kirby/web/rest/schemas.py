@@ -113,7 +113,10 @@ JOB_EXAMPLE = {
     "package_name": "kirby-example-hello",
     "package_version": {"prod": "1.0.0"},
     "scheduled_param": {"cron": "0 3 * * *", "timezone": "Europe/Paris"},
-    "config": {"JOB": {"GREETING": "bonjour"}, "CONTEXT": {"prod": {"API_KEY": {"value": "k-0123456789", "secret": True}}}},
+    "config": {
+        "JOB": {"GREETING": "bonjour"},
+        "CONTEXT": {"prod": {"API_KEY": {"value": "k-0123456789", "secret": True}}},
+    },
 }
 
 
