@@ -41,9 +41,9 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from kirby.commands import audit, demo, gc, supervisor, users, venvs, web
+    from kirby.commands import audit, demo, gc, scripts_as_code, supervisor, tokens, users, venvs, web
 
-    for module in (demo, users, venvs, web, supervisor, audit, gc):
+    for module in (demo, users, venvs, web, supervisor, audit, gc, tokens, scripts_as_code):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -308,6 +308,20 @@ class User(Base):
         return self.role == Role.ADMIN
 
 
+class ApiToken(Base):
+    """A named API token (``kirby.tokens``): only its SHA-256 is stored; revoked rows are kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[Role] = mapped_column(_enum(Role, "token_role"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 class Run(Base):
     """One attempt of one run. Written from run events; idempotent on ``id``."""
 
@@ -342,6 +356,8 @@ class Run(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Starts recorded after the first one (another supervisor, another time): a slot that ran twice.
     duplicate_starts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # "Run now" with config overrides: the JSON object of the overridden keys (secret values masked).
+    config_overrides: Mapped[str] = mapped_column(Text, default="")
 
     @property
     def duration_seconds(self) -> float | None:

@@ -38,24 +38,26 @@ DEFAULT_NOTIFY_ON = ("failure", "missed", "lost", "recovery", "daemon")
 
 
 def config_values(value: Any, path: str) -> tuple[ConfigValue, ...]:
-    """``{KEY: value}`` where value is a scalar or ``{"value": ..., "secret": true}``."""
+    """``{KEY: value}`` where value is a scalar or ``{"value": ..., "secret": true}``.
+
+    ``{"secret": true}`` alone means "the value stored already" (an export without secrets)."""
     result = []
     for key, item in checks.obj(value, path).items():
         where = child(path, key)
         checks.variable(key, where)
         if isinstance(item, dict):
-            if "value" not in item:
+            if "value" not in item and item.get("secret") is not True:
                 raise DemoImportError(
                     where, 'is an object; expected a string, number, boolean or {"value": ..., "secret": true}'
                 )
-            checks.keys(item, where, required=("value",), optional=("secret",))
+            checks.keys(item, where, optional=("value", "secret"))
             secret = checks.boolean(item.get("secret", False), child(where, "secret"))
-            text = checks.scalar_text(item["value"], child(where, "value"))
-            if secret:
+            text = checks.scalar_text(item["value"], child(where, "value")) if "value" in item else None
+            if secret and text is not None:
                 checks.secret_value(key, text, child(where, "value"))
-            result.append(ConfigValue(key, text, secret))
+            result.append(ConfigValue(key, text, secret, where))  # None: keep the stored secret
         else:
-            result.append(ConfigValue(key, checks.scalar_text(item, where)))
+            result.append(ConfigValue(key, checks.scalar_text(item, where), path=where))
     return tuple(result)
 
 

@@ -296,6 +296,19 @@ def _users(session: Session, settings: Settings, data: DemoData, notes: list[str
             raise DemoImportError(child(spec.path, "username"), str(exc)) from None
 
 
+def require_values(data: DemoData) -> None:
+    """Every value is there: ``{"secret": true}`` without one keeps a stored value (``kirby apply``), never invents one."""
+    values = [
+        *data.global_config,
+        *(v for j in data.jobs for v in (*j.config, *(x for c in j.contexts for x in c.config))),
+    ]
+    for item in values:
+        if item.value is None:
+            raise DemoImportError(
+                item.path, "a secret without its value; give the value (kirby apply keeps stored secrets instead)"
+            )
+
+
 def load(session: Session, settings: Settings, data: DemoData, force: bool) -> list[str]:
     """Write ``data`` in ``session`` (not committed). Returns the notes to show before success.
 
@@ -303,6 +316,7 @@ def load(session: Session, settings: Settings, data: DemoData, force: bool) -> l
     replaced (with their contexts, schedules, config, notifications and suspensions) and the rest added.
     """
     notes = list(data.notes)
+    require_values(data)
     try:
         _replace_jobs(session, data, force)
         environments, undeclared = _environments(session, data, notes)

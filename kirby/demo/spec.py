@@ -10,9 +10,13 @@ from kirby.vocabulary import JobType
 
 @dataclass(frozen=True)
 class ConfigValue:
+    """One config key. ``value`` is None for ``{"secret": true}`` without a value: "keep the stored
+    secret" (``kirby apply`` and the REST API; the import refuses it). ``path`` is where it was read."""
+
     key: str
-    value: str
+    value: str | None
     secret: bool = False
+    path: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The JSON API: /schedule (for the leader), runs and their logs, run-now, /healthz, /metrics.
+"""The JSON API: /schedule (for the leader), runs and their logs, /healthz, /metrics (jobs, run now
+and the rest of the REST API: ``kirby.web.rest``).
 
 Auth (see ``kirby.web.security``): the API token, or a logged-in session. No response carries a
 secret config value, except /schedule to the token holder (the leader needs them to run scripts);
@@ -7,18 +8,14 @@ a logged-in admin asking for /schedule sees secret values masked.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from flask_login import current_user
-from flask_wtf.csrf import CSRFError, validate_csrf
 from sqlalchemy import text
-from wtforms import ValidationError
 
-from kirby.errors import KirbyError
 from kirby.models import Run
 from kirby.schedule.document import build_schedule
 from kirby.web.metrics import render_metrics
 from kirby.web.queries import MAX_PAGE, BadQuery, RunFilter, line_dict, log_lines_after, parse_int, run_dict, runs_page
-from kirby.web.run_now import context_for, run_now
 from kirby.web.security import api_auth, api_error, bearer_token_ok
 from kirby.web.state import web_state
 
@@ -101,26 +98,6 @@ def run_detail(run_id: str):
         if run is None:
             return api_error(404, f"no run {run_id!r}")
         return jsonify(run_dict(run))
-
-
-@blueprint.route("/api/jobs/<name>/run", methods=["POST"])
-@api_auth(admin=True)
-def job_run_now(name: str):
-    state = web_state()
-    if not bearer_token_ok(state.settings.api_token) and current_app.config["WTF_CSRF_ENABLED"]:  # a session
-        try:
-            validate_csrf(request.headers.get("X-CSRFToken") or request.form.get("csrf_token"))
-        except (ValidationError, CSRFError) as exc:
-            return api_error(400, f"CSRF check failed: {exc}")
-    body = request.get_json(silent=True) or {}
-    environment = body.get("environment") or request.form.get("environment") or request.args.get("environment")
-    try:
-        with state.database.session() as s:
-            context_id = context_for(s, name, environment).id
-        offer = run_now(state, context_id, state.clock.now())
-    except KirbyError as exc:
-        return api_error(400, str(exc))
-    return jsonify({"run_id": offer.run_id, "job": offer.job, "environment": offer.environment}), 202
 
 
 @blueprint.route("/metrics")

@@ -18,7 +18,7 @@ from flask_wtf.csrf import CSRFProtect
 from kirby.admin import init_admin
 from kirby.config import Settings
 from kirby.db import Database, open_database
-from kirby.web import api, auth, logs
+from kirby.web import api, auth, logs, rest
 from kirby.web.proxy import TrustedProxies
 from kirby.web.queries import check_paging
 from kirby.web.redirects import check_return_parameters
@@ -53,10 +53,11 @@ def create_app(settings: Settings, database: Database | None = None, bus=None, l
     app.extensions["kirby"] = state
 
     csrf.init_app(app)
-    csrf.exempt(api.job_run_now)  # checks CSRF itself for sessions; token clients have no CSRF token
+    csrf.exempt(rest.blueprint)  # checks CSRF itself for sessions; token clients have no CSRF token
     auth.login_manager.init_app(app)
     app.register_blueprint(auth.blueprint)
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(rest.blueprint)
     app.register_blueprint(logs.blueprint)
 
     init_admin(app, state)

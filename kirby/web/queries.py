@@ -7,6 +7,7 @@ Every run listing is ordered by ``scheduled_at`` (newest first) and filtered on 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -106,7 +107,7 @@ def runs_page(session: Session, run_filter: RunFilter, page: int, per_page: int)
 
 
 def run_dict(run: Run) -> dict[str, Any]:
-    """A run as JSON: metadata only (a run row never holds config values)."""
+    """A run as JSON: metadata, and the keys a "run now" overrode (secret values masked)."""
 
     def iso(value: datetime | None) -> str | None:
         return value.isoformat() if value else None
@@ -131,6 +132,7 @@ def run_dict(run: Run) -> dict[str, Any]:
         "claimed_at": iso(run.claimed_at),
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),
+        "config_overrides": json.loads(run.config_overrides) if run.config_overrides else {},
         "duration_seconds": run.duration_seconds,
     }
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import select
 
 from kirby.errors import KirbyError
 from kirby.events import Offer
-from kirby.models import Context, Job
+from kirby.models import Context, Job, Run
 from kirby.recorder import offer_event, record
 from kirby.schedule.document import manual_offer
 from kirby.web.state import WebState
+
+MASK = "********"
 
 
 def context_for(session, job_name: str, environment: str | None) -> Context:
@@ -32,16 +36,23 @@ def context_for(session, job_name: str, environment: str | None) -> Context:
     return contexts[0]
 
 
-def run_now(state: WebState, context_id: int, now: datetime) -> Offer:
+def run_now(state: WebState, context_id: int, now: datetime, overrides: dict[str, str] | None = None) -> Offer:
     """Record an ``offered`` run for ``context_id`` and publish its manual offer. Returns the offer.
 
-    Raises KirbyError (nothing published) for an unknown context or a daemon; a bus failure is
-    recorded on the run (``skipped``, with the reason) and raised.
+    ``overrides`` replace (or add) config keys of this run only; they are recorded on the run
+    (``Run.config_overrides``, JSON; the values of secret keys masked). Raises KirbyError (nothing
+    published) for an unknown context or a daemon; a bus failure is recorded on the run
+    (``skipped``, with the reason) and raised.
     """
     with state.database.session() as s:
         offer = manual_offer(s, context_id, now)
+    if overrides:
+        offer = replace(offer, config={**offer.config, **overrides})
     with state.database.session() as s:  # the row exists before any supervisor can report on it
         record(s, [offer_event("offered", offer, now)])
+        if overrides:
+            shown = {k: MASK if k in offer.secrets else v for k, v in sorted(overrides.items())}
+            s.get(Run, offer.run_id).config_overrides = json.dumps(shown)
     try:
         state.bus.publish_offer(offer)
     except KirbyError as exc:

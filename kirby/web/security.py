@@ -1,7 +1,8 @@
 """Security plumbing: response headers (CSP and friends), cookies, and the API's auth checks.
 
-API auth: ``Authorization: Bearer <KIRBY_API_TOKEN>`` acts with admin rights; otherwise the
-logged-in session user, with their role. Without either the API answers 401 (JSON), never a
+API auth (``kirby.web.api_tokens``): ``Authorization: Bearer <KIRBY_API_TOKEN>`` acts with admin
+rights, a named token (``kirby token create``) with its role; otherwise the logged-in session user,
+with their role. Without either the API answers 401 (JSON), never a
 redirect. HTML pages redirect anonymous users to the login page (Flask-Login).
 """
 
@@ -16,8 +17,8 @@ from functools import wraps
 
 from flask import Flask, Response, current_app, g, jsonify, request
 from flask.sessions import SecureCookieSessionInterface
-from flask_login import current_user
 
+from kirby.web.api_tokens import Refused, request_caller
 from kirby.web.state import web_state
 
 # Scripts run only from our own origin or with this response's nonce (Flask-Admin marks its inline
@@ -84,13 +85,11 @@ def api_auth(admin: bool = False) -> Callable:
     def decorate(view: Callable) -> Callable:
         @wraps(view)
         def wrapper(*args, **kwargs):
-            if bearer_token_ok(web_state().settings.api_token):
-                return view(*args, **kwargs)
-            if not current_user.is_authenticated:
-                return api_error(
-                    401, "authentication required: log in, or send Authorization: Bearer <KIRBY_API_TOKEN>"
-                )
-            if admin and not current_user.is_admin:
+            try:
+                caller = request_caller(web_state())
+            except Refused as exc:
+                return api_error(exc.status, exc.message)
+            if admin and not caller.is_admin:
                 return api_error(403, "this action needs the admin role")
             return view(*args, **kwargs)
 
