@@ -8,6 +8,7 @@ it elsewhere, with the command that starts it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -40,8 +41,14 @@ class Services:
     postgres_url: str | None
 
 
+CAPTURED = "PYTEST_KIRBY_SERVICES"  # the captured addresses, for pytest-xdist workers (they inherit it)
+
+
 def _capture_services() -> Services:
     env = {name: os.environ.pop(name, None) for name in SERVICE_VARIABLES}
+    if CAPTURED in os.environ:  # a pytest-xdist worker: the controller captured them already
+        env = json.loads(os.environ[CAPTURED])
+    os.environ[CAPTURED] = json.dumps(env)
     for name in list(os.environ):  # nothing of Kirby's own configuration leaks into tests
         if name.startswith("KIRBY_") or name.startswith("KAFKA_") or name.startswith("EXT_"):
             os.environ.pop(name)
