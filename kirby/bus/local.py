@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kirby.bus.base import Consumer, Delivery, M, OfferBus
-from kirby.bus.sqlite import SCHEMA, STREAMS, SqliteFile, prune
+from kirby.bus.sqlite import SCHEMA, STREAMS, bus_file, prune
 from kirby.config import Settings
 from kirby.errors import BusError
 from kirby.events import Offer, RunEvent
@@ -48,7 +48,7 @@ class LocalConsumer(Consumer[M]):
         self._bus, self._stream, self._decode = bus, stream, decode
         self._table = STREAMS[stream]
         self.member_id = f"{member}:{uuid.uuid4().hex[:12]}"  # two consumers may share a name
-        self._db = SqliteFile(bus.path, bus.busy_timeout)
+        self._db = bus_file(bus.path, bus.busy_timeout)
         self._key = (stream, group)
         self._db.execute("INSERT OR IGNORE INTO bus_groups (stream, grp) VALUES (?, ?)", self._key)
         self._closed = threading.Event()
@@ -194,7 +194,7 @@ class LocalBus(OfferBus):
         self.group_id = settings.supervisor_group_id
         self.session_timeout, self.busy_timeout = session_timeout, busy_timeout
         self.retention, self.max_age = retention, max_age
-        self._db = SqliteFile(self.path, busy_timeout)
+        self._db = bus_file(self.path, busy_timeout)
         with self._db.transaction() as c:
             for statement in SCHEMA:
                 c.execute(statement)

@@ -3,7 +3,7 @@
 It is the default when REDIS_URL is unset, and it keeps the same promises as the Redis store across
 processes: every operation is one ``BEGIN IMMEDIATE`` transaction (SQLite's write lock is taken at
 the start), so each compare-and-set reads and writes with no other process in between. The file
-(``KIRBY_EMBEDDED_PATH``) is shared with the embedded bus; this store's tables start with ``lease_``.
+(``KIRBY_EMBEDDED_PATH``, opened through ``kirby.embedded``) is shared with the embedded bus; this store's tables start with ``lease_``.
 WAL mode lets readers proceed during writes; a process killed mid-transaction leaves the file
 consistent (its uncommitted changes are discarded and its lock is released by the kernel).
 
@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
 from kirby.config import Settings
+from kirby.embedded import EmbeddedFile
 from kirby.errors import LeaseError
 from kirby.lease.base import (
     CLAIM_RETENTION,
@@ -86,48 +84,15 @@ class LocalLeaseStore(LeaseStore):
 
     def __init__(self, settings: Settings):
         self._path = settings.embedded_path
-        self._lock = threading.Lock()  # one connection, used by one thread at a time
-        with self._errors():
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-        with self._transaction() as db:
+        self._db = EmbeddedFile(self._path, BUSY_TIMEOUT, "the embedded lease store", LeaseError)
+        with self._db.transaction() as db:
             for statement in SCHEMA.split(";")[:-1]:  # not executescript: it would commit our transaction
                 db.execute(statement)
             _upgrade(db)
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Turn SQLite and file errors into one LeaseError line naming the file and its variable."""
-        where = f"the embedded lease store {self._path} (KIRBY_EMBEDDED_PATH)"
-        try:
-            yield
-        except sqlite3.OperationalError as error:
-            if "locked" in str(error) or "busy" in str(error):
-                raise LeaseError(
-                    f"{where} stayed locked by another process for {BUSY_TIMEOUT:.0f} s; "
-                    "stop the stuck process or point KIRBY_EMBEDDED_PATH at another file"
-                ) from None
-            raise LeaseError(f"{where} failed: {error}") from None
-        except (OSError, sqlite3.Error) as error:
-            raise LeaseError(f"{where} failed: {error}") from None
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One BEGIN IMMEDIATE transaction: committed on success, rolled back on any error."""
-        with self._lock, self._errors():
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-
     # -- leader lease ---------------------------------------------------------------------------
     def acquire_leader(self, owner: str, ttl: float) -> int | None:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             now = time.time()
             row = db.execute("SELECT owner, epoch, expires_at FROM lease_leader WHERE id = 1").fetchone()
             if row and row[0] is not None and row[2] > now:
@@ -137,7 +102,7 @@ class LocalLeaseStore(LeaseStore):
             return epoch
 
     def renew_leader(self, owner: str, epoch: int, ttl: float) -> bool:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             now = time.time()
             cursor = db.execute(
                 "UPDATE lease_leader SET expires_at = ? WHERE owner = ? AND epoch = ? AND expires_at > ?",
@@ -146,7 +111,7 @@ class LocalLeaseStore(LeaseStore):
             return cursor.rowcount == 1
 
     def release_leader(self, owner: str, epoch: int) -> bool:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             cursor = db.execute(
                 "UPDATE lease_leader SET owner = NULL, expires_at = 0 WHERE owner = ? AND epoch = ? AND expires_at > ?",
                 (owner, epoch, time.time()),
@@ -154,7 +119,7 @@ class LocalLeaseStore(LeaseStore):
             return cursor.rowcount == 1
 
     def leader(self) -> Leader | None:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             row = db.execute(
                 "SELECT owner, epoch, expires_at FROM lease_leader WHERE owner IS NOT NULL AND expires_at > ?",
                 (time.time(),),
@@ -162,7 +127,7 @@ class LocalLeaseStore(LeaseStore):
         return Leader(owner=row[0], epoch=row[1], expires_at=_datetime(row[2])) if row else None
 
     def current_epoch(self) -> int:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             row = db.execute("SELECT epoch FROM lease_leader WHERE id = 1").fetchone()
         return row[0] if row else 0
 
@@ -175,7 +140,7 @@ class LocalLeaseStore(LeaseStore):
 
     def get_cursors(self, schedule_keys: list[str]) -> dict[str, datetime]:
         """One transaction."""
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             rows = [
                 db.execute("SELECT schedule_key, instant FROM lease_cursor WHERE schedule_key = ?", (key,)).fetchone()
                 for key in schedule_keys
@@ -187,7 +152,7 @@ class LocalLeaseStore(LeaseStore):
         rows = [(key, as_utc(instant).isoformat()) for key, instant in cursors.items()]
         if not rows:
             return
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             live = db.execute(
                 "SELECT 1 FROM lease_leader WHERE epoch = ? AND owner IS NOT NULL AND expires_at > ?"
                 " AND (? IS NULL OR owner = ?)",
@@ -203,7 +168,7 @@ class LocalLeaseStore(LeaseStore):
     def claim_run(
         self, run_id: str, supervisor: str, attempt: int = 1, instance: str = "", offer: str | None = None
     ) -> bool:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             now = time.time()
             db.execute("DELETE FROM lease_run WHERE expires_at <= ?", (now,))  # retention; uses the index
             cursor = db.execute(
@@ -226,7 +191,7 @@ class LocalLeaseStore(LeaseStore):
         return self._claims("AND settled = 0", ())
 
     def _claims(self, condition: str, parameters: tuple) -> list[Claim]:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             rows = db.execute(
                 "SELECT run_id, supervisor, attempt, claimed_at, instance, started_at, settled, released, offer"
                 f" FROM lease_run WHERE (expires_at IS NULL OR expires_at > ?) {condition} ORDER BY run_id",
@@ -248,7 +213,7 @@ class LocalLeaseStore(LeaseStore):
         ]
 
     def mark_started(self, run_id: str, instance: str) -> bool:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             cursor = db.execute(
                 "UPDATE lease_run SET started_at = COALESCE(started_at, ?)"
                 " WHERE run_id = ? AND instance = ? AND released = 0 AND settled = 0",
@@ -257,7 +222,7 @@ class LocalLeaseStore(LeaseStore):
             return cursor.rowcount == 1
 
     def release_claim(self, run_id: str, instance: str) -> bool:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             cursor = db.execute(
                 "UPDATE lease_run SET released = 1 WHERE run_id = ? AND instance = ? AND released = 0"
                 " AND settled = 0 AND started_at IS NULL",
@@ -266,14 +231,14 @@ class LocalLeaseStore(LeaseStore):
             return cursor.rowcount == 1
 
     def settle_run(self, run_id: str) -> None:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             db.execute(
                 "UPDATE lease_run SET settled = 1, expires_at = ? WHERE run_id = ? AND settled = 0",
                 (time.time() + CLAIM_RETENTION, run_id),
             )
 
     def acquire_lease(self, name: str, owner: str, ttl: float, replaces: str | None = None) -> int | None:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             now = time.time()
             row = db.execute("SELECT owner, generation, expires_at FROM lease_named WHERE name = ?", (name,)).fetchone()
             if row is None:
@@ -293,7 +258,7 @@ class LocalLeaseStore(LeaseStore):
             return generation
 
     def renew_lease(self, name: str, owner: str, ttl: float) -> bool:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             now = time.time()
             cursor = db.execute(
                 "UPDATE lease_named SET expires_at = ? WHERE name = ? AND owner = ? AND expires_at > ?",
@@ -302,7 +267,7 @@ class LocalLeaseStore(LeaseStore):
             return cursor.rowcount == 1
 
     def release_lease(self, name: str, owner: str) -> bool:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             cursor = db.execute(  # the row stays: it keeps the generation
                 "UPDATE lease_named SET owner = NULL, expires_at = 0 WHERE name = ? AND owner = ? AND expires_at > ?",
                 (name, owner, time.time()),
@@ -316,7 +281,7 @@ class LocalLeaseStore(LeaseStore):
         return self._holders("space = ?", space)
 
     def _holders(self, condition: str, value: str) -> dict[str, LeaseHolder]:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             rows = db.execute(
                 "SELECT name, owner, generation, expires_at FROM lease_named"
                 f" WHERE {condition} AND owner IS NOT NULL AND expires_at > ?",
@@ -325,13 +290,13 @@ class LocalLeaseStore(LeaseStore):
         return {r[0]: LeaseHolder(r[0], r[1], r[2], _datetime(r[3])) for r in rows}
 
     def request_cancel(self, run_id: str, ttl: float) -> None:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             now = time.time()
             db.execute("DELETE FROM lease_cancel WHERE expires_at <= ?", (now,))
             db.execute("INSERT OR REPLACE INTO lease_cancel VALUES (?, ?)", (run_id, now + ttl))
 
     def cancel_requested(self, run_id: str) -> bool:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             row = db.execute(
                 "SELECT 1 FROM lease_cancel WHERE run_id = ? AND expires_at > ?", (run_id, time.time())
             ).fetchone()
@@ -340,7 +305,7 @@ class LocalLeaseStore(LeaseStore):
     def register_supervisor(
         self, name: str, instance: str, ttl: float, info: dict[str, Any] | None = None, replaces: str | None = None
     ) -> None:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             now = time.time()
             row = db.execute(
                 "SELECT instance, heartbeat, info FROM lease_supervisor WHERE name = ? AND expires_at > ?", (name, now)
@@ -354,11 +319,11 @@ class LocalLeaseStore(LeaseStore):
             )
 
     def unregister_supervisor(self, name: str, instance: str) -> None:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             db.execute("DELETE FROM lease_supervisor WHERE name = ? AND instance = ?", (name, instance))
 
     def supervisors(self) -> list[SupervisorInfo]:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             rows = db.execute(
                 "SELECT name, instance, heartbeat, info FROM lease_supervisor WHERE expires_at > ? ORDER BY name",
                 (time.time(),),
@@ -369,15 +334,14 @@ class LocalLeaseStore(LeaseStore):
         ]
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
     # -- the record of published slots (issue 10) -------------------------------------------------
     def add_published(self, slots: dict[str, list[datetime]], forget_before: datetime) -> None:
         rows = [(key, as_utc(instant).timestamp()) for key, instants in slots.items() for instant in instants]
         if not rows:
             return
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             db.executemany("INSERT OR IGNORE INTO lease_published VALUES (?, ?)", rows)
             db.executemany(
                 "DELETE FROM lease_published WHERE schedule_key = ? AND instant < ?",
@@ -385,7 +349,7 @@ class LocalLeaseStore(LeaseStore):
             )
 
     def published_slots(self, schedule_key: str, after: datetime, until: datetime) -> list[datetime]:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             rows = db.execute(
                 "SELECT instant FROM lease_published WHERE schedule_key = ? AND instant > ? AND instant <= ?"
                 " ORDER BY instant",

@@ -40,10 +40,18 @@ class RunReporter:
         self.batch_size = batch_size
         self.supervisor = supervisor
         self._queue: queue.Queue = queue.Queue(maxsize=max_queued)
-        self._thread = threading.Thread(target=self._publish_loop, name="run-reporter", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None  # started with the first event, not here
+        self._starting = threading.Lock()
+
+    def _start(self) -> None:
+        with self._starting:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._publish_loop, name="run-reporter", daemon=True)
+                self._thread.start()
 
     def _emit(self, kind: str, run_id: str, data: dict, time: datetime | None = None) -> None:
+        if self._thread is None:
+            self._start()
         self._queue.put(
             RunEvent(kind=kind, run_id=run_id, time=time or utcnow(), supervisor=self.supervisor, data=data)
         )
@@ -127,6 +135,8 @@ class RunReporter:
 
     def close(self, timeout: float = 10.0) -> None:
         """Publish what is queued (up to ``timeout``), then stop the thread."""
+        if self._thread is None:  # nothing was ever reported
+            return
         try:
             self._queue.put(_STOP, timeout=timeout)
         except queue.Full:
