@@ -157,6 +157,7 @@ def db(database_url: str, make_settings) -> Database:
 CLUSTER_FOLDERS = ("e2e", "chaos")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if Path(str(item.fspath)).parent.name in CLUSTER_FOLDERS:
