@@ -67,7 +67,17 @@ def _with_stored_secrets(data: DemoData, current: DemoData) -> DemoData:
             replace(c, config=_resolve(c.config, old_contexts.get(c.environment, ()))) for c in spec.contexts
         )
         resolved.append(replace(spec, config=_resolve(spec.config, old.config if old else ()), contexts=contexts))
-    return replace(data, jobs=tuple(resolved), global_config=_resolve(data.global_config, current.global_config))
+    stored_hooks = {(name, hook.url): hook.secret for name, hooks in current.webhooks.items() for hook in hooks}
+    webhooks = {  # a webhook written without its secret keeps the stored one (secrets are write-only)
+        name: tuple(replace(hook, secret=hook.secret or stored_hooks.get((name, hook.url), "")) for hook in hooks)
+        for name, hooks in data.webhooks.items()
+    }
+    return replace(
+        data,
+        jobs=tuple(resolved),
+        global_config=_resolve(data.global_config, current.global_config),
+        webhooks=webhooks,
+    )
 
 
 def _differing(old: dict, new: dict) -> tuple[str, ...]:
@@ -135,7 +145,7 @@ def apply_data(session: Session, settings: Settings, data: DemoData, prune: bool
     _write_environments(session, new["ENVS"], envs)
     _write_globals(session, data, keys)
     for name in groups[0] + groups[1]:
-        write_group(session, name, tuple(new_groups[name]))
+        write_group(session, name, *document.group_parts(new_groups[name]))
     session.add_all(Ext(name=name) for name in exts[0])
     _delete(session, Ext, exts[2])
     session.flush()
@@ -145,7 +155,7 @@ def apply_data(session: Session, settings: Settings, data: DemoData, prune: bool
     _delete(session, Environment, envs[2])
     for spec in users:
         try:
-            add_user(session, settings, spec.username, spec.password, spec.admin)
+            add_user(session, settings, spec.username, spec.password, spec.admin, min_length=1)  # as the import
         except UserError as exc:
             raise DemoImportError(child(spec.path, "username"), str(exc)) from None
     session.flush()

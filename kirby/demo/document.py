@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timezone
 
 from kirby.demo.load import POLICY_COLUMNS as POLICIES
-from kirby.demo.spec import ConfigValue, DemoData, JobSpec, ScheduleSpec, SuspensionSpec
+from kirby.demo.spec import NOTIFY_FLAGS, ConfigValue, DemoData, JobSpec, ScheduleSpec, SuspensionSpec
 from kirby.models import Schedule
 
 
@@ -64,9 +64,7 @@ def job(spec: JobSpec, with_secrets: bool = False) -> dict:
     }
     if spec.notification_group is not None:
         body["notification_group"] = spec.notification_group
-        body["notify_on"] = [
-            n for n, on in (("failure", spec.notify_on_failure), ("missed", spec.notify_on_missed)) if on
-        ]
+        body["notify_on"] = [word for word, attribute, _ in NOTIFY_FLAGS if getattr(spec, attribute)]
     return body
 
 
@@ -86,9 +84,31 @@ def document(data: DemoData, with_secrets: bool = False) -> dict:
         "ENV_VARS": {"GLOBAL": config(data.global_config, with_secrets)},
         "JOBS": {spec.name: job(spec, with_secrets) for spec in data.jobs},
         "EXTS": sorted(data.exts),
-        "NOTIFICATION_GROUPS": {name: sorted(emails) for name, emails in sorted(data.groups.items())},
+        "NOTIFICATION_GROUPS": {
+            name: group(emails, data.webhooks.get(name, ()), with_secrets)
+            for name, emails in sorted(data.groups.items())
+        },
         "SUSPENSIONS": sorted((suspension(s) for s in data.suspensions), key=suspension_key),
     }
+
+
+def group(emails, webhooks, with_secrets: bool = False) -> list | dict:
+    """A notification group's body: its sorted emails, or (with webhooks) ``{"emails", "webhooks"}``;
+    a webhook's secret only ``with_secrets`` (without it, applying the file keeps the stored one)."""
+    if not webhooks:
+        return sorted(emails)
+    hooks = [
+        {"url": w.url, "format": w.format, **({"secret": w.secret} if with_secrets and w.secret else {})}
+        for w in sorted(webhooks, key=lambda w: w.url)
+    ]
+    return {"emails": sorted(emails), "webhooks": hooks}
+
+
+def group_parts(body: list | dict) -> tuple[tuple[str, ...], list[dict]]:
+    """(emails, webhooks) of a group body written by ``group``."""
+    if isinstance(body, dict):
+        return tuple(body.get("emails", ())), list(body.get("webhooks", ()))
+    return tuple(body), []
 
 
 def suspension_key(body: dict) -> tuple:

@@ -17,7 +17,16 @@ from sqlalchemy.orm import Session, selectinload
 
 from kirby.demo.document import POLICIES, schedule
 from kirby.demo.source import child
-from kirby.demo.spec import ConfigValue, ContextSpec, DemoData, JobSpec, ScheduleSpec, SuspensionSpec
+from kirby.demo.spec import (
+    NOTIFY_FLAGS,
+    ConfigValue,
+    ContextSpec,
+    DemoData,
+    JobSpec,
+    ScheduleSpec,
+    SuspensionSpec,
+    WebhookSpec,
+)
 from kirby.models import (
     ConfigKey,
     ConfigScope,
@@ -80,8 +89,7 @@ def job_spec(job: Job, notes: list[str]) -> JobSpec | None:
         schedule=_schedule(first, job.type) if first is not None else None,
         config=_config(job.config),
         notification_group=link.group.name if link else None,
-        notify_on_failure=link.on_failure if link else True,
-        notify_on_missed=link.on_missed if link else True,
+        **({attribute: getattr(link, column) for _, attribute, column in NOTIFY_FLAGS} if link else {}),
     )
 
 
@@ -107,7 +115,13 @@ def export_data(session: Session) -> DemoData:
     """The whole script database (but users) as validated data; ``notes`` says what was left out."""
     notes: list[str] = []
     jobs = [spec for job in load_jobs(session) if (spec := job_spec(job, notes)) is not None]
-    groups = session.scalars(select(NotificationGroup).options(selectinload(NotificationGroup.emails)))
+    groups = list(
+        session.scalars(
+            select(NotificationGroup).options(
+                selectinload(NotificationGroup.emails), selectinload(NotificationGroup.webhooks)
+            )
+        )
+    )
     suspensions = session.scalars(select(Suspension).options(selectinload(Suspension.job)).order_by(Suspension.id))
     globals_ = session.scalars(select(ConfigKey).where(ConfigKey.scope == ConfigScope.GLOBAL))
     return DemoData(
@@ -117,6 +131,11 @@ def export_data(session: Session) -> DemoData:
         exts=tuple(sorted(session.scalars(select(Ext.name)))),
         users=(),
         groups={g.name: tuple(sorted(e.email for e in g.emails)) for g in groups},
+        webhooks={
+            g.name: tuple(WebhookSpec(w.url, w.format, w.secret) for w in sorted(g.webhooks, key=lambda w: w.url))
+            for g in groups
+            if g.webhooks
+        },
         suspensions=tuple(
             SuspensionSpec(
                 path=child("SUSPENSIONS", i),

@@ -58,6 +58,18 @@ class JobSpec:
     notify_on_suspended: bool = False
 
 
+# notify_on word -> the JobSpec attribute -> the JobNotification column: one table for the import,
+# export and apply.
+NOTIFY_FLAGS = (
+    ("failure", "notify_on_failure", "on_failure"),
+    ("missed", "notify_on_missed", "on_missed"),
+    ("lost", "notify_on_lost", "on_lost"),
+    ("recovery", "notify_on_recovery", "on_recovery"),
+    ("daemon", "notify_on_daemon", "on_daemon"),
+    ("suspended", "notify_on_suspended", "on_suspended"),
+)
+
+
 @dataclass(frozen=True)
 class WebhookSpec:
     url: str

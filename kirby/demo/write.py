@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kirby.demo.document import POLICIES, policy_defaults
-from kirby.demo.spec import ConfigValue, JobSpec, SuspensionSpec
+from kirby.demo.spec import NOTIFY_FLAGS, ConfigValue, JobSpec, SuspensionSpec
 from kirby.errors import DemoImportError
 from kirby.models import (
     ConfigKey,
@@ -26,6 +26,7 @@ from kirby.models import (
     JobNotification,
     NotificationEmail,
     NotificationGroup,
+    NotificationWebhook,
     Schedule,
     Suspension,
 )
@@ -118,11 +119,15 @@ def _notification(job: Job, spec: JobSpec, groups: dict[str, NotificationGroup])
     if keep is None:
         keep = JobNotification(group=groups[spec.notification_group])
         job.notifications.append(keep)
-    keep.on_failure, keep.on_missed = spec.notify_on_failure, spec.notify_on_missed
+    for _, attribute, column in NOTIFY_FLAGS:
+        setattr(keep, column, getattr(spec, attribute))
 
 
-def write_group(session: Session, name: str, emails: tuple[str, ...]) -> NotificationGroup:
-    """Create or update group ``name`` so it holds exactly ``emails``."""
+def write_group(
+    session: Session, name: str, emails: tuple[str, ...], webhooks: list[dict] | None = None
+) -> NotificationGroup:
+    """Create or update group ``name`` so it holds exactly ``emails`` and ``webhooks`` (by URL; a
+    webhook given without a secret keeps the one stored for its URL)."""
     group = session.scalar(select(NotificationGroup).where(NotificationGroup.name == name))
     if group is None:
         group = NotificationGroup(name=name)
@@ -131,6 +136,16 @@ def write_group(session: Session, name: str, emails: tuple[str, ...]) -> Notific
         group.emails.remove(row)
     known = {e.email for e in group.emails}
     group.emails.extend(NotificationEmail(email=email) for email in emails if email not in known)
+    wanted = {hook["url"]: hook for hook in webhooks or ()}
+    for row in [w for w in group.webhooks if w.url not in wanted]:
+        group.webhooks.remove(row)
+    stored = {w.url: w for w in group.webhooks}
+    for url, hook in wanted.items():
+        row = stored.get(url) or NotificationWebhook(url=url)
+        row.format = hook.get("format", "json")
+        row.secret = hook.get("secret") or row.secret or ""
+        if url not in stored:
+            group.webhooks.append(row)
     return group
 
 

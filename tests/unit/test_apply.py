@@ -138,3 +138,27 @@ def test_yaml_round_trip_and_strict_yaml(db, settings, tmp_path):
         apply_file(db, settings, path, prune=False, dry_run=True)
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(ConfigKey)) > 0
+
+
+def test_notify_on_events_and_webhooks_round_trip(db, settings, tmp_path):
+    """Every notify_on event and a group's webhooks survive export → apply; the webhook's secret is
+    left out of the export and kept by apply, like a secret config value."""
+    import_file(db, settings)
+    first = exported(db)
+    job = next(name for name, body in first["JOBS"].items() if body.get("notification_group"))
+    group = first["JOBS"][job]["notification_group"]
+    first["JOBS"][job]["notify_on"] = ["lost", "recovery", "suspended"]
+    emails = first["NOTIFICATION_GROUPS"][group]
+    hook = {"url": "https://hooks.example.com/kirby", "format": "slack", "secret": "hook-secret-123"}
+    first["NOTIFICATION_GROUPS"][group] = {"emails": emails, "webhooks": [hook]}
+    apply_file(db, settings, write(tmp_path, first), prune=False, dry_run=False)
+
+    second = exported(db)
+    assert second["JOBS"][job]["notify_on"] == ["lost", "recovery", "suspended"]
+    assert second["NOTIFICATION_GROUPS"][group] == {
+        "emails": emails,
+        "webhooks": [{"url": hook["url"], "format": "slack"}],  # no secret without --with-secrets
+    }
+    again = apply_file(db, settings, write(tmp_path, second, "again.json"), prune=True, dry_run=False)
+    assert again.changes == []  # idempotent: the file without the secret keeps it
+    assert exported(db, with_secrets=True)["NOTIFICATION_GROUPS"][group]["webhooks"][0]["secret"] == "hook-secret-123"
