@@ -149,3 +149,29 @@ def db(database_url: str, make_settings) -> Database:
     database = open_database(make_settings(SQLALCHEMY_DATABASE_URI=database_url))
     yield database
     database.dispose()
+
+
+# -- private servers a test may stop, freeze and restart ------------------------------------
+@pytest.fixture
+def start_private_redis(redis_url, tmp_path: Path):
+    """Starts private servers. Needs the redis-server that ``deploy/services up redis`` installs."""
+    if not shutil.which("redis-server"):
+        pytest.fail("redis-server is not installed: run `deploy/services up redis` (it installs Debian's package)")
+    servers: list[PrivateRedis] = []
+
+    def start(*options: str) -> PrivateRedis:
+        server = PrivateRedis(tmp_path / f"redis-{len(servers)}", *options)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        if server.process.poll() is None:
+            server.thaw()
+            server.kill()
+
+
+@pytest.fixture
+def private_redis(start_private_redis) -> PrivateRedis:
+    return start_private_redis()

@@ -91,8 +91,13 @@ class ScheduleClient(ScheduleSource):
         try:
             timeout = min(self.timeout, max(0.1, self._deadline - time.monotonic()))
             response = self._http.get(self.url, timeout=timeout)
+        except requests.Timeout:
+            raise _Transient(f"no answer within {timeout:.1f} s") from None
+        except requests.ConnectionError as exc:  # the web server not (yet) listening, most often
+            reason = "connection refused" if "refused" in str(exc).lower() else "cannot connect"
+            raise _Transient(reason) from None
         except requests.RequestException as exc:
-            raise _Transient(f"{type(exc).__name__}: {exc}") from None
+            raise _Transient(str(exc)) from None
         status = f"HTTP {response.status_code}{_detail(response)}"
         if response.status_code >= 500:
             raise _Transient(status)

@@ -114,7 +114,9 @@ def test_a_down_web_server_is_a_clear_error_the_caller_keeps_its_copy(web, make_
     client = client_for(make_settings, web.url)
     client.fetch(NOW)
     web.stop()  # connection refused; keeping the last good copy is Scheduler.refresh's job
-    with pytest.raises(KirbyError, match=rf"schedule endpoint {web.url} unreachable after 3 attempt\(s\): "):
+    with pytest.raises(
+        KirbyError, match=rf"schedule endpoint {web.url} unreachable after 3 attempt\(s\): connection refused; "
+    ):
         client.fetch(NOW + timedelta(seconds=30))
 
 
