@@ -40,6 +40,7 @@ def kafka_settings(make_settings, kafka_servers):
         KIRBY_TOPIC_RUN_EVENTS=f".kirby.test-{name}.events",
         KIRBY_SUPERVISOR_GROUP_ID=f"supervisors-{name}",
         KIRBY_API_TOKEN=TOKEN,
+        KIRBY_SINGLE_HOST="true",  # Kafka with the embedded lease store: this test runs on one host
         SECRET_KEY="test-secret-key-abcdef",
         TESTING="true",
     )

@@ -170,7 +170,9 @@ def test_log_streams_are_capped_and_never_starve_schedule_and_healthz(web):
             schedule = requests.get(f"{web.url}/schedule", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
             health = requests.get(f"{web.url}/healthz", timeout=10)
             elapsed = time.monotonic() - started
-            assert schedule.status_code == 200 and health.json() == {"status": "ok"}
+            assert (
+                schedule.status_code == 200 and health.json()["status"] == "ok"
+            )  # (a real kirby web also reports its events consumer)
             assert elapsed < 5, f"/schedule + /healthz took {elapsed:.1f} s with {len(opened)} streams open"
         # a token holder's stream is refused too: the global cap is full
         token_stream = requests.get(
