@@ -1,5 +1,7 @@
-"""Shared by the cluster benchmarks: a real ``kirby web`` + ``kirby supervisor`` cluster on one backend,
-the example package index, script ledgers, and percentiles. Not a test; no pytest fixtures.
+"""Shared by the cluster benchmarks: a warm workspace (the example package index, settings and the
+prepared venvs: ``warm_workspace``), processes logging time-stamped lines (``Processes``), a real
+``kirby web`` + ``kirby supervisor`` cluster on one backend (``Cluster``), script ledgers, and
+percentiles. Not a test; no pytest fixtures.
 
 Supervisors log with LOG_FORMAT (``<time.time()> LEVEL logger message``), so a benchmark can read
 when each step of a run happened from their logs (``Cluster.log_events``).
@@ -18,11 +20,12 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
-from kirby.config import load_settings
+from kirby.config import Settings, load_settings
 from kirby.db import open_database
 from kirby.lease import open_lease_store
 
@@ -30,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KIRBY = Path(sys.executable).with_name("kirby")
 LOG_FORMAT = "%(created).6f %(levelname)s %(name)s %(message)s"
 LOG_LINE = re.compile(r"^(\d+\.\d+) \S+ \S+ (.*)$")
+PACKAGE, VERSION, MODULE = "kirby-example-hello", "1.0.0", "kirby_example_hello"  # the benchmarks' script
 
 
 def pct(values: list[float], q: float) -> float:
@@ -55,18 +59,109 @@ def read_ledger(path: Path) -> list[tuple[str, float]]:
     ]
 
 
+def run_user() -> dict[str, str]:
+    """KIRBY_RUN_USER (or KIRBY_ALLOW_ROOT_RUNS) from the caller's environment; as root without
+    either, root runs allowed (a benchmark, e.g. in a container)."""
+    if os.environ.get("KIRBY_RUN_USER"):
+        return {"KIRBY_RUN_USER": os.environ["KIRBY_RUN_USER"]}
+    if os.environ.get("KIRBY_ALLOW_ROOT_RUNS"):
+        return {"KIRBY_ALLOW_ROOT_RUNS": os.environ["KIRBY_ALLOW_ROOT_RUNS"]}
+    return {"KIRBY_ALLOW_ROOT_RUNS": "true"} if os.geteuid() == 0 else {}
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """What every cluster benchmark starts from: the example package index, settings pointing at
+    the work folder, and ready venvs (``pythons``: package -> its venv's interpreter)."""
+
+    work: Path
+    index: str
+    settings: Settings
+    pythons: dict[str, Path]
+
+    @property
+    def python(self) -> Path:
+        """The interpreter of the benchmarks' script (PACKAGE)."""
+        return self.pythons[PACKAGE]
+
+    @property
+    def venvs(self) -> Path:
+        return self.work / "venvs"
+
+
+def warm_workspace(work: Path, packages: tuple[str, ...] = (PACKAGE,)) -> Workspace:
+    """Build the example index in (or serve it from) ``work`` and prepare a venv of each of
+    ``packages`` (VERSION) there: the figures are not about installs."""
+    from kirby.tasks.executor import LocalExecutor
+
+    index = example_index(work)
+    settings = load_settings(
+        environ={
+            "KIRBY_PACKAGE_INDEX": index,
+            "KIRBY_VENV_DIRECTORY": str(work / "venvs"),
+            "KIRBY_RUN_DIRECTORY": str(work / "runs"),
+            **run_user(),
+        },
+        cwd=work,
+    )
+    executor = LocalExecutor(settings, "bench")
+    pythons = {package: executor.prepare(package, VERSION) / "bin" / "python" for package in packages}
+    return Workspace(work, index, settings, pythons)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-class Cluster:
+class Processes:
+    """Processes started in ``workdir``, each in a session of its own, logging to ``<name>.log``
+    there (lines stamped with LOG_FORMAT's ``time.time()``); ``close`` stops them all."""
+
+    def __init__(self, workdir: Path):
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        with open(self.workdir / f"{name}.log", "ab") as log:
+            self.processes[name] = subprocess.Popen(
+                argv, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def log_events(self, name: str) -> list[tuple[float, str]]:
+        path = self.workdir / f"{name}.log"
+        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        return [(float(m.group(1)), m.group(2)) for m in map(LOG_LINE.match, lines) if m]
+
+    def kill(self, name: str) -> float:
+        """SIGKILL ``name``'s process group; returns when it was sent."""
+        os.killpg(self.processes[name].pid, signal.SIGKILL)
+        killed_at = time.time()
+        self.processes[name].wait(30)
+        return killed_at
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+class Cluster(Processes):
     """A real ``kirby web`` and supervisors in ``workdir`` on one backend; logs are ``<name>.log`` there."""
 
-    def __init__(self, workdir: Path, backend: str, index: str, venvs: Path):
-        workdir.mkdir(parents=True)
-        self.workdir, self.backend, self.port = workdir, backend, free_port()
+    def __init__(self, workdir: Path, backend: str, index: str, venvs: Path, environ: dict[str, str] | None = None):
+        """``environ``: more variables for every process (e.g. KIRBY_PUBLISH_AHEAD)."""
+        if workdir.exists():
+            raise SystemExit(f"{workdir} exists: give --keep an empty folder")
+        super().__init__(workdir)
+        self.backend, self.port = backend, free_port()
         self.ledger = workdir / "ledger"
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -83,6 +178,8 @@ class Cluster:
             "KIRBY_SCHEDULE_ENDPOINT": f"http://127.0.0.1:{self.port}/schedule",
             "EXT_RETRIES": "2",
             "EXT_WAIT_BETWEEN_RETRIES": "0.2",
+            **run_user(),
+            **(environ or {}),
         }
         if backend == "kafka-redis":
             unique = uuid.uuid4().hex[:10]
@@ -99,18 +196,15 @@ class Cluster:
         self.settings = load_settings(environ=self.env, cwd=workdir)
         self.database = open_database(self.settings)
         self.store = open_lease_store(self.settings)
-        self.processes: dict[str, subprocess.Popen] = {}
+
+    @classmethod
+    def of(cls, workspace: Workspace, name: str, backend: str, environ: dict[str, str] | None = None) -> Cluster:
+        """A cluster in ``workspace.work / name`` on the workspace's index and venvs."""
+        return cls(workspace.work / name, backend, workspace.index, workspace.venvs, environ)
 
     def spawn(self, name: str, *args: str) -> None:
-        with open(self.workdir / f"{name}.log", "ab") as log:
-            self.processes[name] = subprocess.Popen(
-                [str(KIRBY), *args],
-                cwd=self.workdir,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        """``kirby <args>`` as process ``name``."""
+        self.start(name, [str(KIRBY), *args], self.env)
 
     def start_web(self) -> None:
         self.spawn("web", "web", "--port", str(self.port))
@@ -134,11 +228,6 @@ class Cluster:
         leader = self.store.leader()
         return leader if leader and leader.owner != other_than else None
 
-    def log_events(self, name: str) -> list[tuple[float, str]]:
-        path = self.workdir / f"{name}.log"
-        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
-        return [(float(m.group(1)), m.group(2)) for m in map(LOG_LINE.match, lines) if m]
-
     def stages(self, events: dict[str, re.Pattern]) -> dict[str, dict[str, float]]:
         """Per stage of ``events`` (a pattern whose group 1 is a run id), run id -> earliest time any process logged it."""
         found: dict[str, dict[str, float]] = {stage: {} for stage in events}
@@ -151,20 +240,13 @@ class Cluster:
         return found
 
     def close(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        self.stop_all()
         self.store.close()
         self.database.dispose()
         if self.backend == "kafka-redis":
             import redis  # the bench cleans up after itself; product code uses redis only in kirby/lease/redis.py
 
-            from kirby.bus.kafka import delete_topics
+            from kirby.bus.kafka_topics import delete_topics
 
             delete_topics(self.settings)
             client = redis.Redis.from_url(self.env["REDIS_URL"])

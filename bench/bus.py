@@ -31,7 +31,8 @@ from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
 
 from kirby.bus import open_bus
-from kirby.bus.kafka import PARTITIONS, SESSION_TIMEOUT_MS, client_config, delete_topics
+from kirby.bus.kafka import PARTITIONS, SESSION_TIMEOUT_MS, client_config
+from kirby.bus.kafka_topics import delete_topics
 from kirby.config import load_settings
 from kirby.events import Offer
 

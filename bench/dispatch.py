@@ -1,7 +1,7 @@
 """Dispatch latency and failover gap of a real cluster (not a test). Prints figures next to baselines of the same run.
 
 Run: .venv/bin/python bench/dispatch.py [--backend embedded|kafka-redis|both] [--scripts 100,10000] [--quick]
-         [--rate 5] [--window 2] [--only dispatch|failover] [--keep DIR]
+         [--rate 5] [--window 2] [--only dispatch|failover] [--kills N] [--keep DIR]
 (``eval "$(deploy/services env)"`` first for kafka-redis: Kafka, Redis and the pypiserver of deploy/services.)
 
 Each measurement starts a real ``kirby web`` (SQLite script database) and 3 ``kirby supervisor``
@@ -19,10 +19,11 @@ ledger at import, and a slot's run id encodes its scheduled instant, so latencie
    its own, like a run -> the same ledger line) in bursts of the same size half a second after each
    of Kirby's, during the same window (same machine load), and ``python -c pass``. A profile
    from the supervisors' logs splits the latency: due -> leader tick (Run.offered_at) -> offer
-   publish acknowledged ("offered") -> claimed by a runner -> process spawned (Popen returned) ->
-   script running. (A runner may claim an offer before the leader's publish is acknowledged.)
+   publish acknowledged ("offered") -> claimed by a runner -> process spawned (Popen returned; held
+   until the instant when the offer came ahead of it) -> released ("started run") -> script running. (A runner may claim an offer before the leader's publish is acknowledged.)
 2. Failover: an every-second script with the default policies (``--overlap forbid``); the leader is
-   SIGKILLed at a random moment (several times) and restarted under its own name 2 s later
+   SIGKILLed at a random moment (several times, each once the three supervisors are registered) and
+   restarted under its own name 2 s later
    (``--restart same``, as systemd would; ``new`` starts a replacement of another name); gap = kill
    -> the new leader's first published offer, and -> the first of those runs started, and -> the
    first run of a slot due after the kill, next to the window (target <= 2 x window). Every slot of
@@ -51,18 +52,18 @@ from sqlalchemy import update
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import Cluster, example_index, load, ms, pct, read_ledger, wait_for  # noqa: E402
-from kirby.config import load_settings  # noqa: E402
+from bench import _common  # noqa: E402
+from bench._common import Cluster, load, ms, pct, read_ledger, wait_for, warm_workspace  # noqa: E402
 from kirby.cron import slots_between  # noqa: E402
 from kirby.models import ConfigKey, ConfigScope, Context, Environment, Job, JobType, Overlap, Run, Schedule  # noqa: E402
 from kirby.run_ids import slot_run_id  # noqa: E402
-from kirby.tasks.executor import LocalExecutor  # noqa: E402
 
-PACKAGE, VERSION, MODULE = "kirby-example-hello", "1.0.0", "kirby_example_hello"
+PACKAGE, VERSION, MODULE = _common.PACKAGE, _common.VERSION, _common.MODULE
 EVENTS = {  # profile stage -> the log message that marks it
     "offered": re.compile(r"^offered run (\S+) \(epoch"),
     "claimed": re.compile(r"^claimed run (\S+)$"),
-    "spawned": re.compile(r"^run (\S+) started: "),
+    "spawned": re.compile(r"^run (\S+) (?:started|spawned, held): "),  # held: spawned ahead, released at the instant
+    "released": re.compile(r"^started run (\S+) "),
 }
 ELECTED = re.compile(r"became leader \(epoch (\d+)\)")
 SLOT = re.compile(r"^(.+):(\w+):(\d{8}T\d{6}Z)$")
@@ -227,8 +228,22 @@ def bench_failover(
         cluster.start_supervisor(name, window=window)
     wait_for(lambda: len(read_ledger(cluster.ledger)) >= 3, 120, "no run reached its script")
     start = datetime.now(timezone.utc)
-    killed, offer_gaps, run_gaps, elected_gaps, next_gaps = {}, [], [], [], []
+    killed, offer_gaps, run_gaps, elected_gaps, next_gaps, spawn_gaps = {}, [], [], [], [], []
     for repeat in range(repeats):
+        wait_for(  # a failover needs live followers: the restarted supervisor is back (slow under load),
+            # registered by its new process (a dead predecessor's registration lasts 3 windows) and consuming
+            lambda: (
+                all(
+                    s.info.get("pid") == cluster.processes[s.name].pid
+                    and (s.info.get("offer_partitions") is not None or "REDIS_URL" not in cluster.env)
+                    for s in cluster.store.supervisors()
+                    if s.name in names
+                )
+                and {s.name for s in cluster.store.supervisors()} >= set(names)
+            ),
+            120,
+            "a supervisor did not come back",
+        )
         seen = len(read_ledger(cluster.ledger))
         wait_for(lambda: len(read_ledger(cluster.ledger)) >= seen + 3, 60, "runs stopped arriving")
         time.sleep(random.uniform(0, window))  # kill at a random phase of the lease renewals
@@ -279,6 +294,8 @@ def bench_failover(
             "no slot due after the kill ran",
         )
         next_gaps.append(min(later) - killed_at)
+        spawned = cluster.stages({"spawned": EVENTS["spawned"]})["spawned"]
+        spawn_gaps.append(min(w for r, w in spawned.items() if slot_instant(r).timestamp() > killed_at) - killed_at)
     end = datetime.now(timezone.utc) - timedelta(seconds=1)
     audit(cluster, start, end, killed, created)
     print(f"  failover gap over {repeats} leader SIGKILLs, window {window:g} s (target <= {2 * window:g} s):")
@@ -286,14 +303,16 @@ def bench_failover(
         ("new leader elected", elected_gaps),
         ("first offer published", offer_gaps),
         ("first of its runs started", run_gaps),
+        ("next slot's process spawned", spawn_gaps),
         ("next slot's script running", next_gaps),
     ):
         print(
             f"    kill -> {label:26s} "
             + " ".join(f"{g:.2f}" for g in gaps)
-            + f" s; max {max(gaps):.2f} s = {max(gaps) / window:.2f} x window"
+            + f" s; mean {sum(gaps) / len(gaps):.2f} s, max {max(gaps):.2f} s = {max(gaps) / window:.2f} x window"
         )
-    print(f"  => target failover <= 2 x window: {'met' if max(offer_gaps) <= 2 * window else 'NOT met'}")
+    verdict = "met" if max(next_gaps) <= 2 * window else "NOT met"  # issue 14: kill -> the next slot's script running
+    print(f"  => target kill -> next slot's script running <= 2 x window: {verdict} ({load()})")
 
 
 def audit(cluster: Cluster, start: datetime, end: datetime, killed: dict[str, float], created: datetime) -> None:
@@ -336,31 +355,24 @@ def main() -> None:
     parser.add_argument("--only", choices=["dispatch", "failover"], help="run one of the two benchmarks")
     parser.add_argument("--overlap", choices=[o.value for o in Overlap], default="forbid", help="failover phase")
     parser.add_argument("--restart", choices=["same", "new"], default="same", help="killed leader's restart name")
+    parser.add_argument("--kills", type=int, help="leader SIGKILLs of the failover phase (default 5; 2 with --quick)")
     parser.add_argument("--keep", type=Path, help="keep the clusters' folders (logs, ledgers) under this folder")
     args = parser.parse_args()
     backends = ["embedded", "kafka-redis"] if args.backend == "both" else [args.backend]
     if "kafka-redis" in backends and not (os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("REDIS_URL")):
         raise SystemExit('kafka-redis needs KAFKA_BOOTSTRAP_SERVERS and REDIS_URL: eval "$(deploy/services env)" first')
     measure_seconds, repeats = (12.0, 2) if args.quick else (40.0, 5)
+    repeats = args.kills or repeats
     args.scripts = args.scripts or ("100" if args.quick else "100,10000")
     print(f"bench/dispatch.py: {os.cpu_count()} cores, {load()}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
     with tempfile.TemporaryDirectory(prefix="kirby-bench-dispatch-") as temp:
-        work = args.keep.resolve() if args.keep else Path(temp)
-        index = example_index(work)
-        settings = load_settings(
-            environ={
-                "KIRBY_PACKAGE_INDEX": index,
-                "KIRBY_VENV_DIRECTORY": str(work / "venvs"),
-                "KIRBY_RUN_DIRECTORY": str(work / "runs"),
-            },
-            cwd=work,
-        )
-        python = LocalExecutor(settings, "bench").prepare(PACKAGE, VERSION) / "bin" / "python"
-        print(f"package index {index}; warm venv {python.parent.parent}")
+        workspace = warm_workspace(args.keep.resolve() if args.keep else Path(temp))
+        python = workspace.python
+        print(f"package index {workspace.index}; warm venv {python.parent.parent}")
         for backend in backends:
             for scripts in (int(n) for n in args.scripts.split(",") if args.only != "failover"):
                 print(f"[{backend}] dispatch, {scripts:,} scripts ({load()})")
-                cluster = Cluster(work / f"{backend}-{scripts}", backend, index, work / "venvs")
+                cluster = Cluster.of(workspace, f"{backend}-{scripts}", backend)
                 try:
                     bench_dispatch(cluster, scripts, args.rate, measure_seconds, python)
                 finally:
@@ -368,7 +380,7 @@ def main() -> None:
             if args.only == "dispatch":
                 continue
             print(f"[{backend}] failover ({load()})")
-            cluster = Cluster(work / f"{backend}-failover", backend, index, work / "venvs")
+            cluster = Cluster.of(workspace, f"{backend}-failover", backend)
             try:
                 bench_failover(cluster, args.window, repeats, Overlap(args.overlap), args.restart)
             finally:

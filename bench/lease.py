@@ -12,6 +12,8 @@ throughput is 1 / mean latency.
 * Embedded: ``LocalLeaseStore.claim_run`` (BEGIN IMMEDIATE, purge of expired claims, INSERT OR
   IGNORE, COMMIT) against a bare sqlite3 ``INSERT OR IGNORE`` loop (autocommit, one transaction
   per row) on a WAL file of its own.
+* Both: ``claim_run(..., generation=marker)``, the supervisors' call since issue 10 (the claim is
+  refused unless the store's generation marker is the caller's and open: one more hash read).
 """
 
 from __future__ import annotations
@@ -87,12 +89,16 @@ def bench_redis(url: str, count: int, rounds: int) -> list[tuple[str, dict[str, 
     store = RedisLeaseStore(settings, prefix=prefix)
     raw = redis.Redis.from_url(url)
     week_ms = 7 * 24 * 3600 * 1000
+    marker = store.check_generation(None).marker
     try:
         figures = best_of(
             rounds,
             count,
             {
                 "kirby claim_run": lambda run_id: store.claim_run(run_id, "bench"),
+                "kirby claim_run, generation checked": lambda run_id: store.claim_run(
+                    f"g{run_id}", "bench", generation=marker
+                ),
                 "redis-py SET NX PX": lambda run_id: raw.set(f"{prefix}raw:{run_id}", "bench|1|0", nx=True, px=week_ms),
             },
         )
@@ -116,12 +122,16 @@ def bench_local(count: int, rounds: int) -> list[tuple[str, dict[str, float]]]:
         raw = sqlite3.connect(Path(folder) / "raw.db", isolation_level=None)
         raw.execute("PRAGMA journal_mode=WAL")
         raw.execute("CREATE TABLE claim (run_id TEXT PRIMARY KEY, supervisor TEXT, attempt INTEGER, at REAL)")
+        marker = store.check_generation(None).marker
         try:
             figures = best_of(
                 rounds,
                 count,
                 {
                     "kirby claim_run": lambda run_id: store.claim_run(run_id, "bench"),
+                    "kirby claim_run, generation checked": lambda run_id: store.claim_run(
+                        f"g{run_id}", "bench", generation=marker
+                    ),
                     "sqlite3 INSERT OR IGNORE": lambda run_id: raw.execute(
                         "INSERT OR IGNORE INTO claim VALUES (?, 'bench', 1, ?)", (run_id, time.time())
                     ),

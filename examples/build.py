@@ -29,6 +29,7 @@ EXAMPLES = [
     ("kirby-example-daemon", "1.0.0"),
     ("kirby-example-chatty", "1.0.0"),
     ("kirby-example-prober", "1.0.0"),
+    ("kirby-example-stint", "1.0.0"),
 ]
 
 

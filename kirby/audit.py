@@ -120,6 +120,8 @@ def _outcome(runs: list[Run], instant: datetime, grace: int, now: datetime, late
         return "skipped", delay
     if last.state == RunState.LOST:
         return "lost", delay
+    if last.state == RunState.EXPIRED:  # a Celery task nobody received before its expires
+        return "missed", delay
     if last.state in _FINISHED:
         return ("late" if delay is not None and delay > late_after else "ran"), delay
     if last.started_at is not None:

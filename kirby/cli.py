@@ -6,6 +6,7 @@ Commands live in ``kirby/commands/``, one module each, and stay thin: parse, bui
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -16,15 +17,42 @@ from kirby.config import load_settings
 from kirby.errors import KirbyError
 from kirby.hardening import PRIVATE_UMASK
 
+# command name -> its module in kirby/commands/: a command's module (and what it imports: Flask,
+# the ORM) is imported only when that command runs, so ``kirby supervisor`` stays lean in memory
+COMMAND_MODULES = {
+    "demo": "demo",
+    "adduser": "users",
+    "venvs": "venvs",
+    "web": "web",
+    "supervisor": "supervisor",
+    "audit": "audit",
+    "gc": "gc",
+    "token": "tokens",
+    "export": "scripts_as_code",
+    "apply": "scripts_as_code",
+    "celery": "celery",
+}
+
 
 class KirbyGroup(click.Group):
-    """Turns a KirbyError (raised while building settings or by a command) into click's one-line error."""
+    """Turns a KirbyError (raised while building settings or by a command) into click's one-line
+    error; loads each command from its module (``COMMAND_MODULES``) when it is asked for."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except KirbyError as exc:
             raise click.ClickException(str(exc)) from None
+
+    def list_commands(self, ctx: click.Context | None) -> list[str]:
+        return sorted({*COMMAND_MODULES, *self.commands})
+
+    def get_command(self, ctx: click.Context | None, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMAND_MODULES:
+            module = importlib.import_module(f"kirby.commands.{COMMAND_MODULES[name]}")
+            for command in module.COMMANDS:
+                self.add_command(command)
+        return self.commands.get(name)
 
 
 @click.group(cls=KirbyGroup)
@@ -38,17 +66,6 @@ def cli(ctx: click.Context) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)  # no migration chatter in dialogues
     logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python narrates every connection at INFO
     ctx.obj = settings
-
-
-def _register() -> None:
-    from kirby.commands import audit, demo, gc, scripts_as_code, supervisor, tokens, users, venvs, web
-
-    for module in (demo, users, venvs, web, supervisor, audit, gc, tokens, scripts_as_code):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
 
 
 def main(argv: list[str] | None = None) -> None:

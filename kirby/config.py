@@ -2,16 +2,13 @@
 
 Every ``kirby`` command calls :func:`load_settings` first and passes the result down; no module
 reads ``os.environ`` on its own. A bad value raises :class:`ConfigError` naming the variable.
-The README's table documents every variable; keep it in step with ``VARIABLES`` below.
+The variables, their defaults and meanings are listed in ``kirby.config_catalog``; the value
+parsers live in ``kirby.config_values``.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import logging
-import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,146 +16,36 @@ from urllib.parse import urlparse
 
 from dotenv import dotenv_values
 
+from kirby.config_catalog import DEFAULT_LOG_FORMAT, VARIABLES  # noqa: F401 (re-exported)
+from kirby.config_values import (
+    executable,
+    existing_file,
+    mask_url,
+    optional,
+    optional_int,
+    parse_bool,
+    parse_float,
+    parse_groups,
+    parse_int,
+    parse_log_format,
+    parse_networks,
+    parse_servers,
+    parse_size,
+    parse_topic,
+    parse_url,
+    parse_user,
+    placeholder,
+)
 from kirby.errors import ConfigError
 
-DEFAULT_LOG_FORMAT = "[%(asctime)s] %(levelname)s:%(name)s:%(message)s"
 INSECURE_SECRET_KEY = "kirby-insecure-development-key"
-
-# name -> (default, one-line meaning). The README's table is written from this.
-VARIABLES: dict[str, tuple[str | None, str]] = {
-    "SQLALCHEMY_DATABASE_URI": ("sqlite:///kirby.db", "Script database URL; `///kirby.db` is short for a SQLite file."),
-    "SQLALCHEMY_TRACK_MODIFICATIONS": ("false", "Kept for compatibility with the original Kirby; no effect."),
-    "SECRET_KEY": (None, "Signs web sessions and CSRF tokens. Set it in production."),
-    "SECURITY_PASSWORD_SALT": ("", "Extra salt mixed into password hashes."),
-    "TESTING": ("false", "Test mode for the web app."),
-    "KAFKA_BOOTSTRAP_SERVERS": (None, "Kafka brokers (host:port,...). Unset: embedded bus."),
-    "KAFKA_USE_SSL": ("false", "Connect to Kafka over TLS (`KAFKA_USE_TLS` is accepted too)."),
-    "KAFKA_SSL_CAFILE": (None, "CA bundle for Kafka TLS."),
-    "KAFKA_SSL_CERTFILE": (None, "Client certificate for Kafka TLS."),
-    "KAFKA_SSL_KEYFILE": (None, "Client key for Kafka TLS."),
-    "KIRBY_TOPIC_JOB_OFFERS": (".kirby.job-offers", "Topic of job offers."),
-    "KIRBY_TOPIC_RUN_EVENTS": (".kirby.run-events", "Topic of run events and log lines."),
-    "KIRBY_SUPERVISOR_GROUP_ID": ("kirby-supervisors", "Consumer group shared by all supervisors."),
-    "KIRBY_SCHEDULE_ENDPOINT": ("http://127.0.0.1:8080/schedule", "Where the leader reads the schedule."),
-    "EXT_WAIT_BETWEEN_RETRIES": ("0.4", "Seconds between retries of an outside call."),
-    "EXT_RETRIES": ("3", "Retries of an outside call (Kafka, Redis, web) before giving up."),
-    "LOG_FORMAT": (DEFAULT_LOG_FORMAT, "Python logging format of every process."),
-    "REDIS_URL": (None, "Redis URL (redis:// or rediss://, password allowed). Unset: embedded lease store."),
-    "KIRBY_REDIS_PREFIX": ("kirby:", "Prefix of Kirby's Redis keys (several clusters can share one Redis)."),
-    "KIRBY_EMBEDDED_PATH": ("kirby-embedded.db", "SQLite file of the embedded bus and lease store."),
-    "KIRBY_SINGLE_HOST": (
-        "false",
-        "`true`: every Kirby process runs on this one host, so Kafka may be used with the embedded lease store"
-        " (without it, `KAFKA_BOOTSTRAP_SERVERS` without `REDIS_URL` is an error).",
-    ),
-    "KIRBY_PACKAGE_INDEX": ("http://127.0.0.1:8081/simple/", "Package index URL, or a folder of wheels."),
-    "KIRBY_VENV_DIRECTORY": ("~/.kirby/venvs", "Where virtualenvs are cached, one per package version."),
-    "KIRBY_RUN_DIRECTORY": ("~/.kirby/runs", "Where each run gets its own working directory."),
-    "KIRBY_API_TOKEN": (
-        None,
-        "Token for the JSON API (the leader's /schedule calls). Unset: `kirby web` warns and /schedule answers 503.",
-    ),
-    "KIRBY_RUN_USER": (
-        None,
-        "Unprivileged user every script runs as (the supervisor must start as root to switch). Unset: the supervisor's user.",
-    ),
-    "KIRBY_ALLOW_ROOT_RUNS": (
-        "false",
-        "Let a supervisor started as root without `KIRBY_RUN_USER` run scripts as root (never in production).",
-    ),
-    "KIRBY_RUN_PYTHON": (
-        None,
-        "Interpreter the script venvs are built with (same Python version as Kirby's; with `KIRBY_RUN_USER`, "
-        "one that user can run). Unset: Kirby's own.",
-    ),
-    "KIRBY_RUN_MEMORY_LIMIT": (
-        None,
-        "Address-space limit of each script process (RLIMIT_AS): bytes, or e.g. `512M`, `2G`.",
-    ),
-    "KIRBY_RUN_CPU_LIMIT": (None, "CPU seconds each script process may use (RLIMIT_CPU); then SIGXCPU."),
-    "KIRBY_RUN_OPEN_FILES_LIMIT": (None, "Open files each script process may hold (RLIMIT_NOFILE)."),
-    "KIRBY_PUBLIC_URL": ("http://127.0.0.1:8080", "The web UI's address as users reach it; links in notifications."),
-    "KIRBY_SMTP_URL": (
-        None,
-        "SMTP server of notification emails, e.g. `smtp://user:pass@host:587?starttls=true` (`smtps://` for TLS). Unset: no emails.",
-    ),
-    "KIRBY_MAIL_FROM": ("kirby@localhost", "Sender address of notification emails."),
-    "KIRBY_NOTIFY_COOLDOWN": (
-        "600",
-        "Seconds: at most one notification per group, job and event in this time; the rest come as one digest.",
-    ),
-    # Web hardening (issue 12; see docs/security.md).
-    "KIRBY_TRUSTED_PROXIES": (
-        "",
-        "Reverse proxies (addresses or networks, comma-separated, e.g. 127.0.0.1) whose X-Forwarded-For "
-        "and X-Forwarded-Proto `kirby web` believes. Unset: none (the client address is the TCP peer).",
-    ),
-    "KIRBY_MAX_LOG_STREAMS": ("24", "Live-log streams open at once in `kirby web`; beyond it 503 + Retry-After."),
-    "KIRBY_MAX_LOG_STREAMS_PER_USER": ("4", "Live-log streams one user (or the API token) may hold open."),
-    "KIRBY_MAX_LOG_LINES_PER_RUN": (
-        "100000",
-        "Log lines stored per run; later lines are dropped after a final truncated line.",
-    ),
-    "KIRBY_RUN_RETENTION_DAYS": (
-        "90",
-        "Finished runs (and their logs) older than this are deleted by `kirby web` (daily) and `kirby gc`; 0 keeps them.",
-    ),
-}
+CELERY_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp", "sentinel")
+CONCURRENCY_PER_CORE = 4  # default scheduled runs per CPU core: most scripts wait on I/O part of the time
 
 
-def _parse_bool(name: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"{name}={raw!r} is not a boolean: use true or false")
-
-
-def _parse_int(name: str, raw: str, minimum: int = 0) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number: use e.g. {name}=3") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
-    return value
-
-
-def _parse_float(name: str, raw: str, minimum: float = 0.0) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise ConfigError(f"{name}={raw!r} is not a number: use e.g. {name}=0.4")
-    if value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
-    return value
-
-
-_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-
-
-def _parse_size(name: str, raw: str) -> int:
-    """Bytes, or a number with K/M/G/T (powers of 1024; ``512M``, ``512MiB`` and ``512mb`` alike)."""
-    found = re.fullmatch(r"(\d+)\s*([KMGT]?)(?:I?B)?", raw.strip().upper())
-    if not found or int(found[1]) == 0:
-        raise ConfigError(f"{name}={raw!r} is not a size: use bytes or e.g. {name}=512M (K, M, G: powers of 1024)")
-    return int(found[1]) * _SIZE_UNITS[found[2]]
-
-
-def _parse_user(name: str, raw: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?", raw):
-        raise ConfigError(
-            f"{name}={raw!r} is not a user name: use the name of an unprivileged system user, e.g. kirby-run"
-        )
-    return raw
-
-
-def _mask(raw: str) -> str:
-    """``raw`` with the password of a URL replaced by ***, for error messages."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", raw)
+def default_concurrency() -> int:
+    """The default ``--concurrency``: CONCURRENCY_PER_CORE x the host's CPU cores."""
+    return CONCURRENCY_PER_CORE * (os.cpu_count() or 1)
 
 
 def _parse_database_uri(raw: str, cwd: Path) -> str:
@@ -178,7 +65,7 @@ def _parse_database_uri(raw: str, cwd: Path) -> str:
     try:
         url = make_url(raw)
     except (ArgumentError, ValueError):
-        raise ConfigError(f"{name}={_mask(raw)!r} is not a database URL: {example}") from None
+        raise ConfigError(f"{name}={mask_url(raw)!r} is not a database URL: {example}") from None
     backend = url.get_backend_name()
     if backend == "sqlite":
         database = url.database or ""
@@ -189,70 +76,8 @@ def _parse_database_uri(raw: str, cwd: Path) -> str:
     elif backend in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
     else:
-        raise ConfigError(f"{name}={_mask(raw)!r}: Kirby stores scripts in SQLite or PostgreSQL; {example}")
+        raise ConfigError(f"{name}={mask_url(raw)!r}: Kirby stores scripts in SQLite or PostgreSQL; {example}")
     return url.render_as_string(hide_password=False)
-
-
-def _parse_url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
-    try:
-        parsed = urlparse(raw)
-        parsed.port  # noqa: B018 -- raises ValueError on a bad port
-        valid = parsed.scheme in schemes and bool(parsed.hostname)
-    except ValueError:
-        valid = False
-    if not valid:
-        raise ConfigError(f"{name}={_mask(raw)!r} is not a valid URL: use e.g. {schemes[0]}://127.0.0.1:port/...")
-    return raw
-
-
-def _parse_servers(name: str, raw: str) -> str:
-    for server in raw.split(","):
-        host, _, port = server.strip().rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"{name}={raw!r}: {server.strip()!r} is not host:port, e.g. 127.0.0.1:9092")
-    return raw
-
-
-def _existing_file(name: str, raw: str | None, cwd: Path) -> str | None:
-    """An existing file (relative to ``cwd``), as an absolute path; None when unset."""
-    if not raw:
-        return None
-    path = cwd / Path(raw).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"{name}={raw!r}: no such file; point it at an existing file or unset it")
-    return str(path.resolve())
-
-
-def _parse_topic(name: str, raw: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", raw) or raw in (".", ".."):
-        raise ConfigError(f"{name}={raw!r} is not a Kafka topic name: use letters, digits, '.', '_' and '-'")
-    return raw
-
-
-def _parse_log_format(raw: str) -> str:
-    record = logging.LogRecord("kirby", logging.INFO, __file__, 1, "message", None, None)
-    try:
-        logging.Formatter(raw, validate=True).format(record)
-    except (ValueError, KeyError, TypeError):
-        raise ConfigError(
-            f"LOG_FORMAT={raw!r} is not a logging format: use e.g. LOG_FORMAT={DEFAULT_LOG_FORMAT!r}"
-        ) from None
-    return raw
-
-
-def _parse_networks(name: str, raw: str) -> tuple[str, ...]:
-    """Comma-separated IP addresses or networks (``10.0.0.0/8``), normalised; () when empty."""
-    networks = []
-    for item in (part.strip() for part in raw.split(",")):
-        if not item:
-            continue
-        try:
-            networks.append(str(ipaddress.ip_network(item, strict=False)))
-        except ValueError:
-            raise ConfigError(
-                f"{name}={raw!r}: {item!r} is not an IP address or network; use e.g. {name}=127.0.0.1,10.0.0.0/8"
-            ) from None
-    return tuple(networks)
 
 
 def _read_dotenv(path: Path) -> dict[str, str]:
@@ -290,6 +115,9 @@ class Settings:
     redis_prefix: str = "kirby:"
     embedded_path: Path = Path("kirby-embedded.db")  # absolute once built by load_settings
     single_host: bool = False
+    kafka_replication_factor: int | None = None  # None: min(3, brokers)
+    kafka_min_insync_replicas: int | None = None  # None: replication factor - 1, at least 1
+    celery_broker_url: str | None = field(default=None, repr=False)  # may hold a password
     package_index: str = field(default="http://127.0.0.1:8081/simple/", repr=False)  # may hold a password
     venv_directory: Path = Path("~/.kirby/venvs").expanduser()
     run_directory: Path = Path("~/.kirby/runs").expanduser()
@@ -310,6 +138,32 @@ class Settings:
     max_log_streams_per_user: int = 4
     max_log_lines_per_run: int = 100_000
     run_retention_days: int = 90
+    # External identity (issue 17; ``kirby.external_users``, ``kirby.ldap_auth``).
+    admin_groups: tuple[str, ...] = ()
+    viewer_groups: tuple[str, ...] = ()
+    role_refresh: int = 900
+    local_login: bool = True
+    ldap_url: str | None = None
+    ldap_user_dn_template: str | None = None
+    ldap_search_base: str | None = None
+    ldap_user_filter: str = "(uid={username})"
+    ldap_bind_dn: str | None = None
+    ldap_bind_password: str | None = field(default=None, repr=False)
+    ldap_start_tls: bool = False
+    ldap_ca_file: str | None = None
+    ldap_group_search_base: str | None = None
+    ldap_group_filter: str = "(member={dn})"
+    ldap_timeout: float = 5.0
+    concurrency: int = field(default_factory=default_concurrency)
+    publish_ahead: float = 1.0  # seconds before its due instant the leader publishes a slot (issue 14)
+    # OpenID Connect login (issue 17).
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = field(default=None, repr=False)
+    oidc_scopes: tuple[str, ...] = ("openid", "profile", "email", "groups")
+    oidc_provider_name: str = "single sign-on"
+    oidc_groups_claim: str = "groups"
+    oidc_logout: bool = False
 
     @property
     def secret_key_is_default(self) -> bool:
@@ -348,7 +202,7 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
     redis_url = get("REDIS_URL")
     index = get("KIRBY_PACKAGE_INDEX")
     if "://" in index:
-        index = _parse_url("KIRBY_PACKAGE_INDEX", index, ("http", "https"))
+        index = parse_url("KIRBY_PACKAGE_INDEX", index, ("http", "https"))
     else:
         index = str((cwd / Path(index).expanduser()).resolve())
 
@@ -357,65 +211,121 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
 
     return Settings(
         database_uri=_parse_database_uri(get("SQLALCHEMY_DATABASE_URI"), cwd),
-        track_modifications=_parse_bool("SQLALCHEMY_TRACK_MODIFICATIONS", get("SQLALCHEMY_TRACK_MODIFICATIONS")),
+        track_modifications=parse_bool("SQLALCHEMY_TRACK_MODIFICATIONS", get("SQLALCHEMY_TRACK_MODIFICATIONS")),
         secret_key=get("SECRET_KEY") or INSECURE_SECRET_KEY,
         security_password_salt=get("SECURITY_PASSWORD_SALT"),
-        testing=_parse_bool("TESTING", get("TESTING")),
-        kafka_bootstrap_servers=_parse_servers("KAFKA_BOOTSTRAP_SERVERS", servers) if servers else None,
-        kafka_use_ssl=_parse_bool(use_ssl_name, use_ssl_raw),
-        kafka_ssl_cafile=_existing_file("KAFKA_SSL_CAFILE", get("KAFKA_SSL_CAFILE"), cwd),
-        kafka_ssl_certfile=_existing_file("KAFKA_SSL_CERTFILE", get("KAFKA_SSL_CERTFILE"), cwd),
-        kafka_ssl_keyfile=_existing_file("KAFKA_SSL_KEYFILE", get("KAFKA_SSL_KEYFILE"), cwd),
-        topic_job_offers=_parse_topic("KIRBY_TOPIC_JOB_OFFERS", get("KIRBY_TOPIC_JOB_OFFERS")),
-        topic_run_events=_parse_topic("KIRBY_TOPIC_RUN_EVENTS", get("KIRBY_TOPIC_RUN_EVENTS")),
+        testing=parse_bool("TESTING", get("TESTING")),
+        kafka_bootstrap_servers=parse_servers("KAFKA_BOOTSTRAP_SERVERS", servers) if servers else None,
+        kafka_use_ssl=parse_bool(use_ssl_name, use_ssl_raw),
+        kafka_ssl_cafile=existing_file("KAFKA_SSL_CAFILE", get("KAFKA_SSL_CAFILE"), cwd),
+        kafka_ssl_certfile=existing_file("KAFKA_SSL_CERTFILE", get("KAFKA_SSL_CERTFILE"), cwd),
+        kafka_ssl_keyfile=existing_file("KAFKA_SSL_KEYFILE", get("KAFKA_SSL_KEYFILE"), cwd),
+        topic_job_offers=parse_topic("KIRBY_TOPIC_JOB_OFFERS", get("KIRBY_TOPIC_JOB_OFFERS")),
+        topic_run_events=parse_topic("KIRBY_TOPIC_RUN_EVENTS", get("KIRBY_TOPIC_RUN_EVENTS")),
         supervisor_group_id=get("KIRBY_SUPERVISOR_GROUP_ID"),
-        schedule_endpoint=_parse_url("KIRBY_SCHEDULE_ENDPOINT", get("KIRBY_SCHEDULE_ENDPOINT"), ("http", "https")),
-        ext_wait_between_retries=_parse_float("EXT_WAIT_BETWEEN_RETRIES", get("EXT_WAIT_BETWEEN_RETRIES")),
-        ext_retries=_parse_int("EXT_RETRIES", get("EXT_RETRIES")),
-        log_format=_parse_log_format(get("LOG_FORMAT")),
-        redis_url=_parse_url("REDIS_URL", redis_url, ("redis", "rediss")) if redis_url else None,
+        schedule_endpoint=parse_url("KIRBY_SCHEDULE_ENDPOINT", get("KIRBY_SCHEDULE_ENDPOINT"), ("http", "https")),
+        ext_wait_between_retries=parse_float("EXT_WAIT_BETWEEN_RETRIES", get("EXT_WAIT_BETWEEN_RETRIES")),
+        ext_retries=parse_int("EXT_RETRIES", get("EXT_RETRIES")),
+        log_format=parse_log_format(get("LOG_FORMAT")),
+        redis_url=parse_url("REDIS_URL", redis_url, ("redis", "rediss")) if redis_url else None,
         redis_prefix=get("KIRBY_REDIS_PREFIX"),
         embedded_path=directory("KIRBY_EMBEDDED_PATH"),
-        single_host=_parse_bool("KIRBY_SINGLE_HOST", get("KIRBY_SINGLE_HOST")),
+        single_host=parse_bool("KIRBY_SINGLE_HOST", get("KIRBY_SINGLE_HOST")),
+        kafka_replication_factor=optional_int("KIRBY_KAFKA_REPLICATION_FACTOR", get("KIRBY_KAFKA_REPLICATION_FACTOR")),
+        kafka_min_insync_replicas=optional_int(
+            "KIRBY_KAFKA_MIN_INSYNC_REPLICAS", get("KIRBY_KAFKA_MIN_INSYNC_REPLICAS")
+        ),
+        celery_broker_url=parse_url("KIRBY_CELERY_BROKER_URL", get("KIRBY_CELERY_BROKER_URL"), CELERY_SCHEMES)
+        if get("KIRBY_CELERY_BROKER_URL")
+        else None,
         package_index=index,
         venv_directory=directory("KIRBY_VENV_DIRECTORY"),
         run_directory=directory("KIRBY_RUN_DIRECTORY"),
         api_token=get("KIRBY_API_TOKEN"),
-        run_user=_parse_user("KIRBY_RUN_USER", get("KIRBY_RUN_USER")) if get("KIRBY_RUN_USER") else None,
-        allow_root_runs=_parse_bool("KIRBY_ALLOW_ROOT_RUNS", get("KIRBY_ALLOW_ROOT_RUNS")),
-        run_python=_executable("KIRBY_RUN_PYTHON", get("KIRBY_RUN_PYTHON"), cwd),
-        run_memory_limit=_optional(_parse_size, "KIRBY_RUN_MEMORY_LIMIT", get("KIRBY_RUN_MEMORY_LIMIT")),
-        run_cpu_limit=_optional(_parse_int, "KIRBY_RUN_CPU_LIMIT", get("KIRBY_RUN_CPU_LIMIT"), 1),
-        run_open_files_limit=_optional(_parse_int, "KIRBY_RUN_OPEN_FILES_LIMIT", get("KIRBY_RUN_OPEN_FILES_LIMIT"), 16),
-        public_url=_parse_url("KIRBY_PUBLIC_URL", get("KIRBY_PUBLIC_URL"), ("http", "https")).rstrip("/"),
-        smtp_url=_parse_url("KIRBY_SMTP_URL", get("KIRBY_SMTP_URL"), ("smtp", "smtps"))
+        run_user=parse_user("KIRBY_RUN_USER", get("KIRBY_RUN_USER")) if get("KIRBY_RUN_USER") else None,
+        allow_root_runs=parse_bool("KIRBY_ALLOW_ROOT_RUNS", get("KIRBY_ALLOW_ROOT_RUNS")),
+        run_python=executable("KIRBY_RUN_PYTHON", get("KIRBY_RUN_PYTHON"), cwd),
+        run_memory_limit=optional(parse_size, "KIRBY_RUN_MEMORY_LIMIT", get("KIRBY_RUN_MEMORY_LIMIT")),
+        run_cpu_limit=optional(parse_int, "KIRBY_RUN_CPU_LIMIT", get("KIRBY_RUN_CPU_LIMIT"), 1),
+        run_open_files_limit=optional(parse_int, "KIRBY_RUN_OPEN_FILES_LIMIT", get("KIRBY_RUN_OPEN_FILES_LIMIT"), 16),
+        public_url=parse_url("KIRBY_PUBLIC_URL", get("KIRBY_PUBLIC_URL"), ("http", "https")).rstrip("/"),
+        smtp_url=parse_url("KIRBY_SMTP_URL", get("KIRBY_SMTP_URL"), ("smtp", "smtps"))
         if get("KIRBY_SMTP_URL")
         else None,
         mail_from=get("KIRBY_MAIL_FROM"),
-        notify_cooldown=_parse_int("KIRBY_NOTIFY_COOLDOWN", get("KIRBY_NOTIFY_COOLDOWN")),
+        notify_cooldown=parse_int("KIRBY_NOTIFY_COOLDOWN", get("KIRBY_NOTIFY_COOLDOWN")),
         # Web hardening (issue 12; see docs/security.md).
-        trusted_proxies=_parse_networks("KIRBY_TRUSTED_PROXIES", get("KIRBY_TRUSTED_PROXIES")),
-        max_log_streams=_parse_int("KIRBY_MAX_LOG_STREAMS", get("KIRBY_MAX_LOG_STREAMS"), minimum=1),
-        max_log_streams_per_user=_parse_int(
+        trusted_proxies=parse_networks("KIRBY_TRUSTED_PROXIES", get("KIRBY_TRUSTED_PROXIES")),
+        max_log_streams=parse_int("KIRBY_MAX_LOG_STREAMS", get("KIRBY_MAX_LOG_STREAMS"), minimum=1),
+        max_log_streams_per_user=parse_int(
             "KIRBY_MAX_LOG_STREAMS_PER_USER", get("KIRBY_MAX_LOG_STREAMS_PER_USER"), minimum=1
         ),
-        max_log_lines_per_run=_parse_int("KIRBY_MAX_LOG_LINES_PER_RUN", get("KIRBY_MAX_LOG_LINES_PER_RUN"), minimum=10),
-        run_retention_days=_parse_int("KIRBY_RUN_RETENTION_DAYS", get("KIRBY_RUN_RETENTION_DAYS")),
+        max_log_lines_per_run=parse_int("KIRBY_MAX_LOG_LINES_PER_RUN", get("KIRBY_MAX_LOG_LINES_PER_RUN"), minimum=10),
+        run_retention_days=parse_int("KIRBY_RUN_RETENTION_DAYS", get("KIRBY_RUN_RETENTION_DAYS")),
+        **_identity(get, cwd),
+        concurrency=parse_int("KIRBY_CONCURRENCY", get("KIRBY_CONCURRENCY"), minimum=1)
+        if get("KIRBY_CONCURRENCY")
+        else default_concurrency(),
+        publish_ahead=parse_float("KIRBY_PUBLISH_AHEAD", get("KIRBY_PUBLISH_AHEAD") or "1"),
+        **_parse_oidc(get),
     )
 
 
-def _optional(parse, name: str, raw: str | None, *args):
-    """``parse(name, raw, *args)``, or None when ``raw`` is unset."""
-    return parse(name, raw, *args) if raw else None
+def _identity(get, cwd: Path) -> dict:
+    """The settings of external users (groups -> roles, LDAP). How the LDAP ones fit together is
+    checked when the directory is opened (``kirby.ldap_auth.check_ldap_settings``)."""
+    url = get("KIRBY_LDAP_URL")
+    values = dict(
+        admin_groups=parse_groups(get("KIRBY_ADMIN_GROUPS")),
+        viewer_groups=parse_groups(get("KIRBY_VIEWER_GROUPS")),
+        role_refresh=parse_int("KIRBY_ROLE_REFRESH", get("KIRBY_ROLE_REFRESH"), minimum=10),
+        local_login=parse_bool("KIRBY_LOCAL_LOGIN", get("KIRBY_LOCAL_LOGIN")),
+        ldap_url=parse_url("KIRBY_LDAP_URL", url, ("ldap", "ldaps")) if url else None,
+        ldap_user_dn_template=placeholder(
+            "KIRBY_LDAP_USER_DN_TEMPLATE",
+            get("KIRBY_LDAP_USER_DN_TEMPLATE"),
+            "{username}",
+            "uid={username},ou=people,dc=example,dc=com",
+        ),
+        ldap_search_base=get("KIRBY_LDAP_SEARCH_BASE"),
+        ldap_user_filter=placeholder(
+            "KIRBY_LDAP_USER_FILTER", get("KIRBY_LDAP_USER_FILTER"), "{username}", "(uid={username})"
+        ),
+        ldap_bind_dn=get("KIRBY_LDAP_BIND_DN"),
+        ldap_bind_password=get("KIRBY_LDAP_BIND_PASSWORD"),
+        ldap_start_tls=parse_bool("KIRBY_LDAP_START_TLS", get("KIRBY_LDAP_START_TLS")),
+        ldap_ca_file=existing_file("KIRBY_LDAP_CA_FILE", get("KIRBY_LDAP_CA_FILE"), cwd),
+        ldap_group_search_base=get("KIRBY_LDAP_GROUP_SEARCH_BASE"),
+        ldap_group_filter=get("KIRBY_LDAP_GROUP_FILTER"),
+        ldap_timeout=parse_float("KIRBY_LDAP_TIMEOUT", get("KIRBY_LDAP_TIMEOUT"), minimum=0.1),
+    )
+    return values
 
 
-def _executable(name: str, raw: str | None, cwd: Path) -> str | None:
-    """An existing executable file (relative to ``cwd``), as an absolute path; None when unset."""
-    if not raw:
-        return None
-    path = cwd / Path(raw).expanduser()
-    if not (path.is_file() and os.access(path, os.X_OK)):
+def _parse_oidc(get) -> dict:
+    """The OpenID Connect settings: the issuer is https (http only on loopback). ``kirby web`` checks
+    the rest against the provider at start (``kirby.web.oidc_login``), client id included."""
+    issuer, client_id = get("KIRBY_OIDC_ISSUER"), get("KIRBY_OIDC_CLIENT_ID")
+    scopes = tuple(get("KIRBY_OIDC_SCOPES").split())
+    if issuer:
+        parsed = urlparse(issuer)
+        loopback = parsed.hostname in ("localhost", "127.0.0.1", "::1")
+        if parsed.scheme not in ("https", "http") or (parsed.scheme == "http" and not loopback) or not parsed.hostname:
+            raise ConfigError(
+                f"KIRBY_OIDC_ISSUER={issuer!r} is not an https URL (http only on 127.0.0.1): use e.g. https://login.example.com"
+            )
+        if parsed.query or parsed.fragment:
+            raise ConfigError(f"KIRBY_OIDC_ISSUER={issuer!r}: an issuer has no query or fragment; remove them")
+    if "openid" not in scopes:
         raise ConfigError(
-            f"{name}={raw!r}: no such executable; point it at a Python interpreter, e.g. /usr/bin/python3"
+            f"KIRBY_OIDC_SCOPES={get('KIRBY_OIDC_SCOPES')!r} lacks openid: add it, e.g. 'openid profile email'"
         )
-    return str(path.absolute())
+    return {
+        "oidc_issuer": issuer,
+        "oidc_client_id": client_id,
+        "oidc_client_secret": get("KIRBY_OIDC_CLIENT_SECRET"),
+        "oidc_scopes": scopes,
+        "oidc_provider_name": get("KIRBY_OIDC_PROVIDER_NAME"),
+        "oidc_groups_claim": get("KIRBY_OIDC_GROUPS_CLAIM"),
+        "oidc_logout": parse_bool("KIRBY_OIDC_LOGOUT", get("KIRBY_OIDC_LOGOUT")),
+    }

@@ -1,6 +1,6 @@
 """Database access: engine and sessions built from the settings, and schema migrations.
 
-``open_database(settings)`` is what every command uses: it brings the database to the current
+``open_database(settings)`` (``opened_database`` for a command's block) brings the database to the current
 Alembic revision (an existing database is upgraded in place, without data loss) and returns a
 ``Database`` whose ``session()`` is a context manager that commits on success and rolls back on error.
 """
@@ -89,3 +89,13 @@ def open_database(settings: Settings, migrate: bool = True) -> Database:
     if migrate:
         upgrade(engine)
     return Database(engine, sessionmaker(engine, expire_on_commit=False))
+
+
+@contextmanager
+def opened_database(settings: Settings, migrate: bool = True) -> Iterator[Database]:
+    """``open_database`` for one block (a command's run): its connections are closed when the block ends."""
+    database = open_database(settings, migrate)
+    try:
+        yield database
+    finally:
+        database.dispose()

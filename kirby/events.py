@@ -64,6 +64,9 @@ class Offer:
     offered_at: datetime | None = None
     not_after: datetime | None = None
     on_lost: OnLost = OnLost.SKIP  # retry: a started run whose supervisor died is offered again
+    # A Celery job's task (``kirby.celery.task.CeleryTask.to_dict``): the run sends it instead of
+    # running a package; None for a script.
+    celery: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:  # the policies travel as their enums, whatever a caller passed
         object.__setattr__(self, "overlap", Overlap(self.overlap))
@@ -103,7 +106,8 @@ class RunEvent:
     kinds: ``offered``/``claimed``/``started``/``finished``/``lost``/``skipped`` carry run metadata in
     ``data`` (the offer's fields on ``offered`` and ``claimed``; ``state``, ``exit_code``,
     ``signal``, ``error`` on ``finished``); ``log`` carries ``seq``, ``stream``, ``text`` (already
-    masked). Recording the same event twice has the effect of recording it once.
+    masked), or ``texts`` instead of ``text`` for consecutive lines from ``seq`` (``log_texts``).
+    Recording the same event twice has the effect of recording it once.
     """
 
     kind: EventKind
@@ -135,3 +139,9 @@ class RunEvent:
             supervisor=data.get("supervisor"),
             data=data.get("data") or {},
         )
+
+
+def log_texts(event: RunEvent) -> list[str]:
+    """The lines of a ``log`` event: its ``texts`` (lines read together), or its one ``text``."""
+    texts = event.data.get("texts")
+    return list(texts) if texts is not None else [event.data.get("text", "")]

@@ -15,6 +15,7 @@ import enum
 from datetime import datetime, timezone
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Enum,
@@ -33,7 +34,17 @@ from kirby.clock import utcnow
 from kirby.cron import DstPolicy, FallBack, SpringForward
 
 # The vocabulary is re-exported: the web and the admin read it together with the tables.
-from kirby.vocabulary import FINISHED_STATES, CatchUp, ConfigScope, JobType, OnLost, Overlap, Role, RunState  # noqa: F401
+from kirby.vocabulary import (  # noqa: F401
+    FINISHED_STATES,
+    CatchUp,
+    ConfigScope,
+    JobType,
+    OnLost,
+    Overlap,
+    Provider,
+    Role,
+    RunState,
+)
 
 
 class UTCDateTime(TypeDecorator):
@@ -90,6 +101,14 @@ class Job(Base):
     module: Mapped[str] = mapped_column(String(255), default="")
     # Unprivileged user this job's runs switch to instead of KIRBY_RUN_USER (set by admins only).
     run_as: Mapped[str | None] = mapped_column(String(32), nullable=True, default=None)
+    # A Celery job (kirby.celery.task): the task it sends instead of running a package ("" for a
+    # script job). args/kwargs are JSON text; queue/routing key empty means the task's defaults.
+    celery_task: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    celery_args: Mapped[str] = mapped_column(Text, default="", server_default="")
+    celery_kwargs: Mapped[str] = mapped_column(Text, default="", server_default="")
+    celery_queue: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    celery_routing_key: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    celery_priority: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
 
     contexts: Mapped[list[Context]] = relationship(back_populates="job", cascade="all, delete-orphan")
     config: Mapped[list[ConfigKey]] = relationship(
@@ -111,8 +130,8 @@ class Context(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id", ondelete="CASCADE"))
-    package_name: Mapped[str] = mapped_column(String(128))
-    package_version: Mapped[str] = mapped_column(String(64))
+    package_name: Mapped[str] = mapped_column(String(128), default="")  # "" on a Celery job's context
+    package_version: Mapped[str] = mapped_column(String(64), default="")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
 
     job: Mapped[Job] = relationship(back_populates="contexts")
@@ -282,6 +301,43 @@ class JobNotification(Base):
     group: Mapped[NotificationGroup] = relationship(back_populates="jobs")
 
 
+class ScheduleVersion(Base):
+    """One row whose ``version`` grows with every write to a table the schedule document reads.
+
+    Database triggers (migration 0013) bump it inside the writing transaction, whoever writes
+    (the admin, the REST API, ``kirby demo``, plain SQL): ``/schedule`` derives its ETag from it
+    without reading the schedule. ``generation`` is random per database, so a fresh database
+    never repeats an old one's ETags.
+    """
+
+    __tablename__ = "schedule_version"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+    generation: Mapped[str] = mapped_column(String(32))
+    stamp: Mapped[str] = mapped_column(String(16), server_default="")  # random, drawn at every bump (0014)
+
+
+class ScheduleChange(Base):
+    """What one write to a schedule table touched, logged by the triggers of migration 0014.
+
+    ``version``/``stamp``: the schedule version it was written under. The owners touched: a
+    context, a job (its contexts), an environment (its contexts), or ``everything``. Read by
+    ``kirby.web.schedule_changes`` to answer ``/schedule?since=<tag>`` with only what changed.
+    """
+
+    __tablename__ = "schedule_changes"
+    __table_args__ = (Index("ix_schedule_changes_version", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    stamp: Mapped[str] = mapped_column(String(16))
+    job_id: Mapped[int | None] = mapped_column(nullable=True)
+    context_id: Mapped[int | None] = mapped_column(nullable=True)
+    environment_id: Mapped[int | None] = mapped_column(nullable=True)
+    everything: Mapped[bool] = mapped_column(Boolean)
+
+
 class Ext(Base):
     """An external resource the scripts use (a topic, a table), listed in the original's EXTS."""
 
@@ -302,6 +358,15 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Bumped by logout and a password change: sessions made under an older generation are void.
     session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Where the identity comes from (``kirby.external_users``): local users have no subject; an
+    # external one is found by (provider, subject), the provider's stable id, never by its name.
+    provider: Mapped[Provider] = mapped_column(
+        _enum(Provider, "user_provider"), default=Provider.LOCAL, server_default=Provider.LOCAL.value
+    )
+    subject: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    roles_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (UniqueConstraint("provider", "subject", name="uq_user_provider_subject"),)
 
     @property
     def is_admin(self) -> bool:
@@ -358,6 +423,10 @@ class Run(Base):
     duplicate_starts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # "Run now" with config overrides: the JSON object of the overridden keys (secret values masked).
     config_overrides: Mapped[str] = mapped_column(Text, default="")
+    # A Celery run: the task it sent ("" for a script run), and the task's ``expires`` (the end of
+    # its misfire grace): still not received by a worker past it, the run is recorded ``expired``.
+    celery_task: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     @property
     def duration_seconds(self) -> float | None:
@@ -367,7 +436,13 @@ class Run(Base):
 
 
 class LogLine(Base):
-    """One line a run printed (or a line Kirby wrote about it: stream ``system``)."""
+    """Lines a run printed (or a line Kirby wrote about it: stream ``system``): ``line_count``
+    consecutive lines of one stream, the first at ``seq``, stored together (``kirby.logstore``).
+
+    ``text`` is the one line of a row of ``line_count == 1`` (which may hold newlines, e.g. a
+    Celery traceback), and the lines joined by ``\\n`` otherwise (none of them holds one). Read
+    lines through ``kirby.logstore``, never rows.
+    """
 
     __tablename__ = "log_lines"
     __table_args__ = (UniqueConstraint("run_id", "seq", name="uq_log_line_run_seq"),)
@@ -378,6 +453,7 @@ class LogLine(Base):
     time: Mapped[datetime] = mapped_column(UTCDateTime)
     stream: Mapped[str] = mapped_column(String(8))  # stdout | stderr | system
     text: Mapped[str] = mapped_column(Text)
+    line_count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class Notification(Base):

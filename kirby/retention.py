@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, func, or_, select
 
 from kirby.db import Database
 from kirby.models import FINISHED_STATES, LogLine, Run
@@ -52,7 +52,9 @@ def prune_runs(database: Database, now: datetime, days: int, batch: int = 500) -
             )
             if not ids:
                 return Pruned(runs, lines)
-            lines += s.execute(delete(LogLine).where(LogLine.run_id.in_(ids))).rowcount
+            stored = select(func.coalesce(func.sum(LogLine.line_count), 0)).where(LogLine.run_id.in_(ids))
+            lines += int(s.scalar(stored))  # lines, not rows (kirby.logstore)
+            s.execute(delete(LogLine).where(LogLine.run_id.in_(ids)))
             runs += s.execute(delete(Run).where(Run.id.in_(ids))).rowcount
 
 

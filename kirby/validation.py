@@ -9,6 +9,7 @@ are checked as given: a form strips what was typed before checking it.
 
 from __future__ import annotations
 
+import json
 import re
 from urllib.parse import urlparse
 
@@ -119,4 +120,54 @@ def webhook_url(value: object) -> str:
         valid = False
     if not valid:
         raise InvalidValue(f"{value!r} is not a webhook URL; use e.g. https://hooks.example.com/kirby")
+    return value
+
+
+CELERY_TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+CELERY_ROUTE = re.compile(r"^[A-Za-z0-9_.:*#@\-]{1,255}$")
+
+
+def celery_task_name(value: object) -> str:
+    """A Celery task name: dotted Python identifiers, e.g. ``reports.tasks.nightly``."""
+    if not isinstance(value, str) or len(value) > 255 or not CELERY_TASK_NAME.match(value):
+        raise InvalidValue(f"{value!r} is not a Celery task name; use dotted Python names, e.g. reports.tasks.nightly")
+    return value
+
+
+def _json(value: object, what: str, kind: type, example: str):
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else kind()
+        except json.JSONDecodeError as exc:
+            raise InvalidValue(f"{what} is not JSON ({exc.msg} at column {exc.colno}); write e.g. {example}") from None
+    if not isinstance(value, kind):
+        raise InvalidValue(f"{what} must be a JSON {kind.__name__ if kind is list else 'object'}, e.g. {example}")
+    return value
+
+
+def celery_args(value: object) -> list:
+    """A task's positional arguments: a JSON list (given as text or as a list), e.g. ``[1, "a"]``."""
+    return _json(value, "the task's args", list, '[1, "a"]')
+
+
+def celery_kwargs(value: object) -> dict:
+    """A task's keyword arguments: a JSON object (given as text or as a dict), e.g. ``{"day": "today"}``."""
+    return _json(value, "the task's kwargs", dict, '{"day": "today"}')
+
+
+def celery_route(value: object, what: str = "queue") -> str | None:
+    """A queue or routing key name: empty (None: the task's default) or letters, digits, ``_.:-*#@``."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not CELERY_ROUTE.match(value):
+        raise InvalidValue(f"{value!r} is not a Celery {what}; use letters, digits, '_', '.', ':' and '-'")
+    return value
+
+
+def celery_priority(value: object) -> int | None:
+    """A task priority: empty (None: the broker's default) or an integer from 0 to 255."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
+        raise InvalidValue(f"{value!r} is not a Celery priority; use an integer from 0 to 255 (or none)")
     return value

@@ -60,6 +60,14 @@ class Role(Word):
     VIEWER = "viewer"
 
 
+class Provider(Word):
+    """Where a user's identity comes from: a local password (``kirby adduser``) or outside."""
+
+    LOCAL = "local"
+    LDAP = "ldap"
+    OIDC = "oidc"
+
+
 class RunState(Word):
     OFFERED = "offered"
     CLAIMED = "claimed"
@@ -69,13 +77,29 @@ class RunState(Word):
     TIMED_OUT = "timed_out"
     LOST = "lost"
     SKIPPED = "skipped"
+    # Celery task runs (kirby.celery): sent to the broker, then what the task's events say.
+    SENT = "sent"
+    RECEIVED = "received"
+    RETRIED = "retried"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
 
     @property
     def finished(self) -> bool:
         return self in FINISHED_STATES
 
 
-FINISHED_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.TIMED_OUT, RunState.LOST, RunState.SKIPPED})
+FINISHED_STATES = frozenset(
+    {
+        RunState.SUCCEEDED,
+        RunState.FAILED,
+        RunState.TIMED_OUT,
+        RunState.LOST,
+        RunState.SKIPPED,
+        RunState.REVOKED,
+        RunState.EXPIRED,
+    }
+)
 
 
 class Trigger(Word):
@@ -97,6 +121,8 @@ class EventKind(Word):
     FINISHED = "finished"
     LOST = "lost"
     SKIPPED = "skipped"
+    SENT = "sent"  # a Celery task run was handed to its broker (kirby.celery)
+    TASK = "task"  # a Celery task event about the run (received, started, succeeded, ...)
 
 
 # -- the name rule ------------------------------------------------------------------------------

@@ -29,6 +29,10 @@ SERVICE_VARIABLES = (
     "KIRBY_WHEELHOUSE",
     "KIRBY_TEST_DATABASE_URI",
     "SQLALCHEMY_DATABASE_URI",
+    "KIRBY_TEST_LDAP_URL",
+    "KIRBY_TEST_LDAPS_URL",
+    "KIRBY_TEST_LDAP_CA_FILE",
+    "KIRBY_TEST_OIDC_ISSUER",
 )
 
 
@@ -39,6 +43,10 @@ class Services:
     package_index: str | None
     wheelhouse: Path | None
     postgres_url: str | None
+    ldap_url: str | None = None  # slapd (deploy/services up slapd): ldap:// (StartTLS), ldaps://, its test CA
+    ldaps_url: str | None = None
+    ldap_ca_file: str | None = None
+    oidc_issuer: str | None = None
 
 
 CAPTURED = "PYTEST_KIRBY_SERVICES"  # the captured addresses, for pytest-xdist workers (they inherit it)
@@ -58,6 +66,10 @@ def _capture_services() -> Services:
         package_index=env["KIRBY_PACKAGE_INDEX"],
         wheelhouse=Path(env["KIRBY_WHEELHOUSE"]) if env["KIRBY_WHEELHOUSE"] else None,
         postgres_url=env["KIRBY_TEST_DATABASE_URI"],
+        ldap_url=env.get("KIRBY_TEST_LDAP_URL"),
+        ldaps_url=env.get("KIRBY_TEST_LDAPS_URL"),
+        ldap_ca_file=env.get("KIRBY_TEST_LDAP_CA_FILE"),
+        oidc_issuer=env.get("KIRBY_TEST_OIDC_ISSUER"),
     )
 
 
@@ -100,6 +112,26 @@ def package_index() -> str:
 @pytest.fixture
 def wheelhouse() -> Path:
     return require_service(SERVICES.wheelhouse, "pypiserver's folder (KIRBY_WHEELHOUSE)", "pypi")
+
+
+@dataclass(frozen=True)
+class Slapd:
+    url: str  # ldap:// (StartTLS offered)
+    ldaps_url: str
+    ca_file: str  # the test CA that signed the server's certificate
+
+
+@pytest.fixture(scope="session")
+def slapd() -> Slapd:
+    """The seeded test directory of ``deploy/services up slapd`` (deploy/ldap/seed.ldif)."""
+    url = require_service(SERVICES.ldap_url, "slapd (KIRBY_TEST_LDAP_URL)", "slapd")
+    return Slapd(url, SERVICES.ldaps_url, SERVICES.ldap_ca_file)
+
+
+@pytest.fixture(scope="session")
+def oidc_issuer() -> str:
+    """The issuer URL of the OpenID Connect provider of ``deploy/services up oidc``."""
+    return require_service(SERVICES.oidc_issuer, "The OpenID Connect provider (KIRBY_TEST_OIDC_ISSUER)", "oidc")
 
 
 @pytest.fixture

@@ -8,11 +8,23 @@ from flask_admin.actions import action
 from flask_wtf.csrf import generate_csrf
 from markupsafe import Markup, escape
 from sqlalchemy import update
+from wtforms.validators import NumberRange, Optional
 
 from kirby.admin.base import KirbyModelView, is_admin
 from kirby.admin.config import InlineConfig, config_summary
 from kirby.admin.notifications import InlineNotifications
-from kirby.admin.validators import job_name, package_name, package_version, run_user
+from kirby.admin.validators import (
+    celery_args,
+    celery_kwargs,
+    celery_queue,
+    celery_routing_key,
+    celery_task,
+    job_name,
+    package_name,
+    package_version,
+    run_user,
+    unless_celery,
+)
 from kirby.errors import KirbyError
 from kirby.models import ConfigScope, Context, Job, JobType
 from kirby.web.run_now import run_now
@@ -30,6 +42,16 @@ def run_now_button(context: Context) -> Markup:
     ).format(action=url_for("context.run_now", context_id=context.id), token=generate_csrf(), label=label)
 
 
+CELERY_COLUMNS = (
+    "celery_task",
+    "celery_args",
+    "celery_kwargs",
+    "celery_queue",
+    "celery_routing_key",
+    "celery_priority",
+)
+
+
 class JobView(KirbyModelView):
     column_list = ("name", "type", "enabled", "description", "contexts")
     column_searchable_list = ("name",)
@@ -39,10 +61,48 @@ class JobView(KirbyModelView):
         "contexts": lambda v, c, m, n: Markup(" ").join(run_now_button(ctx) or escape(str(ctx)) for ctx in m.contexts),
         "config": lambda v, c, m, n: config_summary(m.config),
     }
-    column_details_list = ("name", "type", "enabled", "module", "run_as", "description", "contexts", "config")
-    form_columns = ("name", "type", "enabled", "module", "run_as", "description", "config", "notifications")
+    column_details_list = (
+        "name",
+        "type",
+        "enabled",
+        "module",
+        "run_as",
+        *CELERY_COLUMNS,
+        "description",
+        "contexts",
+        "config",
+    )
+    form_columns = (
+        "name",
+        "type",
+        "enabled",
+        "module",
+        "run_as",
+        *CELERY_COLUMNS,
+        "description",
+        "config",
+        "notifications",
+    )
+    column_labels = {
+        "celery_task": "Celery task",
+        "celery_args": "Task args (JSON list)",
+        "celery_kwargs": "Task kwargs (JSON object)",
+        "celery_queue": "Queue",
+        "celery_routing_key": "Routing key",
+        "celery_priority": "Priority",
+    }
     form_args = {
         "name": {"validators": [job_name]},
+        "celery_task": {
+            "validators": [celery_task],
+            "description": "A Celery task to send instead of running a package, e.g. reports.tasks.nightly"
+            " (its contexts then have no package; see the README's Celery tasks).",
+        },
+        "celery_args": {"validators": [celery_args]},
+        "celery_kwargs": {"validators": [celery_kwargs]},
+        "celery_queue": {"validators": [celery_queue]},
+        "celery_routing_key": {"validators": [celery_routing_key]},
+        "celery_priority": {"validators": [NumberRange(0, 255), Optional()]},
         "run_as": {
             "label": "Run as",
             "validators": [run_user],
@@ -76,7 +136,10 @@ class ContextView(KirbyModelView):
     }
     column_details_list = ("job", "environment", "package_name", "package_version", "enabled", "config")
     form_columns = ("job", "environment", "package_name", "package_version", "enabled", "config")
-    form_args = {"package_name": {"validators": [package_name]}, "package_version": {"validators": [package_version]}}
+    form_args = {
+        "package_name": {"validators": [unless_celery(package_name)]},
+        "package_version": {"validators": [unless_celery(package_version)]},
+    }
     inline_models = (InlineConfig(ConfigScope.CONTEXT),)
 
     @expose("/run-now/<int:context_id>", methods=["POST"])

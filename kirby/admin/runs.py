@@ -17,10 +17,10 @@ from flask_admin.contrib.sqla.filters import (
     FilterEqual,
 )
 from markupsafe import Markup
-from sqlalchemy import select
 
 from kirby.admin.base import KirbyModelView
-from kirby.models import LogLine, Run, RunState
+from kirby.logstore import Line, first_lines
+from kirby.models import Run, RunState
 
 DETAIL_LINES = 1000
 
@@ -57,6 +57,7 @@ class RunView(KirbyModelView):
         "job_name",
         "environment",
         "state",
+        "celery_task",
         "supervisor",
         "attempt",
         "trigger",
@@ -67,6 +68,7 @@ class RunView(KirbyModelView):
     )
     column_labels = {
         "job_name": "Job",
+        "celery_task": "Celery task",
         "scheduled_at": "Scheduled (UTC)",
         "started_at": "Started (UTC)",
         "duration": "Duration (s)",
@@ -104,7 +106,6 @@ class RunView(KirbyModelView):
     def can_delete(self) -> bool:
         return False
 
-    def log_lines(self, run: Run) -> list[LogLine]:
+    def log_lines(self, run: Run) -> list[Line]:
         """The run's first ``DETAIL_LINES`` lines (the logs tab streams them all)."""
-        query = select(LogLine).where(LogLine.run_id == run.id).order_by(LogLine.seq).limit(DETAIL_LINES)
-        return list(self.session.scalars(query))
+        return first_lines(self.session, run.id, DETAIL_LINES)

@@ -132,6 +132,17 @@ class ScheduleView(KirbyModelView):
         except CronError as exc:
             return [], str(exc), None
 
+    def sends(self, model) -> str:
+        """What each fire of ``model`` does, for a Celery job's schedule ("" for a script's)."""
+        job = model.context.job if model is not None and model.context is not None else None
+        if job is None or not job.celery_task:
+            return ""
+        grace = model.misfire_grace_seconds or 0
+        return (
+            f"Each fire sends the Celery task {job.celery_task} (task id = the run id); it expires {grace} s after"
+            " its slot, and a task no worker received by then is recorded expired (missed)."
+        )
+
     @expose("/preview")
     def preview_json(self):
         expression = request.args.get("cron", "")

@@ -19,6 +19,7 @@ with one line naming the address and the variable to fix. No method blocks forev
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -40,7 +41,10 @@ class Consumer(ABC, Generic[M]):
 
     @abstractmethod
     def poll(self, timeout: float, max_messages: int = 100) -> list[Delivery[M]]:
-        """Wait up to ``timeout`` seconds for messages; return what arrived (maybe nothing)."""
+        """Wait up to ``timeout`` seconds for messages; return what arrived (maybe nothing), at most
+        ``max_messages``. What this member is not handed stays on the bus: a member with no room
+        passes ``max_messages=0`` to receive nothing while staying a live member of the group (Kafka:
+        its partitions are paused until it asks for messages again)."""
 
     @abstractmethod
     def ack(self, delivery: Delivery[M]) -> None:
@@ -76,6 +80,10 @@ class Consumer(ABC, Generic[M]):
         the backend does not split streams into partitions (the embedded bus)."""
         return None
 
+    def assigned(self) -> list[int] | None:
+        """The numbers of the partitions ``partitions()`` counts; ``None`` without partitions."""
+        return None
+
     def __enter__(self):
         return self
 
@@ -90,11 +98,17 @@ class OfferBus(ABC):
     def publish_offer(self, offer: Offer) -> None:
         """Publish ``offer`` keyed by its run id; returns once the bus has stored it durably."""
 
-    def publish_offers(self, offers: list[Offer]) -> None:
+    def publish_offers(self, offers: list[Offer], partitions: list[int] | None = None) -> None:
         """Publish each offer, in order; returns once all are stored. Backends may override to batch
-        them (e.g. send all, then wait once)."""
+        them (e.g. send all, then wait once). ``partitions`` (one per offer) overrides the router on
+        a partitioned bus (a full member handing offers back); others ignore it."""
         for offer in offers:
             self.publish_offer(offer)
+
+    def route_offers(self, router: Callable[[int], list[int] | None]) -> None:
+        """Let ``router(n)`` pick the partitions of the next ``n`` offers published (None: the
+        backend's own choice). Default: ignored, for a bus whose offers any member may take (the
+        embedded bus); Kafka uses it to send offers to members that are alive and have room."""
 
     @abstractmethod
     def offer_consumer(self, member: str) -> Consumer[Offer]:

@@ -1,9 +1,7 @@
-"""The Kafka offer bus. kafka-python is imported here and nowhere else in Kirby.
+"""The Kafka offer bus. kafka-python is imported here and in ``kirby.bus.kafka_topics``, nowhere else.
 
-* Topics ``KIRBY_TOPIC_JOB_OFFERS`` and ``KIRBY_TOPIC_RUN_EVENTS`` are created when missing
-  (``PARTITIONS`` partitions, replication ``min(3, brokers)``), and ``ensure_topics`` returns only
-  once both are visible, every partition with a leader. No Kirby client lets the broker
-  auto-create a topic (that would make it with the broker's ``num.partitions``, often 1).
+* Topics: ``kirby.bus.kafka_topics`` creates and checks them (``ensure_topics``) before the first
+  producer or consumer; no Kirby client lets the broker auto-create one.
 * Producer: ``acks=all``, idempotent, keyed by run id (one run's messages share a partition, so
   they stay in order); ``publish_*`` wait for the broker's acknowledgement.
 * Consumers are handed over only once their topic is in their metadata (waiting up to
@@ -32,8 +30,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import (
     CommitFailedError,
     KafkaConnectionError,
@@ -42,8 +39,6 @@ from kafka.errors import (
     NoBrokersAvailable,
     NodeNotReadyError,
     RequestTimedOutError,
-    TopicAlreadyExistsError,
-    UnknownTopicOrPartitionError,
 )
 from kafka.structs import OffsetAndMetadata
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
@@ -59,6 +54,10 @@ PARTITIONS = 6
 SESSION_TIMEOUT_MS = 6000  # the broker's group.min.session.timeout.ms default: a dead member moves within ~6-10 s
 HEARTBEAT_INTERVAL_MS = 1500
 REQUEST_TIMEOUT_MS = 8000  # per request; the consumer needs it above the session timeout
+# kafka-python 2.3 refuses network frames over 1,000,000 bytes by default, below its own 1 MiB
+# max_partition_fetch_bytes: a full fetch of a partition with a backlog of log lines was seen to
+# fail with "Invalid frame length: 1048668" (bench/logs.py, kirby web's log). Above fetch_max_bytes (50 MiB).
+RECEIVE_MESSAGE_MAX_BYTES = 64 * 1024 * 1024
 SEND_TIMEOUT = 10.0  # seconds one publish attempt waits for the broker's acknowledgement
 METADATA_MAX_AGE_MS = 3000  # Kirby's topics are few: re-read their metadata often (kafka-python: 300 s)
 TOPIC_WAIT = 30.0  # seconds a new topic may take to become visible, with a leader for every partition
@@ -77,6 +76,7 @@ def client_config(settings: Settings) -> dict:
         "api_version_auto_timeout_ms": 3000,
         "reconnect_backoff_ms": 100,
         "reconnect_backoff_max_ms": 1000,
+        "receive_message_max_bytes": RECEIVE_MESSAGE_MAX_BYTES,
     }
     if settings.kafka_use_ssl:
         config.update(
@@ -121,17 +121,6 @@ def call(settings: Settings, what: str, function: Callable[[], T], retry: bool =
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _admin(settings: Settings) -> KafkaAdminClient:
-    return call(settings, "connect", lambda: KafkaAdminClient(client_id="kirby-admin", **client_config(settings)))
-
-
-def _create_topic(admin: KafkaAdminClient, topic: str, replicas: int) -> None:
-    try:
-        admin.create_topics([NewTopic(topic, PARTITIONS, replicas)])
-    except TopicAlreadyExistsError:  # another process created it first
-        pass
-
-
 def _topic_variable(settings: Settings, topic: str) -> str:
     return "KIRBY_TOPIC_JOB_OFFERS" if topic == settings.topic_job_offers else "KIRBY_TOPIC_RUN_EVENTS"
 
@@ -151,60 +140,6 @@ def _poll_until(check: Callable[[], T], timeout: float, waiting: str) -> T | Non
     return value
 
 
-def _wait_visible(settings: Settings, admin: KafkaAdminClient, topics: list[str]) -> None:
-    """Describe ``topics`` until each has partitions, all with a leader (at most TOPIC_WAIT s)."""
-
-    def visible() -> list[dict] | None:
-        described = call(settings, "describe topics", lambda: admin.describe_topics(topics))
-        ready = all(not d["error_code"] and all(p["leader"] >= 0 for p in d["partitions"]) for d in described)
-        return described if ready and all(d["partitions"] for d in described) else None
-
-    described = _poll_until(visible, TOPIC_WAIT, f"waiting for Kafka to show topics {', '.join(topics)}")
-    if described is None:
-        names = ", ".join(f"{t} ({_topic_variable(settings, t)})" for t in topics)
-        raise BusError(
-            f"Kafka at {settings.kafka_bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS) does not show topics {names} "
-            f"with a leader for every partition {TOPIC_WAIT:.0f} s after their creation; check the broker's log"
-        )
-    for d in described:
-        if len(d["partitions"]) < PARTITIONS:
-            log.warning(
-                "topic %s has %d partition(s), fewer than %d: fewer members of a group receive from it; "
-                "delete it (Kirby re-creates it) or add partitions",
-                *(d["topic"], len(d["partitions"]), PARTITIONS),
-            )
-
-
-def ensure_topics(settings: Settings) -> None:
-    """Create the offers and events topics when missing (harmless when another process races us);
-    return once both are visible to this client, each partition with a leader."""
-    topics = [settings.topic_job_offers, settings.topic_run_events]
-    admin = _admin(settings)
-    try:
-        existing = set(call(settings, "list topics", admin.list_topics))
-        brokers = len(call(settings, "describe the cluster", admin.describe_cluster)["brokers"])
-        for topic in topics:
-            if topic in existing:
-                continue
-            call(settings, f"create topic {topic}", lambda: _create_topic(admin, topic, min(3, brokers)))
-        _wait_visible(settings, admin, topics)
-    finally:
-        admin.close()
-
-
-def delete_topics(settings: Settings) -> None:
-    """Delete the offers and events topics (tests and tear-down; missing topics are fine)."""
-    admin = _admin(settings)
-    try:
-        for topic in (settings.topic_job_offers, settings.topic_run_events):
-            try:
-                admin.delete_topics([topic])
-            except UnknownTopicOrPartitionError:
-                pass
-    finally:
-        admin.close()
-
-
 class _Assignments(ConsumerRebalanceListener):
     """Counts the partitions of ``topic`` held (called in the polling thread): those of the latest
     assignment; during a rebalance (eager protocol: all revoked) none."""
@@ -214,11 +149,14 @@ class _Assignments(ConsumerRebalanceListener):
 
     def on_partitions_revoked(self, revoked) -> None:
         owner = self._owner  # a rebalance: nothing is received until it ends
-        owner._held = sum(1 for p in owner._consumer.assignment() if p.topic == owner.topic and p not in revoked)
+        kept = [p for p in owner._consumer.assignment() if p.topic == owner.topic and p not in revoked]
+        owner._held, owner._ids = len(kept), frozenset(p.partition for p in kept)
+        owner._paused -= set(revoked)
 
     def on_partitions_assigned(self, assigned) -> None:
         owner = self._owner
-        owner._held = sum(1 for partition in owner._consumer.assignment() if partition.topic == owner.topic)
+        held = [partition for partition in owner._consumer.assignment() if partition.topic == owner.topic]
+        owner._held, owner._ids = len(held), frozenset(p.partition for p in held)
         if owner._held == 0 and owner._joined_at is not None:
             log.warning("%s now holds no partition of %s: it receives nothing from it", owner.member, owner.topic)
         owner._joined_at = owner._joined_at or time.monotonic()
@@ -240,6 +178,8 @@ class KafkaGroupConsumer(Consumer[M]):
         self._settings, self._decode = settings, decode
         self.topic, self.group, self.member = topic, group, member
         self._held = 0  # partitions of ``topic`` in the latest assignment (set by _Assignments)
+        self._ids: frozenset[int] = frozenset()  # their numbers (set by _Assignments)
+        self._paused: set[TopicPartition] = set()  # paused while this member has no room
         self._joined_at: float | None = None
         self._pending: dict = {}  # records polled while waiting for the assignment, returned first
         self._consumer = call(
@@ -317,7 +257,19 @@ class KafkaGroupConsumer(Consumer[M]):
     def partitions(self) -> int:
         return self._held
 
+    def assigned(self) -> list[int]:
+        """The partition numbers of ``topic`` this member holds (advertised with its heartbeat, so
+        the leader can route offers to members that are alive and have room). Safe from any thread."""
+        return sorted(self._ids)
+
     def poll(self, timeout: float, max_messages: int = 100) -> list[Delivery[M]]:
+        if max_messages <= 0:  # no room: fetch nothing (paused), but poll to stay in the group
+            self._pause()
+            call(self._settings, "poll", lambda: self._consumer.poll(timeout_ms=int(max(timeout, 0) * 1000)), False)
+            return []
+        if self._paused:
+            self._consumer.resume(*(self._paused & self._consumer.assignment()))
+            self._paused = set()
         if self._pending:  # what arrived while joining comes first
             batches, self._pending = self._pending, {}
             return self._deliveries(batches)
@@ -340,6 +292,15 @@ class KafkaGroupConsumer(Consumer[M]):
                     continue
                 deliveries.append(Delivery(message, (TopicPartition(record.topic, record.partition), record.offset)))
         return deliveries
+
+    def _pause(self) -> None:
+        """Pause every assigned partition (newly assigned ones too). kafka-python drops what it had
+        fetched ahead for them and fetches it again from the position after ``resume``: nothing
+        fetched ahead is lost or skipped."""
+        assigned = self._consumer.assignment()
+        if assigned - self._paused:
+            self._consumer.pause(*assigned)
+        self._paused = set(assigned)
 
     def ack(self, delivery: Delivery[M]) -> None:
         self.ack_all([delivery])
@@ -387,6 +348,8 @@ class KafkaBus(OfferBus):
     """The bus on ``KAFKA_BOOTSTRAP_SERVERS``. Creating it checks the broker and the topics."""
 
     def __init__(self, settings: Settings):
+        from kirby.bus.kafka_topics import ensure_topics  # built on this module's helpers: imported here, no cycle
+
         self._settings = settings
         ensure_topics(settings)
         self._producer = call(
@@ -397,6 +360,9 @@ class KafkaBus(OfferBus):
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=0,  # publishes wait for their acknowledgement one by one
+                # Records of one partition sent together fill one batch per request: log events of
+                # ~30 kB would otherwise go one per request (the default batch is 16 kB).
+                batch_size=512 * 1024,
                 retries=5,
                 retry_backoff_ms=200,
                 max_block_ms=5000,
@@ -408,29 +374,55 @@ class KafkaBus(OfferBus):
         )
         self._consumers: set[KafkaGroupConsumer] = set()
         self._lock = threading.Lock()
+        self._router: Callable[[int], list[int] | None] | None = None
 
-    def _send(self, topic: str, run_id: str, payload: bytes) -> None:
-        call(
-            self._settings,
-            f"publish to {topic}",
-            lambda: self._producer.send(topic, key=run_id.encode(), value=payload).get(timeout=SEND_TIMEOUT + 1),
-        )
+    def route_offers(self, router: Callable[[int], list[int] | None]) -> None:
+        """Offers go to the partitions ``router(n)`` picks for the next ``n`` (None: by key). A
+        partition the topic lacks, or a router that fails, falls back to the key."""
+        self._router = router
+
+    def _routes(self, count: int) -> list[int | None]:
+        if self._router is None:
+            return [None] * count
+        try:
+            chosen = self._router(count)
+            known = call(self._settings, "read the offers topic's partitions", self._offer_partitions)
+        except Exception as exc:  # noqa: BLE001 - routing is an optimisation: the key always works
+            log.warning("routing %d offer(s) by key: %s", count, exc)
+            return [None] * count
+        if not chosen or len(chosen) != count:
+            return [None] * count
+        return [partition if partition in known else None for partition in chosen]
+
+    def _offer_partitions(self) -> set[int]:
+        return self._producer.partitions_for(self._settings.topic_job_offers) or set()
 
     def publish_offer(self, offer: Offer) -> None:
-        self._send(self._settings.topic_job_offers, offer.run_id, offer.to_json())
+        self.publish_offers([offer])
 
-    def _send_all(self, topic: str, messages: list[tuple[str, bytes]]) -> None:
-        """Send them all, then wait for every acknowledgement (a retry sends them all again)."""
+    def _send_all(
+        self, topic: str, messages: list[tuple[str, bytes]], partitions: list[int | None] | None = None
+    ) -> None:
+        """Send them all (to ``partitions``, one each; None: by key), then wait for every
+        acknowledgement (a retry sends them all again)."""
+        chosen = partitions or [None] * len(messages)
 
         def send_all() -> None:
-            futures = [self._producer.send(topic, key=run_id.encode(), value=payload) for run_id, payload in messages]
+            futures = [
+                self._producer.send(topic, key=run_id.encode(), value=payload, partition=partition)
+                for (run_id, payload), partition in zip(messages, chosen)
+            ]
             for future in futures:
                 future.get(timeout=SEND_TIMEOUT + 1)
 
         call(self._settings, f"publish to {topic}", send_all)
 
-    def publish_offers(self, offers: list[Offer]) -> None:
-        self._send_all(self._settings.topic_job_offers, [(o.run_id, o.to_json()) for o in offers])
+    def _send(self, topic: str, run_id: str, payload: bytes) -> None:
+        self._send_all(topic, [(run_id, payload)])
+
+    def publish_offers(self, offers: list[Offer], partitions: list[int] | None = None) -> None:
+        chosen = partitions if partitions and len(partitions) == len(offers) else self._routes(len(offers))
+        self._send_all(self._settings.topic_job_offers, [(o.run_id, o.to_json()) for o in offers], chosen)
 
     def publish_event(self, event: RunEvent) -> None:
         self._send(self._settings.topic_run_events, event.run_id, event.to_json())

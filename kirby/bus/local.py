@@ -7,10 +7,12 @@ Same semantics as the Kafka backend, across processes:
 * each consumer group has a cursor (``bus_groups``: the highest id handed out) and in-flight rows
   (``bus_inflight``: handed out, not yet acknowledged, with their owner); a new group starts at
   the oldest retained message, like Kafka's ``auto_offset_reset=earliest``;
-* consumers heartbeat (``bus_members``) on every poll and from a background thread; an owner
-  unseen for ``session_timeout`` seconds is dead and its in-flight rows go back to the group, as do
+* consumers heartbeat (``bus_members``) from their polls and a background thread, at most once
+  every HEARTBEAT_INTERVAL seconds; an owner unseen for ``session_timeout`` seconds is dead and its in-flight rows go back to the group, as do
   a closing consumer's. Messages are handed out in publish order, so one consumer sees the events
   of a run in order;
+* a waiting poll sleeps until a writer signals new work through the stream's wake file
+  (``kirby.bus.wake``: inotify), so an idle consumer costs no look at the file every 20 ms;
 * acknowledged messages older than ``retention`` seconds are pruned, and any message older than
   ``max_age`` (Kafka's retention.ms).
 
@@ -30,14 +32,14 @@ from pathlib import Path
 
 from kirby.bus.base import Consumer, Delivery, M, OfferBus
 from kirby.bus.sqlite import SCHEMA, STREAMS, bus_file, prune
+from kirby.bus.wake import Waiter, touch, wake_path
 from kirby.config import Settings
 from kirby.errors import BusError
 from kirby.events import Offer, RunEvent
 
 log = logging.getLogger(__name__)
 
-POLL_INTERVAL = 0.02  # seconds between looks at the file while a poll waits
-HEARTBEAT_INTERVAL = 1.0
+HEARTBEAT_INTERVAL = 1.0  # seconds; at most one heartbeat write per interval
 PRUNE_INTERVAL = 60.0
 
 
@@ -52,12 +54,18 @@ class LocalConsumer(Consumer[M]):
         self._key = (stream, group)
         self._db.execute("INSERT OR IGNORE INTO bus_groups (stream, grp) VALUES (?, ?)", self._key)
         self._closed = threading.Event()
+        self._waiter = Waiter(bus.wake[stream])  # watching before the first look: no signal is lost
+        self._beaten = float("-inf")  # monotonic instant of the last heartbeat write
         self.heartbeat(time.time())
         self._last_prune = time.monotonic()
         self._thread = threading.Thread(target=self._beat, name=f"bus-heartbeat-{member}", daemon=True)
         self._thread.start()
 
     def heartbeat(self, now: float) -> None:
+        """Record this member alive at ``now`` (skipped when done less than HEARTBEAT_INTERVAL ago)."""
+        if time.monotonic() - self._beaten < HEARTBEAT_INTERVAL:
+            return
+        self._beaten = time.monotonic()
         self._db.execute(
             "INSERT INTO bus_members (stream, grp, member, last_seen) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (stream, grp, member) DO UPDATE SET last_seen = excluded.last_seen",
@@ -80,10 +88,11 @@ class LocalConsumer(Consumer[M]):
         deadline = time.monotonic() + max(timeout, 0.0)
         self.heartbeat(time.time())
         while True:
+            self._waiter.clear()  # before the look: a signal after it ends the next wait at once
             rows = self.take(time.time(), max_messages)
             if rows or time.monotonic() >= deadline:
                 return [Delivery(self._decode(payload), message_id) for message_id, payload in rows]
-            time.sleep(min(POLL_INTERVAL, max(deadline - time.monotonic(), 0.0)))
+            self._waiter.wait(deadline - time.monotonic())
 
     def _live_after(self, now: float) -> float:
         return now - self._bus.session_timeout
@@ -114,6 +123,7 @@ class LocalConsumer(Consumer[M]):
                 "DELETE FROM bus_members WHERE stream = ? AND grp = ? AND last_seen < ?",
                 (*self._key, self._live_after(now)),
             )
+            limit = self._fair_share(c, now, limit)
             released = [
                 row[0]
                 for row in c.execute(
@@ -143,10 +153,37 @@ class LocalConsumer(Consumer[M]):
             marks = ",".join("?" * len(ids))
             return c.execute(f"SELECT id, payload FROM {self._table} WHERE id IN ({marks}) ORDER BY id", ids).fetchall()
 
+    def _fair_share(self, c, now: float, limit: int) -> int:
+        """``limit``, or less: waiting messages (new, or released) / live members, rounded up. Counts
+        at most ``limit`` x members rows, so a long backlog (a run's log lines) costs no more."""
+        (members,) = c.execute(
+            "SELECT COUNT(*) FROM bus_members WHERE stream = ? AND grp = ? AND last_seen >= ?",
+            (*self._key, self._live_after(now)),
+        ).fetchone()
+        if members <= 1:
+            return limit
+        cap = limit * members
+        (waiting,) = c.execute(
+            f"SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM {self._table} WHERE id >"
+            " (SELECT cursor FROM bus_groups WHERE stream = ? AND grp = ?) LIMIT ?))"
+            " + (SELECT COUNT(*) FROM (SELECT 1 FROM bus_inflight WHERE stream = ? AND grp = ? AND owner IS NULL"
+            " LIMIT ?))",
+            (*self._key, cap, *self._key, cap),
+        ).fetchone()
+        return max(1, min(limit, -(-waiting // members)))
+
     def ack(self, delivery: Delivery[M]) -> None:
         self._db.execute(
             "DELETE FROM bus_inflight WHERE stream = ? AND grp = ? AND message_id = ?", (*self._key, delivery.token)
         )
+
+    def ack_all(self, deliveries: list[Delivery[M]]) -> None:
+        """One transaction for all of them."""
+        with self._db.transaction() as c:
+            c.executemany(
+                "DELETE FROM bus_inflight WHERE stream = ? AND grp = ? AND message_id = ?",
+                [(*self._key, delivery.token) for delivery in deliveries],
+            )
 
     def release(self, deliveries: list[Delivery[M]]) -> None:
         """The rows go back to the group at once (the next ``take`` of any member hands them out)."""
@@ -157,6 +194,7 @@ class LocalConsumer(Consumer[M]):
                 "UPDATE bus_inflight SET owner = NULL WHERE stream = ? AND grp = ? AND message_id = ? AND owner = ?",
                 [(*self._key, delivery.token, self.member_id) for delivery in deliveries],
             )
+        touch(self._bus.wake[self._stream])
 
     def close(self) -> None:
         """Leave the group: this member's unacknowledged messages go back to it at once."""
@@ -173,7 +211,9 @@ class LocalConsumer(Consumer[M]):
                 c.execute(
                     "DELETE FROM bus_members WHERE stream = ? AND grp = ? AND member = ?", (*self._key, self.member_id)
                 )
+            touch(self._bus.wake[self._stream])  # its messages are free for the others now
         finally:
+            self._waiter.close()
             self._db.close()
             self._bus.forget(self)
 
@@ -198,6 +238,9 @@ class LocalBus(OfferBus):
         with self._db.transaction() as c:
             for statement in SCHEMA:
                 c.execute(statement)
+        self.wake = {stream: wake_path(self.path, stream) for stream in STREAMS}  # touched after a commit
+        for path in self.wake.values():
+            touch(path)
         self._consumers: set[LocalConsumer] = set()
         self._consumers_lock = threading.Lock()
         self._last_prune = 0.0
@@ -210,6 +253,7 @@ class LocalBus(OfferBus):
                 f"INSERT INTO {STREAMS[stream]} (run_id, payload, created_at) VALUES (?, ?, ?)",
                 [(run_id, payload, now) for run_id, payload in messages],
             )
+        touch(self.wake[stream])
         if time.monotonic() - self._last_prune > PRUNE_INTERVAL:
             self._last_prune = time.monotonic()
             prune(self._db, stream, now, self.retention, self.max_age)
@@ -217,7 +261,7 @@ class LocalBus(OfferBus):
     def publish_offer(self, offer: Offer) -> None:
         self._publish("offers", [(offer.run_id, offer.to_json())])
 
-    def publish_offers(self, offers: list[Offer]) -> None:
+    def publish_offers(self, offers: list[Offer], partitions: list[int] | None = None) -> None:
         self._publish("offers", [(offer.run_id, offer.to_json()) for offer in offers])
 
     def publish_event(self, event: RunEvent) -> None:

@@ -13,7 +13,7 @@ import click
 
 from kirby.audit import audit
 from kirby.clock import utcnow
-from kirby.db import open_database
+from kirby.db import opened_database
 from kirby.errors import KirbyError
 
 
@@ -40,12 +40,8 @@ def audit_command(settings, job, environment, since, until, late_after, as_json)
     now = utcnow()
     end = _instant(until, "--until", now)
     start = _instant(since, "--since", end - timedelta(hours=24))
-    database = open_database(settings)
-    try:
-        with database.session() as session:
-            result = audit(session, job, environment, start, end, now, late_after)
-    finally:
-        database.dispose()
+    with opened_database(settings) as database, database.session() as session:
+        result = audit(session, job, environment, start, end, now, late_after)
     if as_json:
         document = {
             "job": result.job,

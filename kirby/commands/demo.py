@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from kirby.db import open_database
+from kirby.db import opened_database
 from kirby.demo import import_data, parse_file
 
 
@@ -24,11 +24,8 @@ from kirby.demo import import_data, parse_file
 def demo(settings, json_file_path: Path | None, force: bool) -> None:
     """Import scripts, environments, config, users... from a JSON file, all or nothing."""
     data = parse_file(json_file_path)  # a bad file stops here, before the database is opened
-    database = open_database(settings)
-    try:
+    with opened_database(settings) as database:
         notes = import_data(database, settings, data, force=force)
-    finally:
-        database.dispose()
     for note in notes:
         click.echo(note)
     click.echo("demo data inserted in the database")

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import click
 
-from kirby.db import open_database
+from kirby.db import opened_database
 from kirby.errors import UserError
 from kirby.retention import prune_runs
 
@@ -19,11 +19,8 @@ def gc(settings, days: int | None) -> None:
     days = days or settings.run_retention_days
     if days <= 0:
         raise UserError("KIRBY_RUN_RETENTION_DAYS=0 keeps run history forever; pass --days N to prune anyway")
-    database = open_database(settings)
-    try:
+    with opened_database(settings) as database:
         pruned = prune_runs(database, datetime.now(timezone.utc), days)
-    finally:
-        database.dispose()
     click.echo(f"deleted {pruned.runs} runs and {pruned.lines} log lines finished more than {days} days ago")
 
 

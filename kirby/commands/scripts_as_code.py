@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from kirby.db import open_database
+from kirby.db import opened_database
 from kirby.demo.files import apply_checked, export_text, read_data
 
 
@@ -19,11 +19,8 @@ from kirby.demo.files import apply_checked, export_text, read_data
 @click.pass_obj
 def export(settings, fmt: str, with_secrets: bool, output: Path | None) -> None:
     """Write the script database in the import format (kirby demo / kirby apply read it)."""
-    database = open_database(settings)
-    try:
+    with opened_database(settings) as database:
         text, notes = export_text(database, fmt, with_secrets)
-    finally:
-        database.dispose()
     for note in notes:
         click.echo(note, err=True)
     if output is None:
@@ -40,21 +37,24 @@ def export(settings, fmt: str, with_secrets: bool, output: Path | None) -> None:
 def apply(settings, file: Path, dry_run: bool, prune: bool) -> None:
     """Make the script database match FILE (JSON or YAML, the import format), all or nothing."""
     data = read_data(file)  # a bad file stops here, before the database is opened
-    database = open_database(settings)
-    try:
+    with opened_database(settings) as database:
         plan = apply_checked(database, settings, data, prune=prune, dry_run=dry_run)
-    finally:
-        database.dispose()
+    echo_plan(plan, dry_run, unchanged=f"no changes: the database matches {file}")
+
+
+def echo_plan(plan, dry_run: bool, unchanged: str, applied: str = "") -> None:
+    """What an apply changed (or would, ``dry_run``): its notes on stderr, then each change and a
+    count on stdout; ``unchanged`` when there is none, ``applied`` after the count once written."""
     for note in plan.notes:
         click.echo(note, err=True)
     for change in plan.changes:
         click.echo(str(change))
     if not plan.changes:
-        click.echo(f"no changes: the database matches {file}")
+        click.echo(unchanged)
     elif dry_run:
         click.echo(f"{len(plan.changes)} change(s); dry run: nothing written")
     else:
-        click.echo(f"{len(plan.changes)} change(s) applied")
+        click.echo(f"{len(plan.changes)} change(s) applied{applied}")
 
 
 COMMANDS = [export, apply]

@@ -1,4 +1,4 @@
-"""`kirby supervisor NAME [--window 5] [--wakeup 30] [--grace 30]`: run one supervisor until SIGTERM/SIGINT."""
+"""`kirby supervisor NAME [--window 5] [--wakeup 30] [--grace 30] [--concurrency N]`: run one supervisor until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -34,14 +34,21 @@ from kirby.supervisor.service import Supervisor
     type=click.FloatRange(min=0),
     help="On shutdown, seconds running scripts get to finish before they are stopped.",
 )
+@click.option(
+    "--concurrency",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Scheduled runs this supervisor runs at once; offers beyond it stay on the bus for others. "
+    "[default: KIRBY_CONCURRENCY, else 4 x CPU cores]",
+)
 @click.pass_obj
-def supervisor(settings, name: str, window: float, wakeup: float, grace: float) -> None:
+def supervisor(settings, name: str, window: float, wakeup: float, grace: float, concurrency: int | None) -> None:
     """Run supervisor NAME: lead when elected, run offered scripts, keep daemons alive."""
     harden_process()  # umask 077, non-dumpable: scripts cannot read this process's environment or memory
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    Supervisor(settings, name, window=window, wakeup=wakeup, grace=grace).run(stop)
+    Supervisor(settings, name, window=window, wakeup=wakeup, grace=grace, concurrency=concurrency).run(stop)
 
 
 COMMANDS = [supervisor]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from kirby.clock import SYSTEM_CLOCK
-from kirby.db import open_database
+from kirby.db import opened_database
 from kirby.tokens import create_token, list_tokens, parse_duration, revoke_token, status
 
 
@@ -26,13 +26,9 @@ def token() -> None:
 def create(settings, name: str, role: str, expires: str | None) -> None:
     """Create token NAME and print it once (only its hash is stored)."""
     lifetime = parse_duration(expires) if expires else None
-    database = open_database(settings)
-    try:
-        with database.session() as session:
-            row, secret = create_token(session, name, role, SYSTEM_CLOCK.now(), lifetime)
-            expires_at = row.expires_at
-    finally:
-        database.dispose()
+    with opened_database(settings) as database, database.session() as session:
+        row, secret = create_token(session, name, role, SYSTEM_CLOCK.now(), lifetime)
+        expires_at = row.expires_at
     click.echo(secret)
     click.echo(
         f"token {name} ({role}, expires {_when(expires_at) if expires_at else 'never'}): "
@@ -46,12 +42,8 @@ def create(settings, name: str, role: str, expires: str | None) -> None:
 @click.pass_obj
 def revoke(settings, name: str) -> None:
     """Revoke token NAME: it is refused from now on."""
-    database = open_database(settings)
-    try:
-        with database.session() as session:
-            revoke_token(session, name, SYSTEM_CLOCK.now())
-    finally:
-        database.dispose()
+    with opened_database(settings) as database, database.session() as session:
+        revoke_token(session, name, SYSTEM_CLOCK.now())
     click.echo(f"token {name} revoked")
 
 
@@ -59,17 +51,12 @@ def revoke(settings, name: str) -> None:
 @click.pass_obj
 def list_command(settings) -> None:
     """List tokens: name, role, state, created, expires (never the tokens themselves)."""
-    database = open_database(settings)
-    now = SYSTEM_CLOCK.now()
-    try:
-        with database.session() as session:
-            rows = list_tokens(session)
-            lines = [
-                f"{r.name}\t{r.role.value}\t{status(r, now)}\t{_when(r.created_at)}\t{_when(r.expires_at)}"
-                for r in rows
-            ]
-    finally:
-        database.dispose()
+    with opened_database(settings) as database, database.session() as session:
+        now = SYSTEM_CLOCK.now()
+        lines = [
+            f"{r.name}\t{r.role.value}\t{status(r, now)}\t{_when(r.created_at)}\t{_when(r.expires_at)}"
+            for r in list_tokens(session)
+        ]
     if not lines:
         click.echo("no API tokens; create one with kirby token create NAME --role viewer")
         return

@@ -7,7 +7,7 @@ import sys
 import click
 
 from kirby.config import Settings
-from kirby.db import open_database
+from kirby.db import opened_database
 from kirby.errors import UserError
 from kirby.users import add_user, check_password, check_username, find_user
 
@@ -28,8 +28,7 @@ def _password_from_stdin() -> str:
 def adduser(settings: Settings, name: str, password_stdin: bool, admin: bool | None) -> None:
     """Add the user NAME: asks for a password (hidden, confirmed) and whether to give admin rights."""
     check_username(name)
-    database = open_database(settings)
-    try:
+    with opened_database(settings) as database:
         with database.session() as session:
             if find_user(session, name) is not None:  # before asking anything
                 raise UserError(f"user {name!r} already exists; choose another name")
@@ -44,8 +43,6 @@ def adduser(settings: Settings, name: str, password_stdin: bool, admin: bool | N
             admin = False if password_stdin else click.confirm("Give admin rights?", default=False)
         with database.session() as session:
             add_user(session, settings, name, password, admin)
-    finally:
-        database.dispose()
     click.echo(f"User {name} added with {'admin' if admin else 'viewer'} rights")
 
 

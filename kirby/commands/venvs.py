@@ -7,7 +7,7 @@ import time
 import click
 from sqlalchemy import select
 
-from kirby.db import open_database
+from kirby.db import opened_database
 from kirby.models import Context
 from kirby.tasks.install import default_installer
 from kirby.tasks.venvs import VenvCache
@@ -50,14 +50,10 @@ def list_venvs(settings) -> None:
 
 def used_versions(settings) -> set[tuple[str, str]]:
     """(package, version) of every enabled context of the script database."""
-    database = open_database(settings)
-    try:
-        with database.session() as session:
-            rows = session.execute(
-                select(Context.package_name, Context.package_version).where(Context.enabled.is_(True))
-            ).all()
-    finally:
-        database.dispose()
+    with opened_database(settings) as database, database.session() as session:
+        rows = session.execute(
+            select(Context.package_name, Context.package_version).where(Context.enabled.is_(True))
+        ).all()
     return {(name, version) for name, version in rows}
 
 

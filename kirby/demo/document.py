@@ -47,13 +47,13 @@ def schedule(spec: ScheduleSpec) -> dict:
 
 def job(spec: JobSpec, with_secrets: bool = False) -> dict:
     """The body of ``JOBS.<name>`` (the REST API adds ``name``)."""
-    body = {
-        "type": spec.type.value,
-        "description": spec.description,
-        "enabled": spec.enabled,
-        "package_name": spec.package_name,
-        "package_version": {c.environment: c.package_version for c in spec.contexts},
-    }
+    body = {"type": spec.type.value, "description": spec.description, "enabled": spec.enabled}
+    if spec.celery is not None:
+        body["celery_task"] = spec.celery.to_dict()
+        body["environments"] = [c.environment for c in spec.contexts]
+    else:
+        body["package_name"] = spec.package_name
+        body["package_version"] = {c.environment: c.package_version for c in spec.contexts}
     if spec.module:
         body["module"] = spec.module
     if spec.schedule is not None:

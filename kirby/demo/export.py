@@ -15,6 +15,7 @@ import json
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from kirby.celery.task import CeleryTask
 from kirby.demo.document import POLICIES, schedule
 from kirby.demo.source import child
 from kirby.demo.spec import (
@@ -90,6 +91,7 @@ def job_spec(job: Job, notes: list[str]) -> JobSpec | None:
         config=_config(job.config),
         notification_group=link.group.name if link else None,
         **({attribute: getattr(link, column) for _, attribute, column in NOTIFY_FLAGS} if link else {}),
+        celery=CeleryTask.of_job(job),
     )
 
 

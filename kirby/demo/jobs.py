@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from kirby import cron
+from kirby import cron, validation
+from kirby.celery.task import CeleryTask
 from kirby.cron import FallBack, SpringForward
 from kirby.demo import checks
 from kirby.demo.source import child
 from kirby.demo.spec import ConfigValue, ContextSpec, JobSpec, ScheduleSpec
-from kirby.errors import CronError, DemoImportError
+from kirby.errors import CronError, DemoImportError, InvalidValue
 from kirby.vocabulary import MIN_MISFIRE_GRACE_REASON, MIN_MISFIRE_GRACE_SECONDS, CatchUp, JobType, Overlap
 
 JOB_KEYS = (
@@ -22,6 +23,8 @@ JOB_KEYS = (
     "enabled",
     "notify_on",
 )
+CELERY_JOB_KEYS = ("description", "notification_group", "scheduled_param", "config", "enabled", "notify_on")
+CELERY_TASK_KEYS = ("args", "kwargs", "queue", "routing_key", "priority")
 CRON_FIELDS = ("minute", "hour", "day", "month", "weekday", "second")
 POLICY_KEYS = (
     "timezone",
@@ -137,9 +140,41 @@ def schedule(value: Any, path: str, job_type: JobType) -> ScheduleSpec:
     )
 
 
-def _contexts(versions: Any, config: dict, path: str) -> tuple[ContextSpec, ...]:
-    versions_path = child(path, "package_version")
-    versions = checks.obj(versions, versions_path)
+def celery_task(value: Any, path: str) -> CeleryTask:
+    """``celery_task``: ``{"name", "args", "kwargs", "queue", "routing_key", "priority"}`` (name required)."""
+    body = checks.keys(checks.obj(value, path), path, required=("name",), optional=CELERY_TASK_KEYS)
+    rules = (
+        ("name", validation.celery_task_name),
+        ("args", validation.celery_args),
+        ("kwargs", validation.celery_kwargs),
+        ("queue", lambda v: validation.celery_route(v, "queue")),
+        ("routing_key", lambda v: validation.celery_route(v, "routing key")),
+        ("priority", validation.celery_priority),
+    )
+    values = {}
+    for key, rule in rules:
+        if key in body:
+            if key in ("args", "kwargs") and isinstance(body[key], str):
+                raise DemoImportError(child(path, key), f"is a string; write the JSON {key} itself, not text")
+            try:
+                values[key] = rule(body[key])
+            except InvalidValue as exc:
+                raise DemoImportError(child(path, key), str(exc)) from None
+    return CeleryTask(**values)
+
+
+def _celery_environments(value: Any, path: str) -> dict[str, str]:
+    """``environments``: the environments a Celery job runs in (one context each, no version)."""
+    names = checks.array(value, path)
+    if not names:
+        raise DemoImportError(path, 'is empty; name at least one environment, e.g. ["production"]')
+    checks.unique(names, path, "environment")
+    return {checks.name(n, child(path, i), "environment", 64): "" for i, n in enumerate(names)}
+
+
+def _contexts(versions: Any, config: dict, path: str, celery: bool = False) -> tuple[ContextSpec, ...]:
+    versions_path = child(path, "environments" if celery else "package_version")
+    versions = versions if celery else checks.obj(versions, versions_path)
     if not versions:
         raise DemoImportError(
             versions_path, 'is empty; give the version to run in at least one environment, e.g. {"dev": "1.0.0"}'
@@ -150,12 +185,14 @@ def _contexts(versions: Any, config: dict, path: str) -> tuple[ContextSpec, ...]
         if environment not in versions and checks.obj(values, child(context_path, environment)):
             raise DemoImportError(
                 child(context_path, environment),
-                f"the job does not run in {environment!r} (no package_version.{environment}); add a version or remove these keys",
+                f"the job does not run in {environment!r} (no package_version.{environment}); add a version or remove these keys"
+                if not celery
+                else f"the job does not run in {environment!r} (not in environments); add it or remove these keys",
             )
     return tuple(
         ContextSpec(
             environment=checks.name(environment, child(versions_path, environment), "environment", 64),
-            package_version=checks.version(version, child(versions_path, environment)),
+            package_version="" if celery else checks.version(version, child(versions_path, environment)),
             config=config_values(context_config.get(environment, {}), child(context_path, environment)),
         )
         for environment, version in versions.items()
@@ -173,12 +210,22 @@ def _notify_on(value: Any, path: str) -> tuple[str, ...]:
 def job(name: str, value: Any, path: str) -> JobSpec:
     """Validate ``JOBS.<name>``. Notification group existence is checked when loading."""
     checks.name(name, path, "job", 128)
-    body = checks.keys(checks.obj(value, path), path, required=("type", "package_version"), optional=JOB_KEYS)
+    body = checks.obj(value, path)
+    celery = None
+    if "celery_task" in body:
+        body = checks.keys(body, path, required=("type", "celery_task", "environments"), optional=CELERY_JOB_KEYS)
+        celery = celery_task(body["celery_task"], child(path, "celery_task"))
+        if body["type"] != JobType.SCHEDULED.value:
+            raise DemoImportError(child(path, "type"), "a Celery task job is scheduled; use type scheduled")
+    else:
+        body = checks.keys(body, path, required=("type", "package_version"), optional=JOB_KEYS)
     job_type = JobType(checks.choice(body["type"], child(path, "type"), [t.value for t in JobType]))
     config = checks.keys(
         checks.obj(body.get("config", {}), child(path, "config")), child(path, "config"), optional=("JOB", "CONTEXT")
     )
-    if "package_name" in body:
+    if celery is not None:
+        package = ""
+    elif "package_name" in body:
         package = checks.package_name(body["package_name"], child(path, "package_name"))
     else:
         package = checks.package_name(name, path, "; the job name is the package name unless you set package_name")
@@ -204,9 +251,14 @@ def job(name: str, value: Any, path: str) -> JobSpec:
         enabled=checks.boolean(body.get("enabled", True), child(path, "enabled")),
         package_name=package,
         module=checks.module(body["module"], child(path, "module")) if "module" in body else "",
-        contexts=_contexts(body["package_version"], config, path),
+        contexts=(
+            _contexts(_celery_environments(body["environments"], child(path, "environments")), config, path, True)
+            if celery is not None
+            else _contexts(body["package_version"], config, path)
+        ),
         schedule=spec,
         config=config_values(config.get("JOB", {}), child(child(path, "config"), "JOB")),
         notification_group=group,
         **{f"notify_on_{name}": name in notify for name in NOTIFY_ON},
+        celery=celery,
     )

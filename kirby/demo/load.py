@@ -12,6 +12,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from kirby.celery.task import NO_TASK_COLUMNS
 from kirby.config import Settings
 from kirby.demo.source import child
 from kirby.demo.spec import ConfigValue, DemoData
@@ -154,7 +155,14 @@ def _insert_jobs(
         session,
         Job,
         [
-            {"name": s.name, "description": s.description, "type": s.type, "enabled": s.enabled, "module": s.module}
+            {
+                "name": s.name,
+                "description": s.description,
+                "type": s.type,
+                "enabled": s.enabled,
+                "module": s.module,
+                **(s.celery.columns() if s.celery is not None else NO_TASK_COLUMNS),
+            }
             for s in data.jobs
         ],
     )

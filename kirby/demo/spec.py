@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from kirby.celery.task import CeleryTask
 from kirby.vocabulary import JobType
 
 
@@ -56,6 +57,7 @@ class JobSpec:
     notify_on_recovery: bool = True
     notify_on_daemon: bool = True
     notify_on_suspended: bool = False
+    celery: CeleryTask | None = None  # a Celery job: its contexts have no package version
 
 
 # notify_on word -> the JobSpec attribute -> the JobNotification column: one table for the import,

@@ -14,6 +14,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from kirby.celery.task import NO_TASK_COLUMNS
 from kirby.demo.document import POLICIES, policy_defaults
 from kirby.demo.spec import NOTIFY_FLAGS, ConfigValue, JobSpec, SuspensionSpec
 from kirby.errors import DemoImportError
@@ -87,6 +88,8 @@ def write_job(
         job = Job(name=spec.name)
         session.add(job)
     job.description, job.type, job.enabled, job.module = spec.description, spec.type, spec.enabled, spec.module
+    for column, value in (spec.celery.columns() if spec.celery is not None else NO_TASK_COLUMNS).items():
+        setattr(job, column, value)
     by_environment = {c.environment.name: c for c in job.contexts}
     wanted = {c.environment for c in spec.contexts}
     for name, context in by_environment.items():

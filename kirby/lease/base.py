@@ -30,11 +30,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from kirby.errors import SupervisorNameTaken
+from kirby.errors import LeaseError, SupervisorNameTaken
 
 
 class StaleEpoch(Exception):
     """A write guarded by an epoch that is no longer the leader's current epoch."""
+
+
+class ClaimsClosed(LeaseError):
+    """``claim_run`` (or a new owner's ``acquire_lease``) refused: the store's generation is not the
+    caller's, or is closed (the store lost its data and the leader has not rebuilt it yet). The
+    offer must go back to the bus; a daemon lease is tried again later."""
 
 
 CLAIM_RETENTION = 7 * 24 * 3600.0
@@ -69,6 +75,49 @@ class Claim:
     settled: bool = False  # the run is over (or recorded lost); the claim only fences duplicates
     released: bool = False  # never started and its instance died: open to be claimed again
     offer: str | None = None  # the offer (JSON) the claim was made for, to re-offer it
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    """One run to claim in ``LeaseStore.claim_runs`` (the arguments of ``claim_run``)."""
+
+    run_id: str
+    supervisor: str
+    attempt: int = 1
+    instance: str = ""
+    offer: str | None = None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The store's generation marker (amnesia detection, issue 10).
+
+    ``marker`` is a random id written once per store life: it disappears (or changes) when the store
+    loses its data. ``open`` is False from the moment a loss is noticed (the marker was found missing
+    by a process that had seen another, or the server restarted: ``boot`` changed, and the last
+    writes before a crash may be lost) until the leader has rebuilt claims and cursors from the
+    runs table; meanwhile ``claim_run`` refuses every claim. ``closed_at`` is the server time it was
+    closed; ``rebuilt`` says it was opened by a rebuild (not by a fresh store's first user)."""
+
+    marker: str
+    open: bool
+    boot: str = ""
+    closed_at: datetime | None = None
+    rebuilt: bool = False
+
+
+@dataclass(frozen=True)
+class RestoredClaim:
+    """A claim written back after amnesia, by the supervisor that holds it (from its memory) or by the
+    leader (from the runs table): ``settled`` for a run that is over, ``started`` for one running."""
+
+    run_id: str
+    supervisor: str
+    instance: str = ""
+    attempt: int = 1
+    offer: str | None = None
+    started: bool = False
+    settled: bool = True
 
 
 @dataclass(frozen=True)
@@ -158,11 +207,34 @@ class LeaseStore(ABC):
     # -- run claims -----------------------------------------------------------------------------
     @abstractmethod
     def claim_run(
-        self, run_id: str, supervisor: str, attempt: int = 1, instance: str = "", offer: str | None = None
+        self,
+        run_id: str,
+        supervisor: str,
+        attempt: int = 1,
+        instance: str = "",
+        offer: str | None = None,
+        generation: str | None = None,
     ) -> bool:
         """Claim ``run_id`` for ``supervisor``'s ``instance``: True for exactly one caller, ever
         (within retention), unless the claim was released (then the next caller gets it).
-        ``offer`` (JSON) is kept with the claim so that a released run can be re-offered."""
+        ``offer`` (JSON) is kept with the claim so that a released run can be re-offered.
+        With ``generation`` (the marker the caller knows), raises ClaimsClosed unless the store's
+        marker is that one and open: a store that lost its data grants no claim until rebuilt."""
+
+    def claim_runs(self, requests: list[ClaimRequest], generation: str | None = None) -> list[bool | None]:
+        """``claim_run`` for each request, in order, in one store round trip where the backend can
+        (Redis: one pipeline; embedded: one transaction): the offers of one poll are claimed together.
+
+        Per request: True (claimed here), False (claimed by someone else: a duplicate), or None (the
+        store's generation is not ``generation``'s open one, as ``claim_run`` raising ClaimsClosed).
+        Same answers as ``claim_run`` called once per request; never two winners for a run id."""
+        outcomes: list[bool | None] = []
+        for r in requests:
+            try:
+                outcomes.append(self.claim_run(r.run_id, r.supervisor, r.attempt, r.instance, r.offer, generation))
+            except ClaimsClosed:
+                outcomes.append(None)
+        return outcomes
 
     @abstractmethod
     def get_claim(self, run_id: str) -> Claim | None:
@@ -176,6 +248,11 @@ class LeaseStore(ABC):
     def mark_started(self, run_id: str, instance: str) -> bool:
         """Record that ``instance`` is about to spawn ``run_id``; False (spawn nothing) unless its
         claim is ``instance``'s, not released and not settled. Idempotent."""
+
+    def mark_runs_started(self, run_ids: list[str], instance: str) -> list[bool]:
+        """``mark_started`` for each run id, in one store round trip where the backend can: the runs
+        of one instant, marked together right before their spawns."""
+        return [self.mark_started(run_id, instance) for run_id in run_ids]
 
     @abstractmethod
     def release_claim(self, run_id: str, instance: str) -> bool:
@@ -193,14 +270,31 @@ class LeaseStore(ABC):
 
     # -- named leases (daemons, overlap) -----------------------------------------------------------
     @abstractmethod
-    def acquire_lease(self, name: str, owner: str, ttl: float, replaces: str | None = None) -> int | None:
+    def acquire_lease(
+        self, name: str, owner: str, ttl: float, replaces: str | None = None, generation: str | None = None
+    ) -> int | None:
         """Take lease ``name`` if it is free, expired, already ``owner``'s, or held by ``replaces``
         (an owner known to be dead): returns its generation, which grows each time the lease
-        changes owner (a fencing token). None when someone else holds it."""
+        changes owner (a fencing token; a counter lost with the store's data restarts, once the
+        store is rebuilt, from the time in ms, above those issued before). None when someone else
+        holds it. With ``generation`` (the marker the caller knows), raises ClaimsClosed instead of
+        giving the lease to a new owner unless the store's marker is that one and open: after
+        amnesia a lease that vanished with the data is given to nobody until the rebuild (its
+        holder, whose renewal fails, has stopped by then; ``kirby.supervisor.arbiter``). Overlap
+        leases are taken the same way (``kirby.supervisor.runner``). Without ``generation`` nothing
+        is checked: for tools, and for a holder writing back, while the generation is closed, the
+        lease of a run it still runs (``Runner.reassert_overlaps``); a counter created while the
+        generation is closed starts from the time in ms as well."""
 
     @abstractmethod
     def renew_lease(self, name: str, owner: str, ttl: float) -> bool:
         """Extend by ``ttl`` from now iff ``owner`` holds it."""
+
+    def renew_leases(self, names: list[str], owner: str, ttl: float) -> dict[str, bool]:
+        """``renew_lease`` of each of ``names`` in one round trip where the backend can (an idle
+        supervisor renews its daemons' leases every few seconds): name -> renewed. Each renewal
+        stands alone (one failing does not undo the others); an error raises for all."""
+        return {name: self.renew_lease(name, owner, ttl) for name in names}
 
     @abstractmethod
     def release_lease(self, name: str, owner: str) -> bool:
@@ -213,6 +307,13 @@ class LeaseStore(ABC):
     @abstractmethod
     def lease_holders(self, space: str) -> dict[str, LeaseHolder]:
         """Live leases whose name starts with ``space + ":"``, from an index: name -> holder."""
+
+    # -- deliveries (kirby.celery's worker side) ------------------------------------------------
+    @abstractmethod
+    def claim_delivery(self, key: str, owner: str, ttl: float) -> str | None:
+        """Take ``key`` for ``owner`` if nobody holds it: None for the first caller within ``ttl``
+        seconds (it may run the delivery), else the owner who took it (drop the delivery). Atomic
+        across processes and hosts; never extended, never released."""
 
     # -- cancel requests ------------------------------------------------------------------------
     @abstractmethod
@@ -259,6 +360,24 @@ class LeaseStore(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    # -- generation marker: amnesia detection (issue 10) ------------------------------------------
+    @abstractmethod
+    def check_generation(self, known: str | None) -> Generation:
+        """The store's generation, after noticing a loss. Atomically: a missing marker is created,
+        open only when ``known`` is None (a fresh store's first user), closed otherwise (amnesia); a
+        server restart (``boot`` changed) closes it; a marker other than ``known`` that was opened
+        fresh (not by a rebuild) is closed too (someone new created it after the loss)."""
+
+    @abstractmethod
+    def open_generation(self, marker: str, epoch: int, owner: str) -> bool:
+        """Open the closed generation ``marker`` (the rebuild is done) iff ``owner`` holds the live
+        leader lease under ``epoch``; claims are granted again."""
+
+    @abstractmethod
+    def restore_claims(self, claims: list[RestoredClaim]) -> list[str]:
+        """Write back the claims that are missing (allowed while closed); never overwrites one.
+        Returns the run ids already claimed by another instance (a conflict worth logging)."""
 
     # -- the record of published slots (issue 10) -------------------------------------------------
     @abstractmethod

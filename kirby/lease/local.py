@@ -27,6 +27,8 @@ from kirby.errors import LeaseError
 from kirby.lease.base import (
     CLAIM_RETENTION,
     Claim,
+    ClaimRequest,
+    ClaimsClosed,
     Leader,
     LeaseHolder,
     LeaseStore,
@@ -35,6 +37,8 @@ from kirby.lease.base import (
     as_utc,
     name_taken,
 )
+from kirby.lease.local_record import RecordMixin
+from kirby.lease.local_record import is_open as _is_open
 
 BUSY_TIMEOUT = 10.0  # seconds a call waits for another process's transaction before LeaseError
 
@@ -52,8 +56,12 @@ CREATE TABLE IF NOT EXISTS lease_named (
     name TEXT PRIMARY KEY, space TEXT NOT NULL, owner TEXT, generation INTEGER NOT NULL, expires_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS lease_named_space ON lease_named (space, expires_at);
 CREATE TABLE IF NOT EXISTS lease_cancel (run_id TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS lease_delivery (key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS lease_published (
     schedule_key TEXT NOT NULL, instant REAL NOT NULL, PRIMARY KEY (schedule_key, instant));
+CREATE TABLE IF NOT EXISTS lease_generation (
+    id INTEGER PRIMARY KEY CHECK (id = 1), marker TEXT NOT NULL, open INTEGER NOT NULL, closed_at REAL,
+    rebuilt INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS lease_supervisor (
     name TEXT PRIMARY KEY, instance TEXT NOT NULL, info TEXT NOT NULL,
     heartbeat REAL NOT NULL, expires_at REAL NOT NULL);
@@ -79,7 +87,7 @@ def _upgrade(db: sqlite3.Connection) -> None:
         db.execute("DROP TABLE lease_daemon")
 
 
-class LocalLeaseStore(LeaseStore):
+class LocalLeaseStore(RecordMixin, LeaseStore):
     """The lease store in the SQLite file ``settings.embedded_path``."""
 
     def __init__(self, settings: Settings):
@@ -166,19 +174,52 @@ class LocalLeaseStore(LeaseStore):
 
     # -- run claims, named leases, cancel requests, registry (issue 11) --------------------------
     def claim_run(
-        self, run_id: str, supervisor: str, attempt: int = 1, instance: str = "", offer: str | None = None
+        self,
+        run_id: str,
+        supervisor: str,
+        attempt: int = 1,
+        instance: str = "",
+        offer: str | None = None,
+        generation: str | None = None,
     ) -> bool:
         with self._db.transaction() as db:
             now = time.time()
+            held = db.execute("SELECT released FROM lease_run WHERE run_id = ?", (run_id,)).fetchone()
+            if generation and not (held and not held[0]) and not _is_open(db, generation):
+                raise ClaimsClosed(f"run {run_id} not claimed: the lease store's generation is closed or new (amnesia)")
             db.execute("DELETE FROM lease_run WHERE expires_at <= ?", (now,))  # retention; uses the index
-            cursor = db.execute(
-                "INSERT INTO lease_run (run_id, supervisor, instance, attempt, claimed_at, offer)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET supervisor = excluded.supervisor,"
-                " instance = excluded.instance, attempt = excluded.attempt, claimed_at = excluded.claimed_at,"
-                " offer = excluded.offer, released = 0 WHERE lease_run.released = 1",
-                (run_id, supervisor, instance, attempt, now, offer),
-            )
-            return cursor.rowcount == 1
+            return self._insert_claim(db, run_id, supervisor, instance, attempt, now, offer)
+
+    def claim_runs(self, requests: list[ClaimRequest], generation: str | None = None) -> list[bool | None]:
+        """One transaction for all of them (see the contract)."""
+        if not requests:
+            return []
+        with self._db.transaction() as db:
+            now = time.time()
+            db.execute("DELETE FROM lease_run WHERE expires_at <= ?", (now,))
+            is_open = None  # read once, when a request needs it
+            outcomes: list[bool | None] = []
+            for r in requests:
+                held = db.execute("SELECT released FROM lease_run WHERE run_id = ?", (r.run_id,)).fetchone()
+                if generation and not (held and not held[0]):
+                    if is_open is None:
+                        is_open = _is_open(db, generation)
+                    if not is_open:
+                        outcomes.append(None)
+                        continue
+                outcomes.append(self._insert_claim(db, r.run_id, r.supervisor, r.instance, r.attempt, now, r.offer))
+            return outcomes
+
+    @staticmethod
+    def _insert_claim(db, run_id: str, supervisor: str, instance: str, attempt: int, now: float, offer) -> bool:
+        cursor = db.execute(
+            "INSERT INTO lease_run (run_id, supervisor, instance, attempt, claimed_at, offer)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET supervisor = excluded.supervisor,"
+            " instance = excluded.instance, attempt = excluded.attempt, claimed_at = excluded.claimed_at,"
+            " offer = excluded.offer, released = 0 WHERE lease_run.released = 1",
+            (run_id, supervisor, instance, attempt, now, offer),
+        )
+        return cursor.rowcount == 1
 
     def get_claim(self, run_id: str) -> Claim | None:
         claims = self._claims("AND run_id = ?", (run_id,))
@@ -221,6 +262,22 @@ class LocalLeaseStore(LeaseStore):
             )
             return cursor.rowcount == 1
 
+    def mark_runs_started(self, run_ids: list[str], instance: str) -> list[bool]:
+        """One transaction for all of them."""
+        if not run_ids:
+            return []
+        with self._db.transaction() as db:
+            now = time.time()
+            return [
+                db.execute(
+                    "UPDATE lease_run SET started_at = COALESCE(started_at, ?)"
+                    " WHERE run_id = ? AND instance = ? AND released = 0 AND settled = 0",
+                    (now, run_id, instance),
+                ).rowcount
+                == 1
+                for run_id in run_ids
+            ]
+
     def release_claim(self, run_id: str, instance: str) -> bool:
         with self._db.transaction() as db:
             cursor = db.execute(
@@ -237,25 +294,29 @@ class LocalLeaseStore(LeaseStore):
                 (time.time() + CLAIM_RETENTION, run_id),
             )
 
-    def acquire_lease(self, name: str, owner: str, ttl: float, replaces: str | None = None) -> int | None:
+    def acquire_lease(
+        self, name: str, owner: str, ttl: float, replaces: str | None = None, generation: str | None = None
+    ) -> int | None:
         with self._db.transaction() as db:
             now = time.time()
             row = db.execute("SELECT owner, generation, expires_at FROM lease_named WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                db.execute("INSERT INTO lease_named VALUES (?, ?, ?, 1, ?)", (name, _space(name), owner, now + ttl))
-                return 1
-            held = row[0] if row[2] > now else None
-            if held == owner:
-                generation = row[1]
+            held = row[0] if row and row[2] > now else None
+            if held is not None and held == owner:
+                number = row[1]
             elif held is None or (replaces is not None and held == replaces):
-                generation = row[1] + 1
+                if generation and not _is_open(db, generation):
+                    raise ClaimsClosed(
+                        f"lease {name} not acquired: the lease store's generation is closed or new (amnesia)"
+                    )
+                number = (row[1] if row else _counter_floor(db, now)) + 1
             else:
                 return None
             db.execute(
-                "UPDATE lease_named SET owner = ?, generation = ?, expires_at = ? WHERE name = ?",
-                (owner, generation, now + ttl, name),
+                "INSERT INTO lease_named VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET owner = excluded.owner,"
+                " generation = excluded.generation, expires_at = excluded.expires_at",
+                (name, _space(name), owner, number, now + ttl),
             )
-            return generation
+            return number
 
     def renew_lease(self, name: str, owner: str, ttl: float) -> bool:
         with self._db.transaction() as db:
@@ -265,6 +326,18 @@ class LocalLeaseStore(LeaseStore):
                 (now + ttl, name, owner, now),
             )
             return cursor.rowcount == 1
+
+    def renew_leases(self, names: list[str], owner: str, ttl: float) -> dict[str, bool]:
+        with self._db.transaction() as db:
+            now = time.time()
+            return {
+                name: db.execute(
+                    "UPDATE lease_named SET expires_at = ? WHERE name = ? AND owner = ? AND expires_at > ?",
+                    (now + ttl, name, owner, now),
+                ).rowcount
+                == 1
+                for name in names
+            }
 
     def release_lease(self, name: str, owner: str) -> bool:
         with self._db.transaction() as db:
@@ -288,6 +361,16 @@ class LocalLeaseStore(LeaseStore):
                 (value, time.time()),
             ).fetchall()
         return {r[0]: LeaseHolder(r[0], r[1], r[2], _datetime(r[3])) for r in rows}
+
+    def claim_delivery(self, key: str, owner: str, ttl: float) -> str | None:
+        with self._db.transaction() as db:
+            now = time.time()
+            db.execute("DELETE FROM lease_delivery WHERE key = ? AND expires_at <= ?", (key, now))
+            row = db.execute("SELECT owner FROM lease_delivery WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                return row[0]
+            db.execute("INSERT INTO lease_delivery VALUES (?, ?, ?)", (key, owner, now + ttl))
+        return None
 
     def request_cancel(self, run_id: str, ttl: float) -> None:
         with self._db.transaction() as db:
@@ -336,26 +419,13 @@ class LocalLeaseStore(LeaseStore):
     def close(self) -> None:
         self._db.close()
 
-    # -- the record of published slots (issue 10) -------------------------------------------------
-    def add_published(self, slots: dict[str, list[datetime]], forget_before: datetime) -> None:
-        rows = [(key, as_utc(instant).timestamp()) for key, instants in slots.items() for instant in instants]
-        if not rows:
-            return
-        with self._db.transaction() as db:
-            db.executemany("INSERT OR IGNORE INTO lease_published VALUES (?, ?)", rows)
-            db.executemany(
-                "DELETE FROM lease_published WHERE schedule_key = ? AND instant < ?",
-                [(key, as_utc(forget_before).timestamp()) for key in slots],
-            )
 
-    def published_slots(self, schedule_key: str, after: datetime, until: datetime) -> list[datetime]:
-        with self._db.transaction() as db:
-            rows = db.execute(
-                "SELECT instant FROM lease_published WHERE schedule_key = ? AND instant > ? AND instant <= ?"
-                " ORDER BY instant",
-                (schedule_key, as_utc(after).timestamp(), as_utc(until).timestamp()),
-            ).fetchall()
-        return [_datetime(row[0]) for row in rows]
+def _counter_floor(db: sqlite3.Connection, now: float) -> int:
+    """Where a lease's missing generation counter starts: 0, or the time in ms in a file that lost its
+    data (its generation closed, or rebuilt), so fence tokens issued after a loss exceed those
+    issued before."""
+    row = db.execute("SELECT rebuilt, open FROM lease_generation WHERE id = 1").fetchone()
+    return int(now * 1000) if row and (row[0] or not row[1]) else 0
 
 
 def _space(name: str) -> str:

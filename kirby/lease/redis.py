@@ -16,6 +16,8 @@ unless noted:
   (score = expiry in ms); ``lease-generations`` (a hash, no expiry): name -> last generation.
 * ``published:<schedule key>`` (a sorted set, no expiry): the slots published, scored by their
   instant, pruned past the misfire grace.
+* ``generation`` {marker, open, boot, closed_ms, rebuilt} (no expiry): the amnesia detector
+  (``redis_record.py``); ``boot`` is the server's ``run_id`` (INFO), new at every Redis start.
 * ``cancel:<run id>``: a short-lived cancel request (a string with a PX expiry).
 * ``supervisor:<name>`` {instance, info, beat_s, beat_us}, indexed in the sorted set
   ``supervisors`` (score = expiry in ms).
@@ -42,9 +44,10 @@ stays strictly increasing when Redis forgets the counter while supervisors keep 
 write compares the lease's epoch, owner and (for a lease this store acquired) its token: a zombie
 whose epoch number a forgetful Redis issued again is still refused.
 
-Durability: claims, cursors and the epoch counter live in Redis memory. In production run Redis
-with persistence (``appendonly yes``): a Redis that restarts empty forgets claims (a run could be
-claimed twice) and restarts the epoch at 0.
+Durability: claims, cursors and the epoch counter live in Redis memory. A Redis that restarts
+(empty, or with the last second of ``appendfsync everysec`` lost) is noticed through the
+``generation`` marker: claims are refused until the leader has rebuilt them from the runs table
+(see ``kirby.supervisor.amnesia``).
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ from kirby.lease import lua
 from kirby.lease.base import (
     CLAIM_RETENTION,
     Claim,
+    ClaimRequest,
+    ClaimsClosed,
     Leader,
     LeaseHolder,
     LeaseStore,
@@ -77,10 +82,12 @@ from kirby.lease.base import (
     name_taken,
 )
 from kirby.lease.lua import ACQUIRE_LEADER, COMPARE_AND_EXTEND_OR_DELETE, LEADER, SET_CURSORS
+from kirby.lease.redis_record import RecordMixin
 
 SOCKET_TIMEOUT = 2.0  # seconds; no call waits longer than this per attempt
 SCAN_BATCH = 500
 ISSUE_11_SCRIPTS = (
+    "CLAIM_DELIVERY",
     "CLAIM",
     "MARK_STARTED",
     "RELEASE_CLAIM",
@@ -90,6 +97,9 @@ ISSUE_11_SCRIPTS = (
     "LIVE",
     "REGISTER",
     "UNREGISTER",
+    "CHECK_GENERATION",
+    "OPEN_GENERATION",
+    "RESTORE_CLAIMS",
 )
 T = TypeVar("T")
 
@@ -128,7 +138,7 @@ def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
-class RedisLeaseStore(LeaseStore):
+class RedisLeaseStore(RecordMixin, LeaseStore):
     """The lease store on Redis at ``settings.redis_url`` (redis:// or rediss://, password allowed)."""
 
     def __init__(self, settings: Settings, prefix: str | None = None):
@@ -281,11 +291,36 @@ class RedisLeaseStore(LeaseStore):
         ]
 
     def claim_run(
-        self, run_id: str, supervisor: str, attempt: int = 1, instance: str = "", offer: str | None = None
+        self,
+        run_id: str,
+        supervisor: str,
+        attempt: int = 1,
+        instance: str = "",
+        offer: str | None = None,
+        generation: str | None = None,
     ) -> bool:
         token = uuid.uuid4().hex  # a retry after a lost reply finds its own token: it won
-        keys = [self._key("claim", run_id), self._key("claims", "active")]
-        return self._run("CLAIM", keys, [supervisor, attempt, token, instance, offer or "", run_id]) == token
+        keys = [self._key("claim", run_id), self._key("claims", "active"), self._key("generation")]
+        args = [supervisor, attempt, token, instance, offer or "", run_id, generation or ""]
+        held = self._run("CLAIM", keys, args)
+        if held is None:
+            raise ClaimsClosed(f"run {run_id} not claimed: the lease store's generation is closed or new (amnesia)")
+        return held == token
+
+    def claim_runs(self, requests: list[ClaimRequest], generation: str | None = None) -> list[bool | None]:
+        """One pipeline of CLAIM scripts (each atomic; a retried pipeline finds its own tokens)."""
+        tokens = [uuid.uuid4().hex for _ in requests]
+
+        def claim_all() -> list:
+            pipeline = self._redis.pipeline(transaction=False)
+            for r, token in zip(requests, tokens):
+                keys = [self._key("claim", r.run_id), self._key("claims", "active"), self._key("generation")]
+                args = [r.supervisor, r.attempt, token, r.instance, r.offer or "", r.run_id, generation or ""]
+                self._scripts["CLAIM"](keys=keys, args=args, client=pipeline)
+            return pipeline.execute()
+
+        held = self._call(claim_all) if requests else []
+        return [None if h is None else h == token for h, token in zip(held, tokens)]
 
     def get_claim(self, run_id: str) -> Claim | None:
         fields = self._call(lambda: self._redis.hgetall(self._key("claim", run_id)))
@@ -296,6 +331,17 @@ class RedisLeaseStore(LeaseStore):
 
     def mark_started(self, run_id: str, instance: str) -> bool:
         return self._run("MARK_STARTED", [self._key("claim", run_id)], [instance]) == 1
+
+    def mark_runs_started(self, run_ids: list[str], instance: str) -> list[bool]:
+        """One pipeline of MARK_STARTED scripts (idempotent: a retry gives the same answers)."""
+
+        def mark_all() -> list:
+            pipeline = self._redis.pipeline(transaction=False)
+            for run_id in run_ids:
+                self._scripts["MARK_STARTED"](keys=[self._key("claim", run_id)], args=[instance], client=pipeline)
+            return pipeline.execute()
+
+        return [reply == 1 for reply in (self._call(mark_all) if run_ids else [])]
 
     def release_claim(self, run_id: str, instance: str) -> bool:
         return self._run("RELEASE_CLAIM", [self._key("claim", run_id)], [instance]) == 1
@@ -308,14 +354,34 @@ class RedisLeaseStore(LeaseStore):
         names = self._call(lambda: self._redis.zrange(self._key("claims", "active"), 0, -1))
         return [_claim(run_id, fields) for run_id, fields, _ in self._hashes("claim", names)]
 
-    def acquire_lease(self, name: str, owner: str, ttl: float, replaces: str | None = None) -> int | None:
-        keys = [self._key("lease", name), self._key("leases", _space(name)), self._key("lease-generations")]
-        generation = self._run("ACQUIRE_LEASE", keys, [owner, _ms(ttl), name, replaces or ""])
-        return None if generation is None else int(generation)
+    def acquire_lease(
+        self, name: str, owner: str, ttl: float, replaces: str | None = None, generation: str | None = None
+    ) -> int | None:
+        keys = [
+            self._key("lease", name),
+            self._key("leases", _space(name)),
+            self._key("lease-generations"),
+            self._key("generation"),
+        ]
+        taken = self._run("ACQUIRE_LEASE", keys, [owner, _ms(ttl), name, replaces or "", generation or ""])
+        if taken is not None and int(taken) < 0:
+            raise ClaimsClosed(f"lease {name} not acquired: the lease store's generation is closed or new (amnesia)")
+        return None if taken is None else int(taken)
 
     def renew_lease(self, name: str, owner: str, ttl: float) -> bool:
         keys = [self._key("lease", name), self._key("leases", _space(name))]
         return self._run("RENEW_OR_RELEASE_LEASE", keys, [owner, _ms(ttl), name]) == 1
+
+    def renew_leases(self, names: list[str], owner: str, ttl: float) -> dict[str, bool]:
+        def renew_all() -> list:
+            pipeline = self._redis.pipeline(transaction=False)
+            for name in names:
+                keys = [self._key("lease", name), self._key("leases", _space(name))]
+                self._scripts["RENEW_OR_RELEASE_LEASE"](keys=keys, args=[owner, _ms(ttl), name], client=pipeline)
+            return pipeline.execute()
+
+        replies = self._call(renew_all) if names else []
+        return {name: reply == 1 for name, reply in zip(names, replies)}
 
     def release_lease(self, name: str, owner: str) -> bool:
         keys = [self._key("lease", name), self._key("leases", _space(name))]
@@ -337,6 +403,10 @@ class RedisLeaseStore(LeaseStore):
             for name, fields, ttl in self._hashes("lease", names, with_ttl=True)
             if "owner" in fields
         }
+
+    def claim_delivery(self, key: str, owner: str, ttl: float) -> str | None:
+        holder = self._run("CLAIM_DELIVERY", [self._key("delivery", key)], [owner, _ms(ttl)])
+        return None if holder is None else (holder.decode() if isinstance(holder, bytes) else str(holder))
 
     def request_cancel(self, run_id: str, ttl: float) -> None:
         self._call(lambda: self._redis.set(self._key("cancel", run_id), "1", px=_ms(ttl)))
@@ -379,28 +449,6 @@ class RedisLeaseStore(LeaseStore):
     def _saw(self, epoch: int) -> int:
         self._seen = max(self._seen, epoch)
         return epoch
-
-    # -- the record of published slots (issue 10) -------------------------------------------------
-    def add_published(self, slots: dict[str, list[datetime]], forget_before: datetime) -> None:
-        """One pipeline: ZADD each schedule's slots, ZREMRANGEBYSCORE what is older than ``forget_before``."""
-        if not any(slots.values()):
-            return
-
-        def write() -> None:
-            pipeline = self._redis.pipeline(transaction=True)
-            for key, instants in slots.items():
-                if instants:
-                    name = self._key("published", key)
-                    pipeline.zadd(name, {as_utc(i).isoformat(): as_utc(i).timestamp() for i in instants})
-                    pipeline.zremrangebyscore(name, "-inf", f"({as_utc(forget_before).timestamp()}")
-            pipeline.execute()
-
-        self._call(write)
-
-    def published_slots(self, schedule_key: str, after: datetime, until: datetime) -> list[datetime]:
-        name = self._key("published", schedule_key)
-        low, high = f"({as_utc(after).timestamp()}", as_utc(until).timestamp()
-        return [datetime.fromisoformat(text) for text in self._call(lambda: self._redis.zrangebyscore(name, low, high))]
 
 
 def _space(name: str) -> str:

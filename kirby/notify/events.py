@@ -10,7 +10,7 @@ failed         failure     a scheduled or manual run failed after its last attem
 timed_out      failure     with retries left is retried, not notified)
 lost           lost        a run's supervisor died while it ran
 missed         missed      a slot was skipped: missed beyond its misfire grace (catch-up
-                           policy), or by the overlap policy
+                           policy), or by the overlap policy; a Celery task expired unreceived
 suspended      suspended   a slot was skipped by a suspension window (off unless asked)
 crash_loop     daemon      a daemon finished (crashed or exited) ``CRASH_LOOP_RESTARTS`` times
                            within ``CRASH_LOOP_MINUTES`` in one environment
@@ -55,6 +55,8 @@ def run_events(session: Session, run: Run) -> list[tuple[str, str]]:
         return [("lost", run.error)]
     if state == RunState.SKIPPED:
         return [("suspended" if run.error.startswith(SUSPENDED_PREFIX) else "missed", run.error)]
+    if state == RunState.EXPIRED:  # a Celery task nobody received before its expires
+        return [("missed", run.error)]
     if run.trigger == "daemon":
         return _crash_loop(session, run) if state in (RunState.SUCCEEDED, RunState.FAILED, RunState.TIMED_OUT) else []
     if state in (RunState.FAILED, RunState.TIMED_OUT):

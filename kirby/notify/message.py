@@ -15,7 +15,8 @@ from urllib.parse import quote
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from kirby.models import ConfigKey, ConfigScope, Context, Job, LogLine, Notification, Run
+from kirby.logstore import last_lines
+from kirby.models import ConfigKey, ConfigScope, Context, Job, Notification, Run
 from kirby.tasks.masking import Masker
 
 LOG_TAIL = 20
@@ -120,11 +121,7 @@ def build(session: Session, notification: Notification, public_url: str) -> Mess
             run_id=notification.run_id,
         )
     mask = _masker(session, run)
-    tail = list(
-        session.scalars(
-            select(LogLine.text).where(LogLine.run_id == run.id).order_by(LogLine.seq.desc()).limit(LOG_TAIL)
-        )
-    )[::-1]
+    tail = [line.text for line in last_lines(session, run.id, LOG_TAIL)]
     digest = []
     if notification.digest_count > 1:
         digest = list(

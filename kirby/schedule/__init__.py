@@ -1,6 +1,6 @@
 """The schedule: the leader's parsed view (``snapshot``) and where it is fetched (``source``).
 
-The document the web serves is built from the ORM in ``kirby.schedule.document`` (with
+The document the web serves is built from plain SQL rows in ``kirby.schedule.document`` (with
 ``DatabaseScheduleSource``); it is not imported here, so the supervisor loads no ORM.
 """
 

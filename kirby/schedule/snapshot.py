@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from typing import Any
 
+from kirby.celery.task import CeleryTask
 from kirby.cron import DstPolicy, FallBack, SpringForward
 from kirby.errors import KirbyError
 from kirby.events import Offer
@@ -73,6 +75,7 @@ class ScheduleEntry:
     schedules: tuple[ScheduleRule, ...] = ()
     run_as: str | None = None  # the job's own run user (None: the supervisor's KIRBY_RUN_USER)
     suspensions: tuple[SuspensionWindow, ...] = ()
+    celery: CeleryTask | None = None  # a Celery job: the task its runs send (no package)
 
     @property
     def is_daemon(self) -> bool:
@@ -92,17 +95,23 @@ class ScheduleSnapshot:
     generated_at: datetime
     entries: tuple[ScheduleEntry, ...] = ()
 
-    @property
+    # Computed once per snapshot (a snapshot is kept until the schedule changes): the arbiter asks
+    # for the daemons every few seconds and every run start for the secrets, at 10,000 entries too.
+    @cached_property
     def scheduled(self) -> tuple[ScheduleEntry, ...]:
         return tuple(e for e in self.entries if not e.is_daemon)
 
-    @property
+    @cached_property
     def daemons(self) -> tuple[ScheduleEntry, ...]:
         return tuple(e for e in self.entries if e.is_daemon)
 
-    def secret_values(self) -> set[str]:
+    @cached_property
+    def _secrets(self) -> frozenset[str]:
+        return frozenset(e.config[name] for e in self.entries for name in e.secrets if e.config.get(name))
+
+    def secret_values(self) -> frozenset[str]:
         """The values of every entry's secret config keys (a supervisor masks them in every run)."""
-        return {e.config[name] for e in self.entries for name in e.secrets if e.config.get(name)}
+        return self._secrets
 
 
 def entry_offer(
@@ -128,6 +137,7 @@ def entry_offer(
         context_id=entry.context_id,
         module=entry.module,
         run_as=entry.run_as,
+        celery=entry.celery.to_dict() if entry.celery is not None else None,
         config=dict(entry.config),
         secrets=entry.secrets,
         timeout_seconds=rule.timeout_seconds,
@@ -222,6 +232,9 @@ def _suspension(data: Any, path: str) -> SuspensionWindow:
 def parse_entry(data: Any, path: str = "contexts[0]") -> ScheduleEntry:
     f = _Fields(data, path)
     config = f.get("config", dict, {})
+    task = f.get("celery", dict, None)
+    if task is not None and not isinstance(task.get("name"), str):
+        raise KirbyError(f"schedule document: {path}.celery.name is missing")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in config.items()):
         raise KirbyError(f"schedule document: {path}.config must map names to strings")
     return ScheduleEntry(
@@ -233,6 +246,7 @@ def parse_entry(data: Any, path: str = "contexts[0]") -> ScheduleEntry:
         version=f.get("version", str),
         module=f.get("module", str, ""),
         run_as=f.get("run_as", str, None),
+        celery=CeleryTask.from_dict(task) if task is not None else None,
         config=dict(config),
         secrets=tuple(str(s) for s in f.get("secrets", list, [])),
         schedules=tuple(_rule(s, f"{path}.schedules[{i}]") for i, s in enumerate(f.get("schedules", list, []))),
@@ -250,3 +264,34 @@ def parse_schedule(data: Any) -> ScheduleSnapshot:
         generated_at=f.instant("generated_at"),
         entries=tuple(parse_entry(c, f"contexts[{i}]") for i, c in enumerate(contexts)),
     )
+
+
+def is_delta(data: Any) -> bool:
+    """Whether a ``/schedule`` answer is a delta (``?since=``) rather than a full document."""
+    return isinstance(data, dict) and "changed" in data and "contexts" not in data
+
+
+def merge_delta(base: ScheduleSnapshot, data: Any) -> ScheduleSnapshot:
+    """``base`` with the delta ``data`` applied (see ``kirby.web.schedule_changes``): the current schedule.
+
+    The entries of ``removed`` go, those of ``changed`` take their place (by context id, in id
+    order, as in the document), and the suspensions ended at the delta's ``generated_at`` leave
+    every entry (the full document drops them too). KirbyError names a bad field.
+    """
+    f = _Fields(data, "delta")
+    generated_at = f.instant("generated_at")
+    changed = [parse_entry(c, f"changed[{i}]") for i, c in enumerate(f.get("changed", list))]
+    removed = f.get("removed", list)
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in removed):
+        raise KirbyError("schedule document: delta.removed must list context ids")
+    entries = {entry.context_id: entry for entry in base.entries}
+    for context_id in removed:
+        entries.pop(context_id, None)
+    entries.update((entry.context_id, entry) for entry in changed)
+    merged = []
+    for context_id in sorted(entries):
+        entry = entries[context_id]
+        if any(s.ends_at <= generated_at for s in entry.suspensions):
+            entry = replace(entry, suspensions=tuple(s for s in entry.suspensions if s.ends_at > generated_at))
+        merged.append(entry)
+    return ScheduleSnapshot(generated_at=generated_at, entries=tuple(merged))

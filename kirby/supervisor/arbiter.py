@@ -15,6 +15,16 @@ is run by whoever holds its lease (``daemon:<job>:<environment>`` in the lease s
   holder renews the lease again (a slow build may have outlived it) and spawns only if that worked;
 * each start gets the lease's generation as ``KIRBY_FENCE_TOKEN``: it grows at every change of
   holder, so a daemon can fence its own outside writes (README, "Supervisor crashes");
+* amnesia (the lease store lost its data, e.g. Redis restarted empty; ``kirby.supervisor.amnesia``):
+  the lease vanishes with the data, so the holder's next renewal (every ``window / 2``, from the
+  heartbeat) fails and it stops its process at once (SIGTERM, SIGKILL after ``fence_margin / 2`` =
+  ``window / 2``); if the store is unreachable meanwhile, it self-fences at its deadline (``2 x
+  window`` after its last renewal, before the restart) and the process also stops itself from its
+  fence file. Meanwhile nobody can take the lease: acquisition is made under the generation this
+  process knows (``generation``), which is refused while the store's generation is missing or
+  closed. It opens only after the leader's rebuild, which waits ``3 x window`` from the moment it
+  noticed the loss (after the restart), so the old instance is gone (after at most ``window``, or
+  ``2 x window`` + the kill when the store stayed unreachable) before a new one can start;
 * a crash restarts the daemon with exponential backoff (1 s doubling to ``max_backoff``), reset
   after ``healthy_after`` seconds of uptime;
 * a new version (or package, or config) restarts it on the new one; a disabled or deleted daemon
@@ -38,7 +48,7 @@ from pathlib import Path
 from kirby.clock import utcnow
 from kirby.errors import KirbyError, PackageError
 from kirby.events import Offer
-from kirby.lease.base import LeaseStore
+from kirby.lease.base import ClaimsClosed, LeaseStore
 from kirby.run_ids import daemon_run_id
 from kirby.supervisor.reporting import RunReporter
 from kirby.supervisor.runner import spec_for
@@ -84,9 +94,15 @@ class _Held:
     fence: Path | None = None  # holds ``deadline``; the run stops itself once it passes
 
     def write_fence(self) -> None:
+        """Replace the fence file with ``deadline`` (a new file renamed over it: never read half
+        written). Plain os calls: it runs for every daemon at every renewal."""
         if self.fence is not None:
-            part = self.fence.with_name(self.fence.name + ".part")
-            part.write_text(repr(self.deadline))
+            part = f"{self.fence}.part"
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # the umask applies
+            try:
+                os.write(fd, repr(self.deadline).encode())
+            finally:
+                os.close(fd)
             os.replace(part, self.fence)
 
     def remove_fence(self) -> None:
@@ -109,6 +125,7 @@ class Arbiter:
         fence_directory: Path | None = None,
         instance: str = "",
         monotonic: Callable[[], float] = time.monotonic,
+        generation: Callable[[], str | None] = lambda: None,
     ):
         self.name = name
         self.instance = instance
@@ -123,6 +140,7 @@ class Arbiter:
         self.healthy_after = healthy_after
         self.clock = clock
         self.monotonic = monotonic
+        self.generation = generation  # the store's generation marker this process knows (amnesia)
         self._held: dict[str, _Held] = {}
         self._lock = threading.RLock()  # held only for quick steps: renewals never wait behind slow work
         self._starter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="daemon-start")
@@ -130,20 +148,24 @@ class Arbiter:
 
     # -- renewals (heartbeat thread) --------------------------------------------------------------
     def renew(self) -> None:
-        """Renew every held lease, or fence its process. Fast: no venv build, no wait for a stop."""
+        """Renew every held lease (one round trip: ``renew_leases``), or fence its process. Fast:
+        no venv build, no wait for a stop."""
         with self._lock:
             held = list(self._held.items())
-        for key, entry in held:
-            self._renew(key, entry)
-
-    def _renew(self, key: str, held: _Held) -> bool:
-        """Renew the lease; self-fence when renewal failed for too long. True while we hold it."""
-        began = self.monotonic()  # the lease runs from (at the latest) this instant
+        if not held:
+            return
+        began = self.monotonic()  # the leases run from (at the latest) this instant
         try:
-            renewed = self.leases.renew_lease(key, self.owner, self.ttl)
+            renewed = self.leases.renew_leases([key for key, _ in held], self.owner, self.ttl)
         except KirbyError as exc:
-            log.warning("could not renew daemon lease %s: %s", key, exc)
-            renewed = None
+            log.warning("could not renew the daemon leases %s: %s", ", ".join(key for key, _ in held), exc)
+            renewed = {}
+        for key, entry in held:
+            self._renewed(key, entry, began, renewed.get(key))
+
+    def _renewed(self, key: str, held: _Held, began: float, renewed: bool | None) -> bool:
+        """After a renewal begun at ``began`` (None: it failed to run): extend the deadline, or
+        self-fence when the lease is lost or renewal failed for too long. True while we hold it."""
         with self._lock:
             if self._held.get(key) is not held:
                 return False
@@ -179,13 +201,18 @@ class Arbiter:
                 self._stop_process(entry)
                 entry.spec, entry.failures, entry.next_start = wanted[key], 0, now
         share = math.ceil(len(wanted) / max(live_supervisors, 1))
-        holders = self.leases.lease_holders("daemon")
+        # the holders are read only when this supervisor may take more (an idle one holds its share)
+        holders = self.leases.lease_holders("daemon") if len(self.held()) < share else {}
         for key, spec in wanted.items():
             if len(self.held()) >= share:
                 break
             if key not in self._held and key not in holders and key not in fenced:
                 began = self.monotonic()
-                generation = self.leases.acquire_lease(key, self.owner, self.ttl)
+                try:
+                    generation = self.leases.acquire_lease(key, self.owner, self.ttl, generation=self.generation())
+                except ClaimsClosed as exc:  # amnesia: nobody takes a daemon until the leader rebuilt the store
+                    log.info("daemon %s not taken: %s", key, exc)
+                    break
                 if generation is not None:
                     log.info("took daemon %s (generation %d)", key, generation)
                     with self._lock:
@@ -257,7 +284,10 @@ class Arbiter:
             held.run_id = offer.run_id
             held.started_at = self.monotonic()
             self.executor.start(
-                run_spec, on_line=self.reporter.line, on_exit=lambda result: self._exited(key, held, result)
+                run_spec,
+                on_line=self.reporter.line,
+                on_exit=lambda result: self._exited(key, held, result),
+                on_lines=self.reporter.lines,
             )
             return True
 

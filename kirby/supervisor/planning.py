@@ -12,7 +12,8 @@
 * slots within the grace are published (late, if a failover delayed them);
 * a slot inside a suspension window is skipped whatever its age.
 
-``Track`` (one followed schedule) and ``Batch`` (one tick's writes) are the scheduler's state.
+``Track`` (one followed schedule), ``DueQueue`` (the tracks by next due instant) and ``Batch``
+(one tick's writes) are the scheduler's state.
 
 Only a bounded number of missed slots is examined (an every-second schedule after a week-long
 outage is cheap): ``Plan.more_missed`` says more were left uncounted.
@@ -20,8 +21,11 @@ outage is cheap): ``Plan.more_missed`` says more were left uncounted.
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
+from itertools import count
 
 from kirby.cron import previous_fire
 from kirby.events import Offer
@@ -29,6 +33,13 @@ from kirby.schedule.snapshot import ScheduleEntry, ScheduleRule
 from kirby.vocabulary import CatchUp
 
 _TICK = timedelta(microseconds=1)
+_NEVER = datetime.max.replace(tzinfo=timezone.utc)
+
+SINCE_PREFIX = "kirby:since:"  # + schedule key: the cursor where the schedule's published slots begin
+
+
+def since_key(schedule_key: str) -> str:
+    return SINCE_PREFIX + schedule_key
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,39 @@ class Track:
     done_until: datetime  # every slot at or before this was handled (published, skipped, or inactive)
     next_due: datetime
     since: datetime | None = None  # slots after this (to the cursor) were published, unless skipped
+    order: int = 0  # its place among the followed tracks: due ones are handled in this order
+
+
+class DueQueue:
+    """Tracks ordered by ``next_due`` (a heap): popping the due ones costs O(due x log n), not O(n).
+
+    A track popped and not pushed back is no longer followed (its ``next_due`` is ``datetime.max``
+    for good, e.g. a cron that never fires again). The scheduler rebuilds the queue whenever it
+    rebuilds its tracks.
+    """
+
+    def __init__(self, tracks: Iterable[Track] = ()):
+        self._order = count()
+        self._heap = [(track.next_due, next(self._order), track) for track in tracks if track.next_due < _NEVER]
+        heapq.heapify(self._heap)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, track: Track) -> None:
+        if track.next_due < _NEVER:
+            heapq.heappush(self._heap, (track.next_due, next(self._order), track))
+
+    def pop_due(self, now: datetime) -> list[Track]:
+        """Remove and return the tracks due at ``now`` (``next_due <= now``), by ``Track.order``."""
+        due = []
+        while self._heap and self._heap[0][0] <= now:
+            due.append(heapq.heappop(self._heap)[2])
+        return sorted(due, key=lambda track: track.order)
+
+    def soonest(self) -> datetime:
+        """The earliest ``next_due`` queued (``datetime.max`` when none)."""
+        return self._heap[0][0] if self._heap else _NEVER
 
 
 @dataclass
@@ -93,13 +137,17 @@ def plan_slots(
     now: datetime,
     max_publish: int = 1000,
     max_skipped: int = 100,
+    until: datetime | None = None,
 ) -> Plan:
-    """The slots of ``rule`` in ``(done_until, now]`` to publish or record as skipped (see module doc)."""
+    """The slots of ``rule`` in ``(done_until, until]`` (``until``: ``now`` unless the leader publishes
+    ahead of the due instants) to publish or record as skipped (see module doc); the misfire grace
+    counts back from ``now``."""
+    until = now if until is None else max(until, now)
     start = max(done_until, alive_mark) if alive_mark else done_until
-    if start >= now:
+    if start >= until:
         return Plan((), 0, False)
     grace_start = now - timedelta(seconds=rule.misfire_grace_seconds) - _TICK  # exactly grace late is in time
-    due, more = latest_slots(rule, max(start, grace_start), now, max_publish)
+    due, more = latest_slots(rule, max(start, grace_start), until, max_publish)
     missed: list[datetime] = []
     if grace_start > start and not more:
         catch_all = rule.catchup == CatchUp.ALL.value

@@ -7,22 +7,38 @@ For each offer, in order:
 2. the run id is claimed in the lease store; a loser drops the offer and counts it; the winner
    of an offer received after its ``not_after`` (the end of its misfire grace) records it
    ``skipped`` ("expired: ...") instead of starting it;
-3. the offer is acknowledged after the claim (a crash before it means redelivery, and the
-   redelivered offer loses the claim, so the run never starts twice); the offers of one poll are
-   all claimed and launched before they are acknowledged, so none waits for another's ack;
-4. (after the venv is ready) the overlap policy is applied cluster-wide through a named lease ``overlap:<job>:<env>`` owned
-   by ``<run id>@<instance>``: the overlap state belongs to the live run and its supervisor
-   instance, so a lease whose instance is gone from the registry is taken over at once. Only a run
-   of an *earlier* slot holding it counts: a run never waits for, or is skipped because of, a later
-   slot. ``forbid`` skips the run while an earlier one really runs; ``allow`` runs it; ``replace``
-   asks the running one to stop (a short-lived cancel request its supervisor watches) and waits for
-   the lease; ``buffer_one`` lets one run wait for the lease (a second lease
-   ``overlap-wait:<job>:<env>``) and skips others while one waits;
-5. the venv is prepared (before the overlap policy is applied: a run being prepared does not
-   count as running); right before the spawn the claim is marked *started* (refused when the
-   claim was released because this instance was presumed dead: then nothing is spawned), and the
-   process is started through the executor; the claim is settled when the run is over. A failed
-   run with retries left publishes the next attempt as a new offer (``slot#N``), each its own record.
+3. the offers of one poll are claimed together (one store round trip, ``claim_runs``) and
+   acknowledged together (one commit), then launched: a crash before the ack means redelivery,
+   and the redelivered offer loses the claim, so the run never starts twice; a crash after it
+   leaves a claim that never started, re-offered once the instance is gone (``settling``);
+4. the venv is prepared; an offer received before its due instant (the leader publishes slightly
+   ahead, ``Scheduler.ahead``) takes its overlap lease if it is free (``overlap.OverlapGuard``),
+   then waits for the instant (by this host's clock, at most ``MAX_EARLY`` seconds); the overlap
+   policy is applied at the instant (a run being prepared or waiting does not count as running);
+5. right before the spawn the claim is marked *started* (refused when the claim was released
+   because this instance was presumed dead: then nothing is spawned; the runs of one instant are
+   marked together, one store round trip, ``batching.Combined``), and the process is started
+   through the executor (spawns run in parallel, one pool thread each); the claim is settled when
+   the run is over. A failed run with retries left publishes the next attempt as a new offer
+   (``slot#N``), each its own record. A supervisor stopping while a run waits for its instant does
+   not start it: its never-started claim is re-offered once the instance is gone (``settling``).
+
+A Celery run (``offer.celery``) has no venv, no process and no overlap policy (the Celery workers
+run the task): right after the claim it is marked *started* and sent (``kirby.celery.sender``),
+recorded ``sent`` and settled; a send that fails (broker down, after ``EXT_RETRIES``) fails the
+run with the sender's one line, and is retried like a failed script. Its capacity is freed once
+the send is decided.
+
+**Capacity.** At most ``capacity`` claimed runs are in hand at once (from the claim until the run
+is over or decided not to start: preparing, waiting for an overlap lease, running). A poll asks
+the bus for at most the room left, so an offer beyond it is never received, never claimed: it
+stays on the bus for a supervisor with room (the embedded bus hands it to the next member that
+polls; on Kafka this member stops fetching, and the leader routes offers to members with room).
+With no room the runner receives nothing (it stays a live member of the group) until a run ends,
+except on a partitioned bus (Kafka) with ``handback``: offers routed to this member meanwhile (the
+leader's picture of its room was stale) are handed back, unclaimed, to the partitions of members
+with room (``routing.handback_routes``) and then acknowledged (a crash in between leaves a copy:
+harmless, runs are claimed by id); with nobody else having room they wait here.
 """
 
 from __future__ import annotations
@@ -34,55 +50,27 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
-from kirby.bus.base import Consumer, Delivery, OfferBus
+from kirby.bus.base import Consumer, OfferBus
 from kirby.clock import utcnow
-from kirby.errors import KirbyError, PackageError
+from kirby.errors import KirbyError, LeaseError, PackageError
 from kirby.events import Offer
-from kirby.lease.base import LeaseStore
-from kirby.run_ids import SLOT, attempt_run_id, parse_run_id
-from kirby.supervisor.identity import live_instances
+from kirby.lease.base import ClaimRequest, ClaimsClosed, LeaseStore
+from kirby.run_ids import attempt_run_id
+from kirby.supervisor.amnesia import ClaimMemory
+from kirby.supervisor.batching import Combined
+from kirby.supervisor.overlap import OverlapGuard
 from kirby.supervisor.reporting import RunReporter
 from kirby.tasks.base import Executor, RunResult, RunSpec
-from kirby.vocabulary import Overlap
 
 log = logging.getLogger(__name__)
 
-OVERLAP_TTL = 30.0  # seconds; renewed every few seconds while the run lives
-REPLACE_WAIT = 60.0  # seconds a replacing run waits for the run it replaces to stop
-CANCEL_TTL = 2 * REPLACE_WAIT  # seconds a replace request lives
-OVERLAP_POLL = 0.2  # seconds between looks at a held overlap lease while waiting for it
-
-
-def overlap_key(offer: Offer) -> str:
-    return f"overlap:{offer.job}:{offer.environment}"
-
-
-def waiting_key(offer: Offer) -> str:
-    return f"overlap-wait:{offer.job}:{offer.environment}"
-
-
-def lease_owner(run_id: str, instance: str) -> str:
-    """The owner of an overlap lease: the run and the supervisor instance running it."""
-    return f"{run_id}@{instance}"
-
-
-def split_owner(owner: str) -> tuple[str, str]:
-    """(run id, instance) of an overlap lease owner."""
-    run_id, _, instance = owner.rpartition("@")
-    return (run_id, instance) if run_id else (owner, "")
-
-
-def runs_before(held_run_id: str, offer: Offer) -> bool:
-    """Whether run ``held_run_id`` belongs to an earlier slot than ``offer`` (or is no slot run, e.g.
-    a manual run, which counts as earlier)."""
-    try:
-        held = parse_run_id(held_run_id)
-    except ValueError:
-        return True
-    if held.kind != SLOT:
-        return True
-    return (held.instant, held.attempt) < (offer.scheduled_at, offer.attempt)
+DRAIN_POLL = 0.02  # seconds a poll that received offers waits for more before claiming them together
+HANDBACK_POLL = 0.2  # seconds a full runner waits for offers to hand back, between looks at its room
+HANDBACK_BATCH = 100  # offers handed back per poll at most
+MARK_RETRY = 0.5  # seconds between attempts to mark a claim started while the lease store is unreachable
+MAX_EARLY = 30.0  # seconds an offer received before its instant waits at most (a leader's clock far ahead)
 
 
 def spec_for(offer: Offer, supervisor: str) -> RunSpec:
@@ -138,12 +126,21 @@ class Runner:
         lease_store: LeaseStore,
         executor: Executor,
         reporter: RunReporter,
-        max_parallel: int = 16,
+        capacity: int = 16,
         clock: Callable[[], datetime] = utcnow,
         instance: str = "",
         monotonic: Callable[[], float] = time.monotonic,
+        memory: ClaimMemory | None = None,
+        generation: Callable[[], str | None] = lambda: None,
+        celery: Any = None,
+        handback: Callable[[int], list[int] | None] | None = None,
     ):
         self.name = name
+        self.handback = handback  # partitions of other members with room for n offers (None: nobody)
+        self.handed_back = 0  # offers handed back while full
+        self.memory = memory  # the runs this process claimed, re-asserted after amnesia
+        self.celery = celery  # a kirby.celery.sender.CelerySender: sends Celery runs
+        self.generation = generation  # the store generation this process knows: claims only under it
         self.instance = instance
         self.monotonic = monotonic
         self.stopping = threading.Event()  # set at shutdown: runs waiting for an overlap lease give up
@@ -154,49 +151,139 @@ class Runner:
         self.reporter = reporter
         self.clock = clock
         self.counters = RunnerCounters()
-        self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="run")
-        self._overlaps: dict[str, str] = {}  # run id -> overlap lease key held for it
-        self._waiting: dict[str, str] = {}  # run id -> overlap-wait lease key held for it (buffer_one)
+        if capacity < 1:
+            raise ValueError(f"capacity={capacity!r}: a runner needs room for at least one run")
+        self.capacity = capacity
+        self._busy: set[str] = set()  # run ids claimed here and not over yet (each holds one unit of capacity)
+        self._freed = threading.Event()  # set when a run ends: a full runner takes offers again at once
+        self._pool = ThreadPoolExecutor(max_workers=capacity, thread_name_prefix="run")
+        self.overlap = OverlapGuard(lease_store, instance, self.stopping, monotonic, generation)
+        self._mark = Combined(lambda run_ids: self.leases.mark_runs_started(run_ids, self.instance))
         self._lock = threading.Lock()
+
+    # -- capacity ---------------------------------------------------------------------------------
+    @property
+    def busy(self) -> int:
+        """Claimed runs in hand: being prepared, waiting for their overlap lease, or running."""
+        with self._lock:
+            return len(self._busy)
+
+    @property
+    def room(self) -> int:
+        return max(0, self.capacity - self.busy)
+
+    def _hold(self, run_id: str) -> None:
+        with self._lock:
+            self._busy.add(run_id)
+
+    def _free(self, run_id: str) -> None:
+        """The run is over (or will not start): its unit of capacity is free. Idempotent."""
+        with self._lock:
+            self._busy.discard(run_id)
+        self._freed.set()
 
     # -- consuming --------------------------------------------------------------------------------
     def poll_once(self, timeout: float = 1.0) -> int:
         """Receive and handle what arrives within ``timeout``; returns how many offers were handled.
 
-        Every offer of the poll is fenced, claimed and launched before any is acknowledged, so an
-        offer does not wait for the acknowledgements (a Kafka commit each) of those before it. An
-        offer is acknowledged only once its claim is decided: when the lease store (or the bus)
-        fails before that, every unacknowledged offer of the poll is released back to the bus and
-        the error raised; they come again (those already claimed are then dropped as duplicates).
+        The offers of the poll (on a partitioned bus, also those arriving within DRAIN_POLL of each
+        other: Kafka hands a burst over in several fetches; on the embedded bus a poll takes a fair
+        share, and draining would take the others' too) are fenced (the epoch read once), claimed in one store round
+        trip and acknowledged together, then launched. An offer is acknowledged only once its claim
+        is decided: when the lease store (or the bus) fails before that, or refuses claims (amnesia),
+        every offer of the poll is released back to the bus and the error raised; they come again
+        (those claimed meanwhile are launched all the same, and their copies dropped as duplicates).
+
+        At most ``room`` offers are received; with none, nothing is (the consumer stays a member of
+        its group) and the call returns as soon as a run ends, or after ``timeout``.
         """
-        deliveries = self.consumer.poll(timeout)
-        acked = 0
+        room = self.room
+        if room == 0:
+            self._freed.clear()
+            if self._hand_back(min(timeout, HANDBACK_POLL)):
+                return 0
+            self.consumer.poll(0, max_messages=0)
+            self._freed.wait(timeout)
+            return 0
+        deliveries = self.consumer.poll(timeout, max_messages=room)
+        partitioned = self.consumer.partitions() is not None  # the embedded bus hands out fair shares: no drain
+        while partitioned and deliveries and len(deliveries) < room:  # what follows at once joins the batch
+            more = self.consumer.poll(DRAIN_POLL, max_messages=room - len(deliveries))
+            if not more:
+                break
+            deliveries += more
+        if not deliveries:
+            return 0
+        claimed: list[Offer] = []
         try:
-            epoch = self.leases.current_epoch() if any(d.message.epoch is not None for d in deliveries) else None
-            for delivery in deliveries:  # fenced by the epoch read once per poll: one store round trip
-                self._accept(delivery, epoch)
-            for delivery in deliveries:
-                self.consumer.ack(delivery)
-                acked += 1
+            self._accept_all([delivery.message for delivery in deliveries], claimed)
+            self.consumer.ack_all(deliveries)
         except KirbyError as exc:
-            log.warning("giving %d offer(s) back to the bus, their claims undecided: %s", len(deliveries) - acked, exc)
-            self.consumer.release(deliveries[acked:])
+            log.warning("giving %d offer(s) back to the bus, their claims undecided: %s", len(deliveries), exc)
+            self.consumer.release(deliveries)
             raise
+        finally:  # launched once the batch is decided: their threads do not slow the claims and the ack down
+            for offer in claimed:
+                self._pool.submit(self._run, offer)
         return len(deliveries)
 
-    def _accept(self, delivery: Delivery[Offer], epoch: int | None) -> bool:
-        """Fence (by ``epoch``, the store's current one; read whenever the poll holds a fenced offer)
-        and claim one offer; launch it if claimed. Acknowledging is the caller's (after the claim: a
-        crash before the ack means redelivery, and the redelivered offer loses the claim)."""
-        offer = delivery.message
-        if offer.epoch is not None and offer.epoch < epoch:
-            self.counters.stale += 1
-            log.warning("dropped offer %s of stale epoch %s", offer.run_id, offer.epoch)
+    def _hand_back(self, timeout: float) -> bool:
+        """Full: hand what arrives back to members with room (see the module docstring); False when
+        there is nobody to hand it to, or the bus has no partitions (offers then wait on the bus)."""
+        if self.handback is None or self.consumer.partitions() is None or self.handback(1) is None:
             return False
-        if not self.leases.claim_run(offer.run_id, self.name, offer.attempt, self.instance, offer.to_json().decode()):
-            self.counters.duplicates += 1
-            log.info("dropped duplicate offer %s (already claimed)", offer.run_id)
+        deliveries = self.consumer.poll(timeout, max_messages=HANDBACK_BATCH)
+        if not deliveries:
+            return True
+        routes = self.handback(len(deliveries))
+        if routes is None:  # everyone filled up meanwhile: they come again when this member has room
+            self.consumer.release(deliveries)
             return False
+        try:
+            self.bus.publish_offers([d.message for d in deliveries], partitions=routes)
+            self.consumer.ack_all(deliveries)
+        except KirbyError as exc:
+            log.warning("could not hand %d offer(s) back: %s; they stay here", len(deliveries), exc)
+            self.consumer.release(deliveries)
+            return False
+        self.handed_back += len(deliveries)
+        log.info("full: handed %d offer(s) back to members with room (partitions %s)", len(deliveries), routes)
+        return True
+
+    def _accept_all(self, offers: list[Offer], claimed: list[Offer]) -> None:
+        """Fence and claim ``offers`` (one round trip); those to launch go to ``claimed``. Raises
+        ClaimsClosed (the ones claimed still in ``claimed``) when the store refused some (its
+        generation is closed: amnesia)."""
+        fenced = any(offer.epoch is not None for offer in offers)
+        epoch = self.leases.current_epoch() if fenced else None  # one store round trip per poll
+        wanted = []
+        for offer in offers:
+            if offer.epoch is not None and offer.epoch < epoch:
+                self.counters.stale += 1
+                log.warning("dropped offer %s of stale epoch %s", offer.run_id, offer.epoch)
+            elif self.memory is not None and self.memory.knows(offer.run_id):
+                self._duplicate(offer)
+            else:
+                wanted.append(offer)
+        requests = [ClaimRequest(o.run_id, self.name, o.attempt, self.instance, o.to_json().decode()) for o in wanted]
+        outcomes = self.leases.claim_runs(requests, self.generation()) if requests else []
+        for offer, won in zip(wanted, outcomes):
+            if won:
+                if self._claimed(offer):
+                    claimed.append(offer)
+            elif won is False:
+                self._duplicate(offer)
+        if None in outcomes:
+            raise ClaimsClosed("runs not claimed: the lease store's generation is closed or new (amnesia)")
+
+    def _duplicate(self, offer: Offer) -> None:
+        self.counters.duplicates += 1
+        log.info("dropped duplicate offer %s (already claimed)", offer.run_id)
+
+    def _claimed(self, offer: Offer) -> bool:
+        """``offer`` was claimed here: skip it if expired (False), else hold its capacity (True: launch it)."""
+        if self.memory is not None:
+            self.memory.claimed(offer)
         self.counters.claimed += 1
         log.info("claimed run %s", offer.run_id)
         self.reporter.claimed(offer)
@@ -207,14 +294,30 @@ class Runner:
                 f"({offer.not_after.isoformat()})"
             )
             self.counters.expired += 1
+            if self.memory is not None:
+                self.memory.settled(offer.run_id)
             log.warning("skipped run %s: %s", offer.run_id, reason)
             self.reporter.skipped(offer, reason)
             return False
-        self._pool.submit(self._launch, offer)
+        self._hold(offer.run_id)
         return True
 
+    def _run(self, offer: Offer) -> None:
+        """Launch ``offer``; free its capacity at once unless a process started (then ``_finished`` does)."""
+        started = False
+        try:
+            started = self._launch(offer)
+        finally:
+            if not started:
+                self._free(offer.run_id)
+
     # -- launching --------------------------------------------------------------------------------
-    def _launch(self, offer: Offer) -> None:
+    def _launch(self, offer: Offer) -> bool:
+        """Prepare, wait for the instant, apply the overlap policy, and start; True once started."""
+        if offer.celery is not None:
+            self._send(offer)
+            return False
+        staged = None
         try:
             try:
                 self.executor.prepare(offer.package, offer.version)
@@ -223,33 +326,136 @@ class Runner:
                 self._settle(offer.run_id)
                 log.error("run %s failed before start: %s", offer.run_id, exc)
                 self._maybe_retry(offer, "failed")
-                return
-            if not self._take_overlap_slot(offer):  # after the build: a run being prepared is not running
-                return
-            if not self.leases.mark_started(offer.run_id, self.instance):  # right before the spawn
-                self._release_overlap(offer.run_id)
+                return False
+            reason = None
+            if self._until_instant(offer) > 0 and self.overlap.try_early(offer):  # nothing earlier runs
+                staged = self._stage(offer)  # the process starts up now; its script waits for the release
+                on_time = self._wait_for_instant(offer)
+            else:
+                on_time = self._wait_for_instant(offer)
+                reason = self.overlap.take(offer) if on_time else None  # at the instant, the venv ready
+            if not on_time:
+                self._give_up(offer, staged)
+                log.warning("run %s not started: its supervisor is stopping (it will be re-offered)", offer.run_id)
+                return False
+            if reason is not None:
+                return self._skip(offer, reason)
+            if not self._mark_started_when_reachable(offer):  # right before the script may run
+                self._forget(offer.run_id)
+                self._give_up(offer, staged)
                 self.counters.not_started += 1
                 log.warning(
                     "run %s not started: its claim was released (this supervisor was presumed dead)", offer.run_id
                 )
-                return
+                return False
             started = self.clock()
-            self.executor.start(
-                spec_for(offer, self.name),
-                on_line=self.reporter.line,
-                on_exit=lambda result: self._finished(offer, result),
-            )
+            if staged is not None:
+                staged.release()
+            else:
+                self.executor.start(
+                    spec_for(offer, self.name),
+                    on_line=self.reporter.line,
+                    on_exit=lambda result: self._finished(offer, result),
+                    on_lines=self.reporter.lines,
+                )
             self.counters.started += 1
             self.reporter.started(offer.run_id, started)
             log.info("started run %s (%s==%s)", offer.run_id, offer.package, offer.version)
+            return True
         except Exception as exc:  # never lose a claimed run silently
             log.exception("run %s could not start", offer.run_id)
-            self._release_overlap(offer.run_id)
+            self._give_up(offer, staged)
             self.reporter.failed_before_start(offer.run_id, f"could not start: {exc}", [])
             self._settle(offer.run_id)
+            return False
+
+    def _stage(self, offer: Offer):
+        return self.executor.stage(
+            spec_for(offer, self.name),
+            on_line=self.reporter.line,
+            on_exit=lambda result: self._finished(offer, result),
+            on_lines=self.reporter.lines,
+        )
+
+    def _give_up(self, offer: Offer, staged) -> None:
+        """The run will not start here: end its held process (no script code ran), free its lease."""
+        if staged is not None:
+            staged.abort()
+        self.overlap.release(offer.run_id)
+
+    def _until_instant(self, offer: Offer) -> float:
+        """Seconds until ``offer``'s due instant by this host's clock (0 when due), at most MAX_EARLY."""
+        return min(MAX_EARLY, max(0.0, (offer.scheduled_at - self.clock()).total_seconds()))
+
+    def _wait_for_instant(self, offer: Offer) -> bool:
+        """Wait for ``offer``'s instant; False when the supervisor started stopping meanwhile (do not start)."""
+        seconds = self._until_instant(offer)
+        return seconds <= 0 or not self.stopping.wait(seconds)
+
+    def _forget(self, run_id: str) -> None:
+        """The claim of ``run_id`` was released: a re-offer of it may be claimed again, here too."""
+        if self.memory is not None:
+            self.memory.released(run_id)
+
+    def _mark_started_when_reachable(self, offer: Offer) -> bool:
+        """``_mark_started``, tried again every MARK_RETRY while the lease store is unreachable (or
+        closed after amnesia): the claim stays this process's meanwhile, since nobody can release it
+        without the store. Gives up, raising the store's error, once the offer's misfire grace has
+        ended or the supervisor is stopping."""
+        failures = 0
+        while True:
+            try:
+                return self._mark_started(offer)
+            except LeaseError as exc:
+                late = offer.not_after is not None and self.clock() > offer.not_after
+                if late or self.stopping.wait(MARK_RETRY):
+                    raise
+                failures += 1
+                if failures == 1:
+                    log.warning("run %s: cannot mark it started yet (%s); trying again", offer.run_id, exc)
+
+    def _mark_started(self, offer: Offer) -> bool:
+        """Mark the claim started (with the other runs starting now: one round trip); a claim the
+        store forgot (amnesia) is written back first, from memory."""
+        if self._mark(offer.run_id):
+            if self.memory is not None:
+                self.memory.started(offer.run_id)
+            return True
+        if self.memory is None or self.leases.get_claim(offer.run_id) is not None:
+            return False
+        mine = [claim for claim in self.memory.claims() if claim.run_id == offer.run_id]
+        if not mine or self.leases.restore_claims(mine):
+            return False
+        log.warning("run %s: its claim was lost by the lease store (amnesia); written back", offer.run_id)
+        return self._mark_started(offer)
+
+    def _send(self, offer: Offer) -> None:
+        """Send a Celery run (see the module docstring); never raises."""
+        try:
+            if not self._mark_started_when_reachable(offer):
+                self._forget(offer.run_id)
+                self.counters.not_started += 1
+                log.warning("run %s not sent: its claim was released (this supervisor was presumed dead)", offer.run_id)
+                return
+            if self.celery is None:
+                raise KirbyError("this supervisor cannot send Celery tasks (no Celery sender)")
+            expires = self.celery.send(offer)
+        except Exception as exc:  # a KirbyError is the sender's one line; anything else is a bug
+            if not isinstance(exc, KirbyError):
+                log.exception("run %s could not be sent", offer.run_id)
+            log.error("run %s failed: %s", offer.run_id, exc)
+            self.reporter.failed_before_start(offer.run_id, str(exc), [])
+            self._settle(offer.run_id)
+            self._maybe_retry(offer, "failed")
+            return
+        self.counters.started += 1
+        self.reporter.sent(offer.run_id, self.clock(), offer.celery.get("name", ""), expires)
+        self._settle(offer.run_id)
+        log.info("sent run %s (Celery task %s)", offer.run_id, offer.celery.get("name"))
 
     def _finished(self, offer: Offer, result: RunResult) -> None:
-        self._release_overlap(offer.run_id)
+        self._free(offer.run_id)
+        self.overlap.release(offer.run_id)
         self.counters.finished += 1
         self.reporter.finished(result)
         self._settle(offer.run_id)
@@ -259,6 +465,8 @@ class Runner:
         self._maybe_retry(offer, result.state)
 
     def _settle(self, run_id: str) -> None:
+        if self.memory is not None:
+            self.memory.settled(run_id)
         try:
             self.leases.settle_run(run_id)
         except KirbyError as exc:  # it stays active; whoever settles dead instances' runs will see it
@@ -275,107 +483,33 @@ class Runner:
                 log.error("could not publish retry %s: %s", retry.run_id, exc)
 
     # -- overlap ----------------------------------------------------------------------------------
-    def _take_overlap_slot(self, offer: Offer) -> bool:
-        """Apply the overlap policy; True when the run may start (holding the lease if one is needed)."""
-        if offer.overlap == Overlap.ALLOW.value:
-            return True
-        key, me = overlap_key(offer), lease_owner(offer.run_id, self.instance)
-        deadline = None
-        try:
-            while True:
-                if self._acquire(offer.run_id, key, me, self._overlaps):
-                    return True
-                holder = self.leases.lease_holder(key)
-                if holder is None:  # released or expired meanwhile: try again at once
-                    continue
-                held_run, held_instance = split_owner(holder.owner)
-                if held_instance not in self._live_instances():
-                    log.info("overlap lease of run %s: its supervisor instance is gone; taking it over", held_run)
-                    if self._acquire(offer.run_id, key, me, self._overlaps, replaces=holder.owner):
-                        return True
-                    continue
-                if not runs_before(held_run, offer):
-                    log.info("run %s starts although run %s of a later slot runs", offer.run_id, held_run)
-                    return True
-                if offer.overlap == Overlap.REPLACE.value:
-                    if deadline is None:
-                        self.leases.request_cancel(held_run, CANCEL_TTL)
-                        deadline = self.monotonic() + REPLACE_WAIT
-                    elif self.monotonic() >= deadline:
-                        return self._skip(offer, held_run)
-                elif offer.overlap == Overlap.BUFFER_ONE.value:
-                    if not self._wait_turn(offer, me):
-                        return self._skip(offer, held_run, "another run already waits for it")
-                else:
-                    return self._skip(offer, held_run)
-                if self.stopping.wait(OVERLAP_POLL):
-                    return self._skip(offer, held_run, "its supervisor is stopping")
-        finally:
-            self._release_waiting(offer.run_id)
-
-    def _acquire(self, run_id: str, key: str, owner: str, held: dict, replaces: str | None = None) -> bool:
-        if self.leases.acquire_lease(key, owner, OVERLAP_TTL, replaces=replaces) is None:
-            return False
-        with self._lock:
-            held[run_id] = key
-        return True
-
-    def _wait_turn(self, offer: Offer, me: str) -> bool:
-        """buffer_one: hold the waiting place (or keep it); False when another live run holds it."""
-        with self._lock:
-            if offer.run_id in self._waiting:
-                return True
-        key = waiting_key(offer)
-        if self._acquire(offer.run_id, key, me, self._waiting):
-            return True
-        holder = self.leases.lease_holder(key)
-        if holder is not None and split_owner(holder.owner)[1] not in self._live_instances():
-            return self._acquire(offer.run_id, key, me, self._waiting, replaces=holder.owner)
-        return False
-
-    def _live_instances(self) -> set[str]:
-        return live_instances(self.leases.supervisors()) | {self.instance}
-
-    def _skip(self, offer: Offer, held_run: str, why: str = "") -> bool:
-        reason = (
-            f"overlap policy {offer.overlap}: run {held_run} of {offer.job} in {offer.environment} is still running"
-            + (f"; {why}" if why else "")
-        )
+    def _skip(self, offer: Offer, reason: str) -> bool:
         self.counters.skipped_overlap += 1
         log.info("skipped run %s: %s", offer.run_id, reason)
         self.reporter.skipped(offer, reason)
         self._settle(offer.run_id)
         return False
 
-    def _release_waiting(self, run_id: str) -> None:
-        with self._lock:
-            key = self._waiting.pop(run_id, None)
-        if key:
-            self.leases.release_lease(key, lease_owner(run_id, self.instance))
-
-    def _release_overlap(self, run_id: str) -> None:
-        with self._lock:
-            key = self._overlaps.pop(run_id, None)
-        if key:
-            try:
-                self.leases.release_lease(key, lease_owner(run_id, self.instance))
-            except KirbyError as exc:  # it expires; its instance is known live meanwhile, so it holds
-                log.error("could not release the overlap lease of run %s: %s", run_id, exc)
-
     def renew_overlaps(self) -> None:
         """Renew the overlap (and waiting) leases of this supervisor's runs. Call every few seconds,
         from a thread that never does slow work."""
-        with self._lock:
-            held = [*self._overlaps.items(), *self._waiting.items()]
-        for run_id, key in held:
-            if not self.leases.renew_lease(key, lease_owner(run_id, self.instance), OVERLAP_TTL):
-                log.warning("lost the overlap lease %s of run %s", key, run_id)
+        self.overlap.renew()
+
+    def reassert_overlaps(self) -> None:
+        """After amnesia (a ``GenerationWatch`` listener): write back the overlap (and waiting) leases
+        of this process's runs, which vanished with the store's data. Allowed while the generation
+        is closed (no other owner can be given them then); a lease someone else holds meanwhile is
+        logged. Idempotent; raises LeaseError when the store is unreachable (tried again)."""
+        lost = self.overlap.reassert()
+        log.warning(
+            "supervisor %s re-asserted the overlap leases of its runs after amnesia%s",
+            self.name,
+            f"; {len(lost)} held by another owner: {lost[:5]}" if lost else "",
+        )
 
     def check_cancels(self) -> None:
         """Stop the runs a replacing run asked to stop. Call every few seconds."""
-        with self._lock:
-            held = list(self._overlaps)
-        for run_id in held:
+        for run_id in self.overlap.held():
             if run_id in self.executor.running() and self.leases.cancel_requested(run_id):
                 log.info("run %s is replaced by a newer run; stopping it", run_id)
                 self.executor.cancel(run_id)

@@ -8,9 +8,10 @@ Why it never runs a slot twice and never misses one (DESIGN.md, "Semantics"):
   its last published slot, in one call under its epoch. When the bus fails (Kafka down for
   minutes), no cursor moves: after the outage the slots still within their misfire grace are
   published late and older ones follow the catch-up policy (recorded ``skipped`` with the reason).
-  Right before publishing, the leader checks that it still holds the lease under its epoch, and
-  the store refuses the cursor write (``StaleEpoch``) unless that epoch still holds a live leader
-  lease; either way the leader then becomes a follower at once. Offers a deposed leader published before
+  Right before publishing, the leader checks that it still holds the lease under its epoch (its
+  election's own reckoning of the lease's life, then the store's ``holds_leader``), and the store
+  refuses the cursor write (``StaleEpoch``, a compare-and-set of epoch, owner and token) unless
+  that epoch still holds a live leader lease; either way the leader then becomes a follower at once. Offers a deposed leader published before
   noticing carry its old epoch, and runners drop offers of a stale epoch; runs are claimed by
   their deterministic id, so a slot published twice (published, then the cursor write failed)
   still runs once. Every offer carries ``not_after`` (the end of its grace): no runner starts it
@@ -31,15 +32,25 @@ Why it never runs a slot twice and never misses one (DESIGN.md, "Semantics"):
   writes an *alive mark* (cursor ``kirby:leader-alive``), which also fences re-publications. Slots of a schedule at or before the
   mark were not published while a leader was running, because the job, context or schedule was
   disabled: re-enabling it does not catch them up.
+* **Amnesia.** Before publishing (at each epoch's start, then every few seconds) the leader checks
+  the store's generation marker; while it is closed (the store lost its data) it publishes
+  nothing, then rebuilds claims and cursors from the runs table (``rebuild.Recovery``) and starts
+  its epoch over from them.
 * Suspended slots and slots skipped by policy are published as ``skipped`` run events (bounded),
   and every offer as an ``offered`` event, so the runs table shows them.
 
-``tick(now)`` does one pass and returns the seconds until the next due slot (at most ``wakeup``);
-``run(stop_event)`` ticks the election and this, sleeping exactly until the next due instant,
-while a background thread refreshes the schedule every ``wakeup`` seconds: no fetch ever runs
-in, or delays, the thread that renews the lease and publishes. With the web server down or
-hanging, the leader publishes from its last good copy for as long as the outage lasts (and says
-so once).
+``tick(now)`` does one pass and returns the seconds until the next due slot (at most ``wakeup``).
+It costs O(slots due), not O(schedules): the tracks wait in a heap by next due instant
+(``DueQueue``), rebuilt only when a new snapshot arrives (the schedule changed; a ``304`` returns
+the same snapshot), so a tick with none due looks at no schedule at all. Schedules it meets for
+the first time (all of them, at a takeover) it adopts ``max_adopt`` per tick, ticks back to back
+with the election's turn (the lease renewal) between them.
+``run(stop_event)`` ticks this, sleeping until the next due instant (woken when elected), while
+the election renews the lease in a thread of its own (``Election.run``) and another thread
+refreshes the schedule every ``wakeup`` seconds: no fetch and no publish ever delays a renewal
+(a dead broker costs no lease; nor do 500 offers due at once). A publish holds this at most
+``publish_timeout`` seconds (``publishing``). With the web server down or hanging, the leader
+publishes from its last good copy for as long as the outage lasts (and says so once).
 """
 
 from __future__ import annotations
@@ -59,18 +70,15 @@ from kirby.run_ids import slot_run_id
 from kirby.schedule.snapshot import ScheduleRule, ScheduleSnapshot, offer_for_slot
 from kirby.schedule.source import ScheduleSource
 from kirby.supervisor.election import MIN_WAIT, Election
-from kirby.supervisor.planning import Batch, Track, plan_slots
+from kirby.supervisor.planning import Batch, DueQueue, Track, plan_slots, since_key
+from kirby.supervisor.publishing import PUBLISH_TIMEOUT, BoundedPublisher
+from kirby.supervisor.rebuild import Readiness, Recovery
 from kirby.supervisor.reporting import RunReporter
 
 log = logging.getLogger(__name__)
 
 ALIVE_KEY = "kirby:leader-alive"
-SINCE_PREFIX = "kirby:since:"  # + schedule key: where the schedule's published slots begin
 NEVER = datetime.max.replace(tzinfo=timezone.utc)
-
-
-def since_key(schedule_key: str) -> str:
-    return SINCE_PREFIX + schedule_key
 
 
 class Scheduler:
@@ -87,22 +95,36 @@ class Scheduler:
         max_publish: int = 1000,
         max_skipped: int = 100,
         reporter: RunReporter | None = None,
+        max_adopt: int = 500,
+        recovery: Recovery | None = None,
+        ahead: float = 0.0,
+        publish_timeout: float = PUBLISH_TIMEOUT,
     ):
+        """``ahead``: seconds before its due instant a slot is published (runners wait for the
+        instant, ``runner``), so the publish, the claim and the venv check are not on the path from
+        the instant to the script running; misfire graces still count from the due instant."""
         self.source, self.store, self.bus, self.election = source, lease_store, bus, election
+        self.recovery = recovery  # amnesia: hold publication until the store is rebuilt (None: never checked)
         self.wakeup, self.clock = wakeup, clock
+        self.ahead = timedelta(seconds=ahead)
         self.max_publish, self.max_skipped = max_publish, max_skipped
+        self.max_adopt = max_adopt  # new schedules followed per tick (the rest at the next ticks)
+        self._first_sync = True  # until the epoch's first snapshot is fully followed: re-publish
         self.published = 0  # offers published (counts re-publications)
         self._latest: ScheduleSnapshot | None = None  # newest fetched snapshot
         self._fetched_at: datetime | None = None
         self._outage_since: datetime | None = None  # the first failed fetch of the current outage
         self._synced: ScheduleSnapshot | None = None  # the snapshot _tracks reflect
         self._tracks: dict[str, Track] = {}
+        self._due = DueQueue()  # the tracks by next due instant: a tick looks only at those due
+        self._grace = 0.0  # the longest misfire grace of the tracks (kept with them)
         self._epoch: int | None = None
         self._alive: datetime | None = None
         self._alive_written: datetime | None = None
         self._background = False
         self._bad: set[tuple[str, str, str]] = set()
         self._wake = threading.Event()
+        self.publisher = BoundedPublisher(bus, publish_timeout)  # a hung bus holds this at most the timeout
         self._own_reporter = reporter is None
         self.reporter = reporter or RunReporter(bus, election.owner)
 
@@ -141,19 +163,29 @@ class Scheduler:
         if epoch is None:
             self._epoch = None
             return self.wakeup
+        if self.publisher.busy:  # a publish outlived its timeout: nothing more until it ended
+            return min(self.wakeup, self.election.window / 2)
         if not self._background and (self._latest is None or self._stale(now)):
             self.refresh(now)  # called directly (tests, tools): under ``run`` the refresh thread fetches
         if self._latest is None:
             return min(self.wakeup, self.election.window)
         batch = Batch()
         try:
-            if epoch != self._epoch:
+            started = epoch != self._epoch
+            if started:
                 self._begin_epoch(epoch)
+            if self.recovery is not None:
+                readiness = self.recovery.ready(now, epoch, self._latest, force=started)
+                if readiness is Readiness.HOLD:
+                    return min(self.wakeup, self.election.window / 4)
+                if readiness is Readiness.REBUILT:
+                    self._begin_epoch(epoch)  # start over from the rebuilt cursors (and re-publish)
             if self._synced is not self._latest:
                 self._sync(now, epoch, batch)
-            due = [track for track in self._tracks.values() if track.next_due <= now]
+            horizon = now + self.ahead  # slots up to it are published now, ahead of their instant
+            due = self._due.pop_due(horizon)
             for track in due:
-                self._plan(track, now, epoch, batch)
+                self._plan(track, now, horizon, epoch, batch)
             self._commit(batch, now, epoch)
         except StaleEpoch as exc:
             self._epoch = None
@@ -164,19 +196,17 @@ class Scheduler:
             self._epoch = None
             return min(self.wakeup, self.election.window / 2)
         for track in due:
-            track.done_until = now
-            track.next_due = self._next(track.rule, track.key, now) or NEVER
+            track.done_until = horizon
+            track.next_due = self._next(track.rule, track.key, horizon) or NEVER
+            self._due.push(track)
         return self._delay(now)
 
     def _commit(self, batch: Batch, now: datetime, epoch: int) -> None:
         """Offers first (durably stored when ``publish_offers`` returns), then the cursors (fenced by
         the epoch, with the alive mark), then the run events. A bus error leaves every cursor put."""
         if batch.offers:
-            if not self.store.holds_leader(self.election.owner, epoch):
-                raise StaleEpoch(
-                    f"epoch {epoch} no longer holds the leader lease; {len(batch.offers)} offer(s) not published"
-                )
-            self.bus.publish_offers(batch.offers)
+            self._check_lease(epoch, f"{len(batch.offers)} offer(s) not published")
+            self.publisher.publish(batch.offers)
             self.published += len(batch.offers)
             self.store.add_published(batch.published, now - timedelta(seconds=self._longest_grace() + self.wakeup))
         if (
@@ -185,6 +215,8 @@ class Scheduler:
             or self._alive_written is None
             or (now - self._alive_written).total_seconds() >= self.wakeup
         ):
+            if not self.election.holds(epoch, self.clock()):  # e.g. frozen (SIGSTOP) while publishing
+                raise StaleEpoch(f"epoch {epoch}: the leader lease ran out; the cursors were not written")
             self.store.set_cursors({**batch.cursors, ALIVE_KEY: now}, epoch, owner=self.election.owner)
             self._alive = self._alive_written = now
         for offer in batch.offers:
@@ -193,20 +225,34 @@ class Scheduler:
         for offer, reason in batch.skipped:
             self.reporter.skipped(offer, reason)
 
+    def _check_lease(self, epoch: int, what: str) -> None:
+        """StaleEpoch unless ``epoch`` holds a live lease: by the election's own reckoning (no I/O),
+        then by the store (a read; the cursor write's compare-and-set remains the fence)."""
+        if not self.election.holds(epoch, self.clock()) or not self.store.holds_leader(self.election.owner, epoch):
+            raise StaleEpoch(f"epoch {epoch} no longer holds the leader lease; {what}")
+
     def _longest_grace(self) -> float:
-        return max((track.rule.misfire_grace_seconds for track in self._tracks.values()), default=0)
+        return self._grace
 
     def _delay(self, now: datetime) -> float:
-        soonest = min((t.next_due for t in self._tracks.values()), default=NEVER)
-        return max(0.0, min(self.wakeup, (soonest - now).total_seconds()))
+        if self._synced is not self._latest:
+            return 0.0  # new schedules left to adopt: at once, after the election's turn (lease renewal)
+        return max(0.0, min(self.wakeup, (self._due.soonest() - self.ahead - now).total_seconds()))
 
     def _begin_epoch(self, epoch: int) -> None:
         self._tracks, self._synced, self._epoch = {}, None, epoch
+        self._due = DueQueue()
+        self._first_sync = True
         self._alive = self.store.get_cursor(ALIVE_KEY)
         self._alive_written = None
 
     def _sync(self, now: datetime, epoch: int, batch: Batch) -> None:
-        """Follow the schedules of the newest snapshot; new ones start from their stored cursor or now."""
+        """Follow the schedules of the newest snapshot; new ones start from their stored cursor or now.
+
+        At most ``max_adopt`` new schedules are adopted per tick (a cron evaluation and a cursor
+        each, re-publication at a takeover): a leader meeting 10,000 at once adopts them over
+        back-to-back ticks, renewing its lease between them, instead of losing it in one long tick.
+        """
         snapshot, tracks, new = self._latest, {}, []
         for entry in snapshot.scheduled:
             for rule in entry.schedules:
@@ -224,6 +270,8 @@ class Scheduler:
                     track.entry = entry  # new version, config...: the next offers carry it
                 if track is not None:
                     tracks[key] = track
+        pending = len(new) - self.max_adopt
+        new = new[: self.max_adopt]
         cursors = self.store.get_cursors([k for _, _, key in new for k in (key, since_key(key))]) if new else {}
         for entry, rule, key in new:
             cursor = cursors.get(key)
@@ -234,9 +282,17 @@ class Scheduler:
             tracks[key] = Track(entry, rule, key, cursor or now, next_due, since)
             if cursor is None:  # a new schedule starts from now: the past is not run
                 batch.cursors[key] = batch.cursors[since_key(key)] = now
-            elif self._synced is None:  # first sync of this epoch: offers of older epochs are void
+            elif self._first_sync:  # first sync of this epoch: offers of older epochs are void
                 self._republish(tracks[key], now, epoch, batch)
-        self._tracks, self._synced = tracks, snapshot
+        for order, track in enumerate(tracks.values()):
+            track.order = order
+        self._tracks, self._synced = tracks, (snapshot if pending <= 0 else None)
+        if pending > 0:
+            log.info("following %d schedules; %d new ones left to adopt at the next ticks", len(tracks), pending)
+        else:
+            self._first_sync = False
+        self._due = DueQueue(tracks.values())
+        self._grace = max((track.rule.misfire_grace_seconds for track in tracks.values()), default=0)
 
     def _next(self, rule: ScheduleRule, key: str, after: datetime) -> datetime | None:
         try:
@@ -250,22 +306,35 @@ class Scheduler:
     def _republish(self, track: Track, now: datetime, epoch: int, batch: Batch) -> None:
         """Re-offer, under ``epoch``, the recorded published slots up to the cursor that nobody has
         claimed: what was published under the rule in force then, never a re-computation of the past
-        with today's rule (a cron edit, a deleted suspension)."""
-        start = now - timedelta(seconds=track.rule.misfire_grace_seconds, microseconds=1)
-        if track.since is not None:  # never before the schedule was first seen or re-enabled
-            start = max(start, track.since)
-        end = min(track.done_until, now)
+        with today's rule (a cron edit, a deleted suspension). A recorded slot unclaimed past its
+        grace (its offers were dropped as stale while leaders changed, e.g. during a broker outage)
+        is claimed here, so that no runner starts it, and recorded ``skipped`` with the reason."""
+        grace_start = now - timedelta(seconds=track.rule.misfire_grace_seconds, microseconds=1)
+        start = track.since if track.since is not None else grace_start  # never before first seen or re-enabled
+        end = min(track.done_until, now + self.ahead)  # a slot published ahead of its instant too
         if end <= start:
             return
         for instant in self.store.published_slots(track.key, start, end):
-            if self.store.get_claim(slot_run_id(track.entry.job, track.entry.environment, instant)) is None:
-                batch.offers.append(offer_for_slot(track.entry, track.rule, instant, epoch, now))
+            run_id = slot_run_id(track.entry.job, track.entry.environment, instant)
+            if self.store.get_claim(run_id) is not None:
+                continue
+            offer = offer_for_slot(track.entry, track.rule, instant, epoch, now)
+            if instant > grace_start:
+                batch.offers.append(offer)
                 log.info("re-publishing unclaimed slot %s of %s under epoch %d", instant.isoformat(), track.key, epoch)
+            elif self.store.claim_run(run_id, self.election.owner, offer.attempt, "", offer.to_json().decode()):
+                self.store.settle_run(run_id)
+                reason = (
+                    f"expired: published before {now.isoformat()} and not claimed within its misfire grace "
+                    f"({track.rule.misfire_grace_seconds}s), its offers dropped as stale while the leader changed"
+                )
+                log.warning("run %s: %s", run_id, reason)
+                self.reporter.skipped(offer, reason)
 
-    def _plan(self, track: Track, now: datetime, epoch: int, batch: Batch) -> None:
-        """Add every slot of ``track`` in (done_until, now] to ``batch``, with the cursor at the last one."""
+    def _plan(self, track: Track, now: datetime, horizon: datetime, epoch: int, batch: Batch) -> None:
+        """Add every slot of ``track`` in (done_until, horizon] to ``batch``, with the cursor at the last one."""
         plan = plan_slots(
-            track.entry, track.rule, track.done_until, self._alive, now, self.max_publish, self.max_skipped
+            track.entry, track.rule, track.done_until, self._alive, now, self.max_publish, self.max_skipped, horizon
         )
         if plan.missed or plan.more_missed:
             log.warning(
@@ -291,14 +360,18 @@ class Scheduler:
     def run(self, stop_event: threading.Event) -> None:
         """Lead or follow until ``stop_event`` is set; then release the leader lease.
 
-        Due slots are published first (the cursor write fences them), then the election ticks;
-        the loop sleeps exactly until the next due slot or election action, at most ``wakeup``.
+        The election ticks in its own thread (``Election.run``) and wakes this loop when the
+        leadership changes; this loop publishes the due slots (the cursor write fences them) and
+        sleeps exactly until the next due slot, at most ``wakeup``.
         """
         self._background = True
+        self.election.on_change = self._wake.set
         refresher = threading.Thread(
             target=self._refresh_loop, args=(stop_event,), name="schedule-refresh", daemon=True
         )
+        election = threading.Thread(target=self.election.run, args=(stop_event, self.clock), name="election")
         refresher.start()
+        election.start()
         try:
             while not stop_event.is_set():
                 started = time.monotonic()
@@ -306,17 +379,15 @@ class Scheduler:
                 self._wake.wait(max(0.0, wait - (time.monotonic() - started)))
                 self._wake.clear()
         finally:
+            self.election.wake()  # the election thread sees the stop at once
+            election.join()
             self.election.release()
             refresher.join(timeout=self.wakeup)
             self.close()
 
     def _loop_once(self) -> float:
         try:
-            wait = self.tick(self.clock()) if self.election.is_leader else self.wakeup
-            state = self.election.tick(self.clock())
-            if state.is_leader and state.epoch != self._epoch:
-                return 0.0  # just elected: publish at once
-            return min(wait, state.wait)
+            return self.tick(self.clock()) if self.election.is_leader else self.wakeup
         except Exception:  # a bug must not leave the cluster without a leader: hand the lease over
             log.exception("leader loop failed; giving up the leader lease")
             self.election.release()
@@ -324,7 +395,9 @@ class Scheduler:
             return self.election.window
 
     def close(self) -> None:
-        """Publish the queued run events (when the reporter is this scheduler's own)."""
+        """Stop the publisher thread (without waiting for a hung publish); publish the queued run
+        events (when the reporter is this scheduler's own)."""
+        self.publisher.close()
         if self._own_reporter:
             self.reporter.close()
 

@@ -2,7 +2,8 @@
 
 Threads (all stop when ``stop`` is set):
 
-* ``scheduler``: the election and, while leader, the scheduler (``Scheduler.run``);
+* ``scheduler``: while leader, the scheduler (``Scheduler.run``), which starts the ``election``
+  thread (renewals every ``window / 3``, never behind a publish) and the schedule-refresh thread;
 * ``runner``: consumes offers, claims and launches runs;
 * ``heartbeat``: every ``window / 2`` seconds heartbeats the registry and renews the overlap leases
   of running runs and the daemon leases (fencing a daemon whose lease cannot be renewed); it does
@@ -10,7 +11,11 @@ Threads (all stop when ``stop`` is set):
 * ``housekeeping``: every ``window / 2`` seconds ticks the arbiter with the daemons of the
   schedule (its venv builds run in the arbiter's own starter threads), honours replace requests,
   and, while leader, settles the runs of dead instances (``settling``);
-* both loops log any exception with its traceback and go on.
+* both loops log any exception with its traceback and go on;
+* the heartbeat also checks the lease store's generation marker (``amnesia``): a loss is logged
+  once, counted in the registration (``amnesia``), and the claims this process remembers and the
+  overlap leases of its running runs are written back; the runner claims, and takes overlap
+  leases, only under the generation it knows.
 
 Start: a name whose registration is held by a dead process of this host (pid gone, or another
 process start time) is taken over at once, and its unfinished runs are settled at once (re-offered
@@ -34,16 +39,22 @@ from collections.abc import Callable
 from datetime import datetime
 
 from kirby.bus import open_bus
+from kirby.celery.sender import CelerySender
 from kirby.clock import utcnow
 from kirby.config import Settings
 from kirby.errors import KirbyError, SupervisorNameTaken
 from kirby.hardening import is_dumpable
 from kirby.lease import open_lease_store
+from kirby.lease.base import ClaimsClosed
 from kirby.schedule import ScheduleClient, ScheduleSnapshot, ScheduleSource, entry_offer
+from kirby.schedule.record import RunRecordClient, RunRecordSource
+from kirby.supervisor.amnesia import ClaimMemory, GenerationWatch, reassert
 from kirby.supervisor.arbiter import Arbiter, DaemonSpec
-from kirby.supervisor.election import Election
+from kirby.supervisor.election import Election, freeze_startup_heap
 from kirby.supervisor.identity import identity, is_dead_here
+from kirby.supervisor.rebuild import Recovery
 from kirby.supervisor.reporting import RunReporter
+from kirby.supervisor.routing import handback_routes, plan_routes
 from kirby.supervisor.runner import Runner
 from kirby.supervisor.scheduler import Scheduler
 from kirby.supervisor.settling import Settler
@@ -72,10 +83,13 @@ class Supervisor:
         wakeup: float = 30.0,
         grace: float = 30.0,
         source: ScheduleSource | None = None,
+        concurrency: int | None = None,
+        record: RunRecordSource | None = None,
     ):
         self.settings = settings
         self.name = name
         self.window = window
+        self.concurrency = concurrency or settings.concurrency
         self.grace = grace
         self.instance = uuid.uuid4().hex
         self.leases = open_lease_store(settings)
@@ -83,6 +97,18 @@ class Supervisor:
         self.executor = LocalExecutor(settings, name, known_secrets=self._known_secrets)
         self.reporter = RunReporter(self.bus, name)
         self.election = Election(self.leases, name, window)
+        self.watch = GenerationWatch(self.leases, name)
+        self.memory = ClaimMemory(name, self.instance)
+        self.watch.on_loss(lambda: reassert(self.leases, self.memory))
+        recovery = Recovery(
+            self.leases,
+            record or RunRecordClient(settings),
+            self.watch,
+            name,
+            self.reporter,
+            settle=3 * window,
+            check_every=window / 2,
+        )
         self.scheduler = Scheduler(
             source or ScheduleClient(settings),
             self.leases,
@@ -90,6 +116,8 @@ class Supervisor:
             self.election,
             wakeup=wakeup,
             reporter=self.reporter,
+            recovery=recovery,
+            ahead=settings.publish_ahead,
         )
         self.runner: Runner | None = None
         self.arbiter = Arbiter(
@@ -100,13 +128,14 @@ class Supervisor:
             ttl=3 * window,
             fence_directory=settings.run_directory / ".fences" / name,
             instance=self.instance,
+            generation=lambda: self.watch.marker,
         )
         self.settler = Settler(self.leases, self.bus)
 
-    def _known_secrets(self) -> set[str]:
+    def _known_secrets(self) -> frozenset[str]:
         """Secret values of every job of the schedule: masked in the output of every run."""
         snapshot = self.scheduler.snapshot
-        return snapshot.secret_values() if snapshot is not None else set()
+        return snapshot.secret_values() if snapshot is not None else frozenset()
 
     def _info(self) -> dict:
         return {
@@ -115,9 +144,21 @@ class Supervisor:
             "running": self.executor.running(),
             "leader": self.election.is_leader,
             "epoch": self.election.epoch,
+            "amnesia": self.watch.detected,  # losses of the lease store's data this process noticed
             # partitions of the offers topic held (0: receives no offers); None while joining or without partitions
             "offer_partitions": self.runner.consumer.partitions() if self.runner is not None else None,
+            "offer_partition_ids": self.runner.consumer.assigned() if self.runner is not None else None,
+            "capacity": self.concurrency,  # scheduled runs it runs at once (--concurrency)
+            "busy": self.runner.busy if self.runner is not None else 0,  # scheduled runs in hand
         }
+
+    def _routes(self, count: int) -> list[int] | None:
+        """Partitions for the next ``count`` offers: live members with room (``routing``)."""
+        return plan_routes(self.leases.supervisors(), utcnow(), self.window, count)
+
+    def _handback_routes(self, count: int) -> list[int] | None:
+        """Partitions of other live members with room, for offers this full member hands back."""
+        return handback_routes(self.leases.supervisors(), self.name, utcnow(), self.window, count)
 
     def _heartbeat(self) -> None:
         self.leases.register_supervisor(self.name, self.instance, 3 * self.window, self._info())
@@ -148,6 +189,13 @@ class Supervisor:
         while not stop.is_set():
             try:
                 self.runner.poll_once(timeout=1.0)
+            except ClaimsClosed as exc:  # amnesia: offers wait on the bus until the leader rebuilt the store
+                log.info("offer consumer: %s; waiting", exc)
+                try:
+                    self.watch.check()
+                except KirbyError as error:
+                    log.error("offer consumer: %s", error)
+                stop.wait(self.window / 4)
             except KirbyError as exc:
                 log.error("offer consumer: %s; retrying", exc)
                 stop.wait(self.settings.ext_wait_between_retries or 1.0)
@@ -164,7 +212,7 @@ class Supervisor:
 
     def _beat(self) -> None:
         """Heartbeat and renewals only: nothing slow."""
-        for step in (self._heartbeat, self.runner.renew_overlaps, self.arbiter.renew):
+        for step in (self._heartbeat, self.runner.renew_overlaps, self.arbiter.renew, self.watch.check):
             try:
                 step()
             except KirbyError as exc:  # one failing renewal must not keep the others from running
@@ -183,6 +231,7 @@ class Supervisor:
     # -- lifecycle --------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set, then shut down cleanly. Raises SupervisorNameTaken at start."""
+        self.watch.check()  # the generation this process starts under (claims are made under it)
         took_over = self._register()
         log.info(
             "supervisor %s started (host %s, pid %d, instance %s)",
@@ -201,8 +250,16 @@ class Supervisor:
             self.leases,
             self.executor,
             self.reporter,
+            capacity=self.concurrency,
             instance=self.instance,
+            memory=self.memory,
+            generation=lambda: self.watch.marker,
+            celery=CelerySender(self.settings),
+            handback=self._handback_routes,
         )
+        self.watch.on_loss(self.runner.reassert_overlaps)  # after the claims (listeners run in order)
+        self.bus.route_offers(self._routes)
+        freeze_startup_heap()  # a full collection then never holds the election thread long
         beating = threading.Event()  # the heartbeat outlives the other threads until runs are done
         threads = [
             threading.Thread(target=self.scheduler.run, args=(stop,), name="scheduler"),

@@ -53,6 +53,24 @@ class OutputLine:
 
 
 @dataclass(frozen=True)
+class OutputLines:
+    """Lines of one stream read together (secrets already masked): ``texts[i]`` is the line with
+    ``seq == first_seq + i``; they share ``time``. ``lines()`` gives them as ``OutputLine``."""
+
+    run_id: str
+    first_seq: int
+    time: datetime
+    stream: str
+    texts: list[str]
+
+    def lines(self) -> list[OutputLine]:
+        return [
+            OutputLine(self.run_id, seq, self.time, self.stream, text)
+            for seq, text in enumerate(self.texts, self.first_seq)
+        ]
+
+
+@dataclass(frozen=True)
 class RunResult:
     """How a run ended. ``state``: succeeded | failed | timed_out | cancelled.
 
@@ -69,7 +87,44 @@ class RunResult:
     error: str = ""
 
 
+class Staged(ABC):
+    """A run spawned ahead of its start (``Executor.stage``): its process waits, no script code runs."""
+
+    @abstractmethod
+    def release(self) -> None:
+        """Let the script start now (its timeout and ``started_at`` count from here)."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """End it instead: no script code ran, and its ``on_exit`` is not called."""
+
+
+class _Deferred(Staged):
+    """``Executor.stage``'s default: nothing is spawned until ``release`` starts the run."""
+
+    def __init__(self, start: Callable[[], None]):
+        self._start = start
+
+    def release(self) -> None:
+        self._start()
+
+    def abort(self) -> None:
+        pass
+
+
 class Executor(ABC):
+    def stage(
+        self,
+        spec: RunSpec,
+        on_line: Callable[[OutputLine], None],
+        on_exit: Callable[[RunResult], None],
+        on_lines: Callable[[OutputLines], None] | None = None,
+    ) -> Staged:
+        """Like ``start``, but the script waits for ``Staged.release`` (the process start-up may be
+        done ahead of the run's due instant); same errors as ``start``. Default: ``release`` calls
+        ``start``."""
+        return _Deferred(lambda: self.start(spec, on_line, on_exit, on_lines))
+
     @abstractmethod
     def prepare(self, package: str, version: str) -> Path:
         """Build or reuse the venv of ``package==version``; return its path when ready.
@@ -84,12 +139,15 @@ class Executor(ABC):
         spec: RunSpec,
         on_line: Callable[[OutputLine], None],
         on_exit: Callable[[RunResult], None],
+        on_lines: Callable[[OutputLines], None] | None = None,
     ) -> None:
         """Start ``spec`` in the background (venv must be prepared); returns once the process runs.
 
         ``on_line`` is called for each output line as it comes, ``on_exit`` exactly once at the
         end (after the last ``on_line``), from the executor's threads (one thread per run, so a
-        run's callbacks never overlap). An exception in a callback is logged, not propagated.
+        run's callbacks never overlap). With ``on_lines``, it is called instead of ``on_line``
+        once per batch of lines read together (cheaper for a script that prints a lot). An
+        exception in a callback is logged, not propagated.
         Raises PackageError for an invalid module, package or version (nothing started) and
         ValueError if ``spec.run_id`` already runs on this executor.
         """

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kirby.config import Settings
 from kirby.errors import ConfigError, PackageError
-from kirby.tasks.base import Executor, OutputLine, RunResult, RunSpec
+from kirby.tasks.base import Executor, OutputLine, OutputLines, RunResult, RunSpec, Staged
 from kirby.tasks.install import Installer, default_installer
 from kirby.tasks.isolation import RunIdentity, RunLimits, check_run_access, identity_of, run_identity
 from kirby.tasks.masking import Masker, index_credentials
@@ -21,6 +21,7 @@ from kirby.tasks.process import RunProcess
 from kirby.tasks.venvs import PYTHON_VERSION, VenvCache
 
 log = logging.getLogger(__name__)
+_STARTING = object()  # in ``LocalExecutor._runs`` while the run's process is being spawned
 
 
 def check_run_python(python: str) -> None:
@@ -45,7 +46,8 @@ def check_run_python(python: str) -> None:
 class LocalExecutor(Executor):
     """Runs packages from ``settings.package_index`` in venvs under ``settings.venv_directory``.
 
-    Thread-safe. ``timeout_grace``: seconds between SIGTERM and SIGKILL when a run times out.
+    Thread-safe; runs started from several threads spawn in parallel (the lock covers only the
+    bookkeeping). ``timeout_grace``: seconds between SIGTERM and SIGKILL when a run times out.
     Runs run as ``run_identity(settings)`` (ConfigError at construction when that is refused, e.g.
     a root supervisor without KIRBY_RUN_USER), with ``settings``' resource limits. ``known_secrets``
     returns the secret values of every job the supervisor knows: each run's output is masked with
@@ -75,20 +77,28 @@ class LocalExecutor(Executor):
         self.known_secrets = known_secrets or (lambda: ())
         self._index_secrets = index_credentials(settings.package_index)
         self._masker, self._masker_key = Masker(self._index_secrets), frozenset()
-        self._runs: dict[str, RunProcess] = {}
+        self._masker_source: object = None  # the frozenset ``_masker`` was last checked against
+        self._runs: dict[str, RunProcess | object] = {}  # run id -> its process (or _STARTING)
         self._lock = threading.Lock()
 
     def masker(self) -> Masker:
-        """A masker of every secret known now (cached while the set of secrets is unchanged)."""
+        """A masker of every secret known now (cached while the set of secrets is unchanged).
+
+        O(1) per run while ``known_secrets`` returns the same frozenset (the supervisor's: one per
+        schedule snapshot, so per schedule version); another object is compared by value."""
         try:
-            known = list(self.known_secrets())
+            known = self.known_secrets()
         except Exception:  # masking with fewer secrets beats not running: the run's own still apply
             log.exception("could not read the secrets of the other jobs")
-            known = []
-        key = frozenset(known)
+            known = frozenset()
+        with self._lock:
+            if isinstance(known, frozenset) and known is self._masker_source:
+                return self._masker
+        key = known if isinstance(known, frozenset) else frozenset(known)
         with self._lock:
             if key != self._masker_key:
                 self._masker_key, self._masker = key, Masker([*self._index_secrets, *key])
+            self._masker_source = known
             return self._masker
 
     def identity_for(self, spec: RunSpec) -> RunIdentity:
@@ -126,46 +136,81 @@ class LocalExecutor(Executor):
     def prepare(self, package: str, version: str) -> Path:
         return self.cache.ensure(package, version)
 
-    def start(self, spec: RunSpec, on_line: Callable[[OutputLine], None], on_exit: Callable[[RunResult], None]) -> None:
+    def start(
+        self,
+        spec: RunSpec,
+        on_line: Callable[[OutputLine], None],
+        on_exit: Callable[[RunResult], None],
+        on_lines: Callable[[OutputLines], None] | None = None,
+    ) -> None:
+        self._spawn(spec, on_line, on_exit, on_lines, held=False)
+
+    def stage(
+        self,
+        spec: RunSpec,
+        on_line: Callable[[OutputLine], None],
+        on_exit: Callable[[RunResult], None],
+        on_lines: Callable[[OutputLines], None] | None = None,
+    ) -> Staged:
+        """The reaper is spawned now and waits on its stdin (``process.RunProcess``, ``held``)."""
+        return self._spawn(spec, on_line, on_exit, on_lines, held=True)
+
+    def _spawn(self, spec, on_line, on_exit, on_lines, held: bool) -> RunProcess:
         module = module_for(spec.package, spec.module)
         identity = self.identity_for(spec)
         masker = self.masker()
         lease = self.cache.acquire(spec.package, spec.version)
-        with self._lock:
+        with self._lock:  # the run id is taken here; the spawn runs outside the lock, in parallel with others
             if spec.run_id in self._runs:
                 lease.release()
                 raise ValueError(f"run {spec.run_id!r} is already running on this executor")
+            self._runs[spec.run_id] = _STARTING
 
-            def finished(result: RunResult) -> None:
-                with self._lock:
-                    self._runs.pop(spec.run_id, None)
-                lease.release()
-                log.info("run %s %s (exit %s, signal %s)", spec.run_id, result.state, result.exit_code, result.signal)
-                on_exit(result)
+        def finished(result: RunResult) -> None:
+            with self._lock:
+                self._runs.pop(spec.run_id, None)
+            lease.release()
+            if run is not None and run.aborted:  # a held run given up: nothing ran, nothing to report
+                log.info("run %s: its held process was ended before the script started", spec.run_id)
+                return
+            log.info("run %s %s (exit %s, signal %s)", spec.run_id, result.state, result.exit_code, result.signal)
+            on_exit(result)
 
-            try:
-                self._open_fence_path(spec, identity)
-                self._runs[spec.run_id] = RunProcess(
-                    spec,
-                    lease.path,
-                    module,
-                    self.run_directory,
-                    on_line,
-                    finished,
-                    self.timeout_grace,
-                    identity=identity,
-                    limits=self.limits,
-                    masker=masker,
-                )
-            except BaseException:
-                lease.release()
-                raise
-        log.info("run %s started: %s==%s (module %s)", spec.run_id, spec.package, spec.version, module)
+        run = None
+        try:
+            self._open_fence_path(spec, identity)
+            run = RunProcess(
+                spec,
+                lease.path,
+                module,
+                self.run_directory,
+                on_line,
+                finished,
+                self.timeout_grace,
+                identity=identity,
+                limits=self.limits,
+                masker=masker,
+                on_lines=on_lines,
+                held=held,
+            )
+        except BaseException:
+            with self._lock:
+                self._runs.pop(spec.run_id, None)
+            lease.release()
+            raise
+        with self._lock:
+            if self._runs.get(spec.run_id) is _STARTING:  # else it is over already (``finished`` ran)
+                self._runs[spec.run_id] = run
+        log.info(
+            "run %s %s: %s==%s (module %s)",
+            *(spec.run_id, "spawned, held" if held else "started", spec.package, spec.version, module),
+        )
+        return run
 
     def cancel(self, run_id: str, grace: float = 10.0) -> bool:
         with self._lock:
             run = self._runs.get(run_id)
-        if run is None:
+        if run is None or run is _STARTING:  # a run being spawned: the caller asks again (check_cancels)
             return False
         run.stop("cancelled", grace)
         return True
@@ -176,7 +221,7 @@ class LocalExecutor(Executor):
 
     def shutdown(self, grace: float = 10.0) -> None:
         with self._lock:
-            runs = list(self._runs.values())
+            runs = [run for run in self._runs.values() if run is not _STARTING]
         for run in runs:
             run.stop("cancelled", grace)
         for run in runs:

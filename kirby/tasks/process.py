@@ -1,16 +1,20 @@
 """One run as a subprocess: environment, working directory, streamed output, timeout and cancel.
 
-The process tree is ``<venv>/bin/python -c <reaper> <module>`` (see reaper.py): a subreaper that
-runs the module like ``python -m`` and, when it ends, kills and reaps whatever it left behind. The
-run gets its own session and process group, an environment built from scratch (the run's config,
-PATH, HOME, LANG, TMPDIR and the KIRBY_* variables: nothing of the supervisor's), and its own
-private working directory (0700, owned by the run's user, with ``tmp/`` as TMPDIR). With a
-``RunIdentity`` that switches, the child drops to the run user (setgroups, setgid, setuid) before
-exec. The config values are not in the exec'd environment (readable in ``/proc/<pid>/environ``
-until the reaper is non-dumpable): they are written to the reaper's stdin, which loads them.
-One thread per run reads stdout and stderr as they come (bounded memory: lines longer
-than MAX_LINE are cut), masks secrets (see masking.py), calls ``on_line`` per line, enforces the
-timeout, and calls ``on_exit`` once at the end, after the last line.
+The process tree is ``<venv>/bin/python <venv>/.kirby/<hash>/kirby-run <job> <run id> <module> ...``
+(see reaper.py and reaper_file.py): a subreaper that runs the module like ``python -m`` and, when
+it ends, kills and reaps whatever it left behind; ``ps`` shows the job and run id. The run gets its
+own session and process group, an environment built from scratch (the run's config, PATH, HOME,
+LANG, TMPDIR and the KIRBY_* variables: nothing of the supervisor's), and its own private working
+directory (0700, owned by the run's user, with ``tmp/`` as TMPDIR). With a ``RunIdentity`` that
+switches, the child drops to the run user (setgroups, setgid, setuid) before exec. The config
+values are not in the exec'd environment (readable in ``/proc/<pid>/environ`` until the reaper is
+non-dumpable): they are written to the reaper's stdin, which loads them.
+One thread per run reads stdout and stderr in chunks of up to READ_SIZE as they come (bounded
+memory: lines longer than MAX_LINE are cut), splits and masks each chunk's complete lines in bulk
+(see output.py and masking.py), calls ``on_lines`` once per chunk (or ``on_line`` per line),
+enforces the timeout, and calls ``on_exit`` once at the end, after the last line. Between chunks
+it sleeps until output, the reaper's exit (a pidfd, on Linux; elsewhere a look every 0.2 s) or a
+deadline, so a quiet long run (a daemon) costs its supervisor almost no wake-ups.
 
 Stopping (timeout or cancel): SIGTERM to the process group; after ``grace`` SIGUSR1 to the reaper,
 which SIGKILLs every descendant; as a last resort SIGKILL to the group and to any process still
@@ -32,13 +36,15 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from kirby.tasks.base import OutputLine, RunResult, RunSpec
+from kirby.tasks.base import OutputLine, OutputLines, RunResult, RunSpec
 from kirby.tasks.install import SAFE_PATH, home_directory
 from kirby.tasks.isolation import RunIdentity, RunLimits
 from kirby.tasks.masking import Masker
+from kirby.tasks.output import CUT_MARKER, MAX_LINE, LineSplitter, mask_lines  # noqa: F401 (re-exported)
+from kirby.tasks.reaper_file import reaper_command
 
-MAX_LINE = 64 * 1024  # bytes; longer lines are cut with CUT_MARKER
-CUT_MARKER = " [... line cut by kirby: {} more bytes]"
+GO = b"\x01"  # kirby/tasks/reaper.py's: written after the config, it lets the script start
+
 READ_SIZE = 256 * 1024
 EXIT_AFTER_EOF = 5.0  # seconds the reaper may take to exit once its output pipes have closed
 LEFTOVER_GRACE = 2.0  # seconds processes left behind by an exited script get before SIGKILL
@@ -47,7 +53,15 @@ DRAIN_AFTER_EXIT = 2.0  # seconds to wait for pipes still held open once the rea
 log = logging.getLogger(__name__)
 REAPER_SOURCE = (Path(__file__).parent / "reaper.py").read_text()
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_CUT_AT_END = re.compile(re.escape(CUT_MARKER).replace(r"\{\}", r"\d+") + "$")
+
+
+def _exit_fd(pid: int) -> int | None:
+    """A pidfd of ``pid`` (Linux 5.3+): readable once it ended; None where there is none (then
+    the reader looks for the exit every 0.2 s)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 def run_directory_for(root: Path, run_id: str) -> Path:
@@ -119,47 +133,6 @@ def split_environment(env: dict[str, str], spec: RunSpec) -> tuple[dict[str, str
     return visible, entries
 
 
-class _LineSplitter:
-    """Turns chunks of one stream into complete lines, cutting lines over MAX_LINE bytes."""
-
-    def __init__(self):
-        self.pending = bytearray()
-        self.dropped = 0  # bytes dropped from the current (cut) line
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        parts = chunk.split(b"\n")
-        if len(parts) == 1:
-            self._append(chunk)
-            return []
-        self._append(parts[0])
-        lines = [self._take()]
-        lines += [part if len(part) <= MAX_LINE else _cut(part) for part in parts[1:-1]]
-        self._append(parts[-1])
-        return lines
-
-    def _append(self, part: bytes) -> None:
-        room = MAX_LINE - len(self.pending)
-        if len(part) > room:
-            self.dropped += len(part) - room
-            part = part[:room]
-        self.pending += part
-
-    def flush(self) -> list[bytes]:
-        return [self._take()] if self.pending or self.dropped else []
-
-    def _take(self) -> bytes:
-        line = bytes(self.pending)
-        if self.dropped:
-            line += CUT_MARKER.format(self.dropped).encode()
-        self.pending.clear()
-        self.dropped = 0
-        return line
-
-
-def _cut(line: bytes) -> bytes:
-    return line[:MAX_LINE] + CUT_MARKER.format(len(line) - MAX_LINE).encode()
-
-
 class RunProcess:
     """A started run; ``stop`` ends it (timeout and cancel both go through it)."""
 
@@ -175,15 +148,22 @@ class RunProcess:
         identity: RunIdentity | None = None,
         limits: RunLimits | None = None,
         masker: Masker | None = None,
+        on_lines: Callable[[OutputLines], None] | None = None,
+        held: bool = False,
     ):
-        """``masker``: the supervisor's (every job's secrets); the run's own secrets are added to it."""
+        """``masker``: the supervisor's (every job's secrets); the run's own secrets are added to it.
+        ``on_lines``: called per batch of lines instead of ``on_line`` per line (see Executor.start).
+        ``held``: the reaper is spawned but waits (no script code runs) until ``release``; ``abort``
+        ends it instead. Its timeout and ``started_at`` count from the release."""
         self.spec = spec
         self._timeout_grace = timeout_grace
         self._on_line = on_line
+        self._on_lines = on_lines
         self._on_exit = on_exit
         own = [spec.config.get(name, "") for name in spec.secrets]
         self._mask = masker.with_values(own) if masker is not None else Masker(own)
         self._seq = 0
+        self._exit_watched = False  # the reader sleeps on a pidfd of the reaper (no 0.2 s polls)
         self._lock = threading.Lock()
         self._reason = ""  # "", "timed_out" or "cancelled"
         self._notices: list[str] = []  # system lines from other threads, emitted by the run's thread
@@ -198,16 +178,16 @@ class RunProcess:
         self.started_at = datetime.now(timezone.utc)
         self._started = time.monotonic()
         self.process = subprocess.Popen(
-            [
-                str(venv / "bin" / "python"),
-                "-c",
+            reaper_command(
+                venv,
                 REAPER_SOURCE,
+                spec.job,
+                spec.run_id,
                 module,
-                str(LEFTOVER_GRACE),
-                *([spec.fence_file, str(spec.fence_after)] if spec.fence_file else []),
-                "--stdin-env",
-                *(limits.reaper_options() if limits else []),
-            ],
+                LEFTOVER_GRACE,
+                (spec.fence_file, spec.fence_after or 0.0) if spec.fence_file else None,
+                ["--stdin-env", *(limits.reaper_options() if limits else [])],
+            ),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -218,16 +198,45 @@ class RunProcess:
             pipesize=1024 * 1024,
             **switch,
         )
-        self._send_config(hidden)
+        self._held = held
+        self.aborted = False
+        self._send_config(hidden, release=not held)
         for key in skipped:
             self._emit_system(f"config key {key!r} skipped: not a valid environment variable name or value")
         self.thread = threading.Thread(target=self._watch, name=f"run-{spec.run_id}", daemon=True)
         self.thread.start()
 
-    def _send_config(self, entries: bytes) -> None:
-        """Write the config entries to the reaper's stdin and close it (the reaper reads until EOF)."""
+    def release(self) -> None:
+        """Let a held run's script start now (GO, then EOF on the reaper's stdin)."""
+        with self._lock:
+            if not self._held:
+                return
+            self._held = False
+            self.started_at = datetime.now(timezone.utc)
+            self._started = time.monotonic()
+        self._send_config(b"", release=True)
+
+    def abort(self) -> None:
+        """End a held run before any script code ran (its reaper gets EOF without GO, then SIGKILL);
+        ``aborted`` is set first, so the exit callback can tell it from a run that ran."""
+        with self._lock:
+            if not self._held:
+                return
+            self._held, self.aborted = False, True
         try:
-            self.process.stdin.write(entries)
+            self.process.stdin.close()
+        except OSError:
+            pass
+        self._signal_group(signal.SIGKILL)
+
+    def _send_config(self, entries: bytes, release: bool = True) -> None:
+        """Write the config entries to the reaper's stdin; with ``release`` also GO and close it (the
+        reaper reads until EOF, and starts the script only after GO)."""
+        try:
+            self.process.stdin.write(entries + (GO if release else b""))
+            if not release:
+                self.process.stdin.flush()
+                return
             self.process.stdin.close()
         except OSError as exc:  # the reaper died at once: its exit status and stderr tell why
             log.error("run %s: could not pass the config to the run: %s", self.spec.run_id, exc)
@@ -268,21 +277,18 @@ class RunProcess:
             self._seq += len(lines)
         if not lines:
             return
-        texts = self._mask(b"\n".join(lines).decode("utf-8", "replace")).split("\n")  # one decode per chunk
-        texts = [self._mask_cut(text) for text in texts]
-        run_id, on_line = self.spec.run_id, self._on_line
-        for seq, text in enumerate(texts, first):
+        batch = OutputLines(self.spec.run_id, first, now, stream, mask_lines(self._mask, lines))
+        if self._on_lines is not None:
             try:
-                on_line(OutputLine(run_id, seq, now, stream, text))
+                self._on_lines(batch)
             except Exception:  # a failing callback must not stop the reading (the script would block)
-                log.exception("on_line failed for run %s line %d; output goes on", run_id, seq)
-
-    def _mask_cut(self, text: str) -> str:
-        """A cut line: mask the start of a secret left at the cut (its end was dropped)."""
-        cut = _CUT_AT_END.search(text)
-        if cut is None:
-            return text
-        return self._mask.mask_cut(text[: cut.start()]) + text[cut.start() :]
+                log.exception("on_lines failed for run %s lines %d+; output goes on", batch.run_id, first)
+            return
+        for line in batch.lines():
+            try:
+                self._on_line(line)
+            except Exception:
+                log.exception("on_line failed for run %s line %d; output goes on", line.run_id, line.seq)
 
     def _watch(self) -> None:
         try:
@@ -294,17 +300,36 @@ class RunProcess:
         selector = selectors.DefaultSelector()
         for pipe, stream in ((self.process.stdout, "stdout"), (self.process.stderr, "stderr")):
             os.set_blocking(pipe.fileno(), False)
-            selector.register(pipe, selectors.EVENT_READ, (stream, _LineSplitter()))
+            selector.register(pipe, selectors.EVENT_READ, (stream, LineSplitter()))
+        exit_fd = _exit_fd(self.process.pid)  # readable once the reaper ended: no polling for its exit
+        if exit_fd is not None:
+            selector.register(exit_fd, selectors.EVENT_READ, None)
+        self._exit_watched = exit_fd is not None
+
+        def unwatch_exit() -> None:  # once: after it fired (or the exit was seen), 0.2 s polls take over
+            if self._exit_watched:
+                selector.unregister(exit_fd)
+                self._exit_watched = False
+
+        try:
+            self._pump_pipes(selector, unwatch_exit)
+        finally:
+            selector.close()
+            if exit_fd is not None:
+                os.close(exit_fd)
+
+    def _pump_pipes(self, selector: selectors.BaseSelector, unwatch_exit: Callable[[], None]) -> None:
         timeout = self.spec.timeout_seconds
         drain_until = None
-        while selector.get_map():
+        while len(selector.get_map()) > self._exit_watched:  # a pipe still open
             now = time.monotonic()
-            if timeout is not None and now - self._started >= timeout:
+            if timeout is not None and not self._held and now - self._started >= timeout:
                 self.stop("timed_out", self._timeout_grace)
                 timeout = None
             self._escalate(now)
             if drain_until is None and self.process.poll() is not None:
                 drain_until = now + DRAIN_AFTER_EXIT
+                unwatch_exit()
             if drain_until is not None and now >= drain_until:  # leftovers hold the pipes: end them
                 self._kill_leftovers()
                 for key in list(selector.get_map().values()):
@@ -314,6 +339,9 @@ class RunProcess:
             events = selector.select(self._wait_time(now, timeout, drain_until))
             self._emit_notices()  # queued before their signal was sent: before the output it causes
             for key, _ in events:
+                if key.data is None:  # the reaper ended: the next turn sees it (poll) and drains
+                    unwatch_exit()
+                    continue
                 stream, splitter = key.data
                 chunk = os.read(key.fileobj.fileno(), READ_SIZE)
                 stamp = datetime.now(timezone.utc)
@@ -322,7 +350,6 @@ class RunProcess:
                 else:
                     self._emit(stream, splitter.flush(), stamp)
                     selector.unregister(key.fileobj)
-        selector.close()
 
     def _wait_time(self, now: float, timeout: float | None, drain_until: float | None) -> float:
         candidates = [1.0]
@@ -331,7 +358,7 @@ class RunProcess:
         for moment in (self._kill_at, self._last_resort_at, drain_until):
             if moment is not None:
                 candidates.append(moment - now)
-        if self.process.returncode is None and drain_until is None:
+        if self.process.returncode is None and drain_until is None and not self._exit_watched:
             candidates.append(0.2)  # notice the exit of a script whose leftovers keep the pipes open
         return max(0.0, min(candidates))
 

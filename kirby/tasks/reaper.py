@@ -1,12 +1,17 @@
 """The first process of every run: a subreaper that runs the script and leaves nothing behind.
 
-This file's source is passed to the venv's interpreter with ``python -c`` (the venv cannot import
-Kirby), with argv ``[module, leftover_grace, [fence_file, fence_after]]`` plus options
-(``--stdin-env``, ``--limit=as|cpu|nofile:VALUE``). It first makes itself non-dumpable (so no other
+This file is compiled into each venv as ``kirby-run`` (see reaper_file.py: the venv cannot import
+Kirby) and run by the venv's interpreter with argv ``[job, run_id, module, leftover_grace,
+[fence_file, fence_after]]`` plus options (``--stdin-env``, ``--limit=as|cpu|nofile:VALUE``); the
+job and the run id are there for the process list only (``ps`` shows them for the reaper and the
+script). It first makes itself non-dumpable (so no other
 process of the run user can read its environment or memory; the script inherits this), then with
 ``--stdin-env`` reads the run's config (``KEY=value`` entries separated by NUL) from stdin into its
 environment (so the values never appear in any ``/proc/<pid>/environ``) and points stdin at
-/dev/null. It makes itself a child subreaper (so orphans of
+/dev/null. The supervisor ends them with the ``GO`` byte when the run may start, then closes stdin:
+it may spawn the reaper ahead of the run's due instant and release it at the instant (the
+interpreter's start-up is then done beforehand). Stdin closed without ``GO`` (the supervisor died or
+gave the run up) ends the reaper at once with exit code 75: no script code ran. It makes itself a child subreaper (so orphans of
 the script, even double-forked daemons in another session, are reparented to it), forks, and the
 child sets the ``--limit`` resource limits (RLIMIT_AS bytes, RLIMIT_CPU seconds, RLIMIT_NOFILE)
 and runs ``module`` exactly as ``python -m`` would (one interpreter start-up for both). The parent:
@@ -84,18 +89,26 @@ def _stale(path, seconds):
         return True
 
 
+GO = b"\x01"  # ends the config on stdin: the run may start
+
+
 def _load_environment():
-    """Read NUL-separated ``KEY=value`` entries from stdin into the environment; stdin becomes /dev/null."""
+    """Read NUL-separated ``KEY=value`` entries, then GO, from stdin into the environment; stdin
+    becomes /dev/null. Without GO (the supervisor went away before releasing the run): exit 75."""
     data = []
     while True:
         chunk = os.read(0, 65536)
         if not chunk:
             break
         data.append(chunk)
+    data = b"".join(data)
+    if not data.endswith(GO):
+        os._exit(75)
+    data = data[: -len(GO)]
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    for entry in b"".join(data).split(b"\0"):
+    for entry in data.split(b"\0"):
         key, sep, value = entry.partition(b"=")
         if key and sep:
             os.environb[key] = value
@@ -178,6 +191,9 @@ def _kirby_reaper(module, leftover_grace, fence="", fence_after=0.0, options=())
         print(f"kirby: cannot watch the supervisor: {exc}", file=sys.stderr, flush=True)
     if os.getppid() != parent:  # it died before the watch was set
         os.kill(me, signal.SIGHUP)
+    import gc
+
+    gc.freeze()  # the child's collections leave the reaper's objects alone: fewer copy-on-write faults
     main = os.fork()
     if main == 0:
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
@@ -223,19 +239,24 @@ def _kirby_reaper(module, leftover_grace, fence="", fence_after=0.0, options=())
     os._exit(os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status >> 8)
 
 
+_PRCTL = []  # the C function, made once
+
+
 def _prctl(option, value):
-    """prctl(option, value) through _ctypes (``import ctypes`` costs ~10 ms)."""
+    """prctl(option, value) through _ctypes (``import ctypes`` costs ~10 ms, ``_ctypes`` ~1.5 ms)."""
     import _ctypes
 
-    class Int(_ctypes._SimpleCData):
-        _type_ = "i"
+    if not _PRCTL:
 
-    class Function(_ctypes.CFuncPtr):
-        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
-        _restype_ = Int
+        class Int(_ctypes._SimpleCData):
+            _type_ = "i"
 
-    prctl = Function(_ctypes.dlsym(_ctypes.dlopen(None), "prctl"))
-    if prctl(option, int(value), 0, 0, 0) != 0:
+        class Function(_ctypes.CFuncPtr):
+            _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+            _restype_ = Int
+
+        _PRCTL.append(Function(_ctypes.dlsym(_ctypes.dlopen(None), "prctl")))
+    if _PRCTL[0](option, int(value), 0, 0, 0) != 0:
         raise OSError(_ctypes.get_errno(), f"prctl({option}) failed")
 
 
@@ -247,6 +268,7 @@ def _group_of(pid):
 
 
 if __name__ == "__main__":
-    _options = [a for a in sys.argv[1:] if a.startswith("--")]
-    _args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    _kirby_reaper(_args[0], float(_args[1]), *(_args[2:3] + [float(a) for a in _args[3:4]]), options=_options)
+    _module, _grace = sys.argv[3], float(sys.argv[4])  # argv[1:3]: job and run id, for ps
+    _options = [a for a in sys.argv[5:] if a.startswith("--")]
+    _fence = [a for a in sys.argv[5:] if not a.startswith("--")]
+    _kirby_reaper(_module, _grace, *(_fence[:1] + [float(a) for a in _fence[1:2]]), options=_options)

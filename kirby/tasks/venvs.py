@@ -128,6 +128,24 @@ class VenvCache:
         self.directory = Path(directory)
         self.installer = installer
         self.locks = self.directory / ".locks"
+        self._checked: dict[Path, tuple] = {}  # ready venv -> what it looked like then (see _is_ready)
+
+    def _is_ready(self, venv: Path, package: str, version: str) -> bool:
+        """``is_ready``, remembered while the venv's marker, ``bin/`` and site-packages are unchanged
+        (three stats per run instead of a listing): a rebuilt venv has a new marker, a removed
+        interpreter or package metadata changes its directory."""
+        try:
+            stats = [os.stat(path) for path in (venv / MARKER, venv / "bin", _site_packages(venv))]
+        except OSError:
+            self._checked.pop(venv, None)
+            return False
+        signature = tuple((info.st_ino, info.st_mtime_ns) for info in stats)
+        if self._checked.get(venv) == signature:
+            return True
+        if not is_ready(venv, package, version):
+            return False
+        self._checked[venv] = signature
+        return True
 
     def path(self, package: str, version: str) -> Path:
         return self.directory / venv_name(package, version, PYTHON_VERSION)
@@ -139,7 +157,7 @@ class VenvCache:
         """
         package, version = check_package(package), check_version(version)
         venv = self.path(package, version)
-        if is_ready(venv, package, version):
+        if self._is_ready(venv, package, version):
             return venv
         self._make_directories()
         with FileLock(str(self.locks / f"{venv.name}.build")):

@@ -18,7 +18,10 @@ from flask_wtf.csrf import CSRFProtect
 from kirby.admin import init_admin
 from kirby.config import Settings
 from kirby.db import Database, open_database
-from kirby.web import api, auth, logs, rest
+from kirby.ldap_auth import LdapDirectory
+from kirby.models import Provider
+from kirby.web import api, auth, logs, oidc_views, rest
+from kirby.web.oidc_login import OidcClient
 from kirby.web.proxy import TrustedProxies
 from kirby.web.queries import check_paging
 from kirby.web.redirects import check_return_parameters
@@ -51,11 +54,22 @@ def create_app(settings: Settings, database: Database | None = None, bus=None, l
     if database is None:
         state.owns.add("database")
     app.extensions["kirby"] = state
+    if settings.ldap_url:  # the password form's non-local users (README "Users and login")
+        directory = LdapDirectory(settings)
+        state.password_provider = directory
+        if directory.can_refresh:
+            state.role_refreshers[Provider.LDAP] = directory.refresh
+    if settings.oidc_issuer:  # read the provider now: a bad KIRBY_OIDC_ISSUER stops kirby web at start
+        state.oidc = OidcClient.discover(settings)
 
     csrf.init_app(app)
     csrf.exempt(rest.blueprint)  # checks CSRF itself for sessions; token clients have no CSRF token
     auth.login_manager.init_app(app)
     app.register_blueprint(auth.blueprint)
+    if state.oidc is not None:  # /login/oidc and its callback exist only when configured
+        app.register_blueprint(oidc_views.blueprint)
+        if settings.oidc_logout and state.oidc.logout_origin:  # logout continues there (CSP form-action)
+            app.config["KIRBY_FORM_ACTION_ORIGINS"] = (state.oidc.logout_origin,)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(rest.blueprint)
     app.register_blueprint(logs.blueprint)

@@ -26,7 +26,8 @@ STRIP = 30
 PAGE_SIZE = 50
 STATES = ("enabled", "paused", "suspended")
 _GOOD = (RunState.SUCCEEDED,)
-_BAD = (RunState.FAILED, RunState.TIMED_OUT, RunState.LOST)
+# revoked, expired: a Celery task revoked, or not received by any worker before its expires.
+_BAD = (RunState.FAILED, RunState.TIMED_OUT, RunState.LOST, RunState.REVOKED, RunState.EXPIRED)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """The web process's background thread: persist run events from the bus, and mark lost runs.
 
 ``EventsConsumer.step(now)`` is one iteration (tested directly, no sleeping): it polls a batch of
-run events (group ``kirby-web``), records them in one transaction (``kirby.recorder.record``) and
-acknowledges them only after the commit (at most ``KIRBY_MAX_LOG_LINES_PER_RUN`` lines per run), so a crash between the two means a redelivery, which
-recording absorbs. A batch that fails to record is not acknowledged: the consumer is closed (its
+run events (group ``kirby-web``), records them (``kirby.recorder.record``; one transaction per
+``lines_per_transaction`` log lines or so) and acknowledges them only after the commits (at most
+``KIRBY_MAX_LOG_LINES_PER_RUN`` lines per run), so a crash between the two means a redelivery,
+which recording absorbs. A batch that fails to record is not acknowledged: the consumer is closed (its
 events go back to the group) and reopened.
 
 Every ``lost_check_every`` seconds it also settles the runs of dead supervisor instances
@@ -46,12 +47,28 @@ def web_group(settings) -> str:
     return f"{settings.topic_run_events}.web"
 
 
+def _parts(events: list[RunEvent], lines: int) -> list[list[RunEvent]]:
+    """``events`` in order, cut into parts of about ``lines`` log lines at most (an event is never
+    split): each part is one transaction, so a backlog of log lines is stored (and streamed live)
+    as it goes rather than in one long transaction."""
+    parts, current, count = [], [], 0
+    for event in events:
+        size = len(event.data.get("texts") or ()) or 1
+        if current and count + size > lines:
+            parts.append(current)
+            current, count = [], 0
+        current.append(event)
+        count += size
+    return [*parts, current] if current else parts
+
+
 class EventsConsumer:
     def __init__(
         self,
         state: WebState,
         member: str | None = None,
         batch: int = 500,
+        lines_per_transaction: int = 20_000,
         poll_timeout: float = 0.5,
         grace: float = 60.0,
         lost_check_every: float = 10.0,
@@ -59,6 +76,7 @@ class EventsConsumer:
         self.state = state
         self.member = member or f"web-{socket.gethostname()}-{os.getpid()}"
         self.batch = batch
+        self.lines_per_transaction = lines_per_transaction
         self.poll_timeout = poll_timeout
         self.grace = timedelta(seconds=grace)
         self.lost_check_every = timedelta(seconds=lost_check_every)
@@ -80,8 +98,9 @@ class EventsConsumer:
         if not deliveries:
             return 0
         try:
-            with self.state.database.session() as s:
-                record(s, [d.message for d in deliveries], max_lines=self.state.settings.max_log_lines_per_run)
+            for part in _parts([d.message for d in deliveries], self.lines_per_transaction):
+                with self.state.database.session() as s:
+                    record(s, part, max_lines=self.state.settings.max_log_lines_per_run)
         except Exception:
             log.exception("could not record %d run events; they will be redelivered", len(deliveries))
             self._reopen()
@@ -133,7 +152,15 @@ class EventsConsumer:
         alive, live = {s.name for s in registrations}, live_instances(registrations)
         lost, keys = [], {}  # run id -> what must stay missing for the grace (a name, or the run)
         with self.state.database.session() as s:
-            active = list(s.scalars(select(Run).where(Run.state.in_([RunState.CLAIMED, RunState.RUNNING]))))
+            # A Celery run runs on a Celery worker, not on its supervisor: only its send can be lost.
+            active = list(
+                s.scalars(
+                    select(Run).where(
+                        Run.state.in_([RunState.CLAIMED, RunState.RUNNING]),
+                        (Run.celery_task == "") | (Run.state == RunState.CLAIMED),
+                    )
+                )
+            )
             for run in active:
                 claim = self.state.lease_store.get_claim(run.id)
                 if claim is not None and claim.instance:

@@ -4,7 +4,9 @@
 line's ``seq``, so a reconnecting browser resumes after the last line it got (``Last-Event-ID``).
 The stream sends ``event: end`` and closes once the run is finished and every line was sent.
 ``GET /logs/stream?job=<name>`` (or no filter): the newest lines of every run (of that job), then
-new ones as they are stored; each event's ``id`` is the line's row id. Streams close after
+new ones as they are stored; each event's ``id`` is the id of the row the line is stored in (the
+lines stored together share it, ``kirby.logstore``, and are sent together), so a reconnecting
+browser resumes after the last row it got. Streams close after
 ``KIRBY_SSE_LIFETIME`` seconds (the browser reconnects and resumes), freeing the server thread.
 Open streams are capped per user and in total (``kirby.web.streams``: beyond a cap, 503 with
 ``Retry-After``); each batch sent between two queries is capped in lines and in bytes.
@@ -23,6 +25,7 @@ from flask import Blueprint, Response, current_app, request
 from flask_login import current_user
 from sqlalchemy import select
 
+from kirby.logstore import expand, lines_after
 from kirby.models import LogLine, Run
 from kirby.web.queries import parse_int
 from kirby.web.security import api_auth, api_error, bearer_token_ok
@@ -65,14 +68,7 @@ def run_events(state: WebState, run_id: str, after: int, poll: float, lifetime: 
             run = s.get(Run, run_id)
             finished = run is not None and run.state.finished
             job = run.job_name if run else ""
-            lines = list(
-                s.scalars(
-                    select(LogLine)
-                    .where(LogLine.run_id == run_id, LogLine.seq > after)
-                    .order_by(LogLine.seq)
-                    .limit(BATCH)
-                )
-            )
+            lines = lines_after(s, run_id, after, BATCH)
         size = 0
         for line in lines:
             after = line.seq
@@ -108,29 +104,38 @@ def _tail_query(job: str | None):
 def tail_events(state: WebState, job: str | None, after: int | None, poll: float, lifetime: float) -> Iterator[str]:
     deadline = time.monotonic() + lifetime
     beat = [time.monotonic()]  # when the last keep-alive was sent
+    skip = {}  # row id -> lines of it not sent (the start of the backlog's oldest row)
     if after is None:  # start with the newest BACKLOG lines
         with state.database.session() as s:
-            newest = s.execute(_tail_query(job).order_by(LogLine.id.desc()).limit(BACKLOG)).all()
-        after = (newest[-1][0].id - 1) if newest else 0
+            newest, count = [], 0
+            for row, _ in s.execute(_tail_query(job).order_by(LogLine.id.desc()).limit(BACKLOG)):
+                newest.append(row.id)
+                count += row.line_count
+                if count >= BACKLOG:
+                    skip[row.id] = count - BACKLOG
+                    break
+        after = (newest[-1] - 1) if newest else 0
     while True:
         with state.database.session() as s:
             rows = s.execute(_tail_query(job).where(LogLine.id > after).order_by(LogLine.id).limit(BATCH)).all()
+            lines = [(expand(row)[skip.pop(row.id, 0) :], job_name) for row, job_name in rows]
         size = 0
-        for line, job_name in rows:
-            after = line.id
-            event = _event(
-                line.id,
-                {
-                    "run_id": line.run_id,
-                    "job": job_name,
-                    "seq": line.seq,
-                    "time": line.time.isoformat(),
-                    "stream": line.stream,
-                    "text": line.text,
-                },
-            )
-            yield event
-            size += len(event)
+        for row_lines, job_name in lines:  # a row's lines all go, then the byte cap is looked at
+            for line in row_lines:
+                after = line.id
+                event = _event(
+                    line.id,
+                    {
+                        "run_id": line.run_id,
+                        "job": job_name,
+                        "seq": line.seq,
+                        "time": line.time.isoformat(),
+                        "stream": line.stream,
+                        "text": line.text,
+                    },
+                )
+                yield event
+                size += len(event)
             if size >= BATCH_BYTES:
                 break
         if len(rows) == BATCH or size >= BATCH_BYTES:

@@ -7,7 +7,12 @@
 * ``kirby_consumer_partitions{process="web",stream="events"}`` (this web process's run events
   consumer) and ``{process="supervisor",supervisor=NAME,stream="offers"}`` (from each supervisor's
   heartbeat): partitions of its topic the consumer holds; 0 means it receives nothing. Absent on a
-  bus without partitions (the embedded bus) and while a consumer is joining.
+  bus without partitions (the embedded bus) and while a consumer is joining;
+* ``kirby_supervisor_busy{supervisor=NAME}`` and ``kirby_supervisor_capacity{supervisor=NAME}``
+  (from each supervisor's heartbeat): scheduled runs it has in hand (claimed, not over) and how
+  many it runs at once (``--concurrency``); a supervisor at capacity leaves offers to the others.
+* ``kirby_lease_store_amnesia_detected{supervisor=NAME}`` (from each supervisor's heartbeat): the
+  losses of the lease store's data (issue 10) that supervisor process noticed.
 """
 
 from __future__ import annotations
@@ -61,6 +66,20 @@ def _consumer_partitions(events_partitions: int | None, alive: list) -> list[str
     return lines
 
 
+def _capacity(alive: list) -> list[str]:
+    lines = []
+    for metric, key, meaning in (
+        ("kirby_supervisor_busy", "busy", "Scheduled runs a supervisor has in hand (claimed, not over)."),
+        ("kirby_supervisor_capacity", "capacity", "Scheduled runs a supervisor runs at once (--concurrency)."),
+    ):
+        lines += [f"# HELP {metric} {meaning}", f"# TYPE {metric} gauge"]
+        for supervisor in sorted(alive, key=lambda s: s.name):
+            value = supervisor.info.get(key)
+            if isinstance(value, int):
+                lines.append(f'{metric}{{supervisor="{_label(supervisor.name)}"}} {value}')
+    return lines
+
+
 def render_metrics(
     session: Session, lease_store: LeaseStore, now: datetime, events_partitions: int | None = None
 ) -> str:
@@ -92,6 +111,14 @@ def render_metrics(
         "# TYPE kirby_supervisors_alive gauge",
         f"kirby_supervisors_alive {len(alive)}",
         *_consumer_partitions(events_partitions, alive),
+        *_capacity(alive),
+        "# HELP kirby_lease_store_amnesia_detected Losses of the lease store's data a supervisor process noticed.",
+        "# TYPE kirby_lease_store_amnesia_detected counter",
+        *(
+            f'kirby_lease_store_amnesia_detected{{supervisor="{_label(s.name)}"}} {int(s.info["amnesia"])}'
+            for s in sorted(alive, key=lambda s: s.name)
+            if "amnesia" in s.info
+        ),
         "# HELP kirby_metrics_generated_timestamp_seconds When this page was built.",
         "# TYPE kirby_metrics_generated_timestamp_seconds gauge",
         f"kirby_metrics_generated_timestamp_seconds {now.timestamp():.3f}",

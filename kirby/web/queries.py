@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from kirby.models import LogLine, Run, RunState
+from kirby.logstore import Line, lines_after
+from kirby.models import Run, RunState
 
 MAX_PAGE_SIZE = 500
 MAX_PAGE = 1_000_000
@@ -139,14 +140,13 @@ def run_dict(run: Run) -> dict[str, Any]:
 
 def log_lines_after(
     session: Session, run_id: str, after_seq: int, limit: int, max_bytes: int | None = None
-) -> tuple[list[LogLine], bool]:
-    """Lines of ``run_id`` with ``seq > after_seq``, in order (uses the (run_id, seq) unique index),
+) -> tuple[list[Line], bool]:
+    """Lines of ``run_id`` with ``seq > after_seq``, in order (``kirby.logstore.lines_after``),
     at most ``limit`` of them and, past the first, at most ``max_bytes`` of text; and whether the
     byte cap cut the page short (ask again after the last line's ``seq``)."""
-    query = select(LogLine).where(LogLine.run_id == run_id, LogLine.seq > after_seq).order_by(LogLine.seq).limit(limit)
-    lines: list[LogLine] = []
+    lines: list[Line] = []
     size = 0
-    for line in session.scalars(query.execution_options(yield_per=100)):
+    for line in lines_after(session, run_id, after_seq, limit):
         size += len(line.text.encode())
         if lines and max_bytes is not None and size > max_bytes:
             return lines, True
@@ -154,7 +154,7 @@ def log_lines_after(
     return lines, False
 
 
-def line_dict(line: LogLine) -> dict[str, Any]:
+def line_dict(line: Line) -> dict[str, Any]:
     return {
         "run_id": line.run_id,
         "seq": line.seq,

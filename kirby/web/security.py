@@ -27,7 +27,7 @@ from kirby.web.state import web_state
 # ('unsafe-hashes'), computed from the mounted views (``kirby.admin.inline_handlers``).
 _CSP = (
     "default-src 'self'; script-src {script}; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+    "object-src 'none'; base-uri 'self'; form-action {form_action}; frame-ancestors 'none'"
 )
 ADMIN_PREFIX = "/admin"
 
@@ -56,7 +56,9 @@ def add_security_headers(response: Response) -> Response:
     hashes = current_app.config.get("KIRBY_ADMIN_HANDLER_HASHES")
     if request.path.startswith(ADMIN_PREFIX) and hashes:
         script += f" 'unsafe-hashes' {hashes}"
-    response.headers.setdefault("Content-Security-Policy", _CSP.format(script=script))
+    # the logout form's redirect to the OpenID Connect provider (KIRBY_OIDC_LOGOUT) is a form action too
+    form_action = " ".join(("'self'", *current_app.config.get("KIRBY_FORM_ACTION_ORIGINS", ())))
+    response.headers.setdefault("Content-Security-Policy", _CSP.format(script=script, form_action=form_action))
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "same-origin"

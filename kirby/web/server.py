@@ -22,6 +22,7 @@ from kirby.errors import ConfigError
 from kirby.notify.notifier import Notifier
 from kirby.retention import RetentionLoop
 from kirby.web.app import create_app
+from kirby.web.celery_tracking import CeleryTracker
 from kirby.web.events_consumer import EventsConsumer
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ def serve(
     check_secret_key(settings, debug)
     app = create_app(settings)
     state = app.extensions["kirby"]
+    check_provider = getattr(state.password_provider, "check", None)
+    if check_provider is not None:  # a misconfigured directory stops kirby web here, naming the variable
+        check_provider()
     if not settings.api_token:
         log.warning("KIRBY_API_TOKEN is not set: /schedule answers 503 until it is (the leader needs it)")
     consumer = EventsConsumer(state, grace=lost_grace, lost_check_every=min(10.0, max(1.0, lost_grace / 3)))
@@ -58,6 +62,8 @@ def serve(
         log.warning("the run events consumer is not ready after %.0f s; serving anyway (see /healthz)", READY_WAIT)
     retention = RetentionLoop(state.database, settings.run_retention_days)
     retention.start()
+    celery = CeleryTracker(state)  # Celery task events -> run events; unreceived tasks -> expired
+    celery.start()
 
     def stop(*_) -> None:  # stop cleanly: log streams end, consumer closed, leases released
         state.stopping.set()
@@ -91,4 +97,5 @@ def serve(
         consumer.stop()
         notifier.stop()
         retention.stop()
+        celery.stop()
         state.close()

@@ -31,7 +31,13 @@ class WebState:
     owns: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     stopping: threading.Event = field(default_factory=threading.Event)  # set at shutdown: streams end
+    oidc: Any = None  # the OpenID Connect client (kirby.web.oidc_login.OidcClient) when KIRBY_OIDC_ISSUER is set
     events_consumer: Any = None  # the process's EventsConsumer (``kirby web`` sets it): /healthz reports it
+    # External identity (``kirby.external_users``): who checks the password form's non-local users
+    # (an object with ``authenticate(username, password) -> ExternalIdentity | None``, e.g. the LDAP
+    # directory), and per provider who re-checks a user's groups while its session lasts.
+    password_provider: Any = None
+    role_refreshers: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Flask-Admin's views share one thread-local session, removed after each request.

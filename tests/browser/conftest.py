@@ -45,8 +45,9 @@ def kirby(env: dict[str, str], cwd: Path, *args: str, stdin: str | None = None) 
     )
 
 
-def start_kirby_web(directory: Path, **extra: str) -> KirbyWeb:
-    """Users alice (admin) and victor (viewer), then `kirby web` on a free port; waits for /healthz."""
+def start_kirby_web(directory: Path, port: int | None = None, **extra: str) -> KirbyWeb:
+    """Users alice (admin) and victor (viewer), then `kirby web` on ``port`` (default: a free one);
+    waits for /healthz."""
     variables = {
         "SQLALCHEMY_DATABASE_URI": f"sqlite:///{directory / 'kirby.db'}",
         "KIRBY_EMBEDDED_PATH": str(directory / "embedded.db"),
@@ -60,7 +61,7 @@ def start_kirby_web(directory: Path, **extra: str) -> KirbyWeb:
     env = {**os.environ, **variables}
     kirby(env, directory, "adduser", "alice", "--admin", "--password-stdin", stdin=PASSWORD + "\n")
     kirby(env, directory, "adduser", "victor", "--no-admin", "--password-stdin", stdin=PASSWORD + "\n")
-    port = free_port()
+    port = port or free_port()
     env["KIRBY_SCHEDULE_ENDPOINT"] = f"http://127.0.0.1:{port}/schedule"
     with open(directory / "web.log", "wb") as log:
         process = subprocess.Popen(

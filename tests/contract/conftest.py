@@ -1,4 +1,5 @@
-"""Bus fixtures: ``bus_factory`` opens buses on one backend (embedded or Kafka), isolated per test."""
+"""The contract tests' fixtures, each parametrized over both backends and isolated per test:
+``bus_factory`` opens buses (embedded or Kafka), ``backend`` opens lease stores (embedded or Redis)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from lease_support import Backend, delete_keys
 
 from kirby.bus import OfferBus, open_bus
 from kirby.config import Settings
@@ -49,6 +51,21 @@ def bus_factory(request, tmp_path: Path, make_settings) -> BusFactory:
     yield factory
     factory.close_all()
     if request.param == "kafka":
-        from kirby.bus.kafka import delete_topics
+        from kirby.bus.kafka_topics import delete_topics
 
         delete_topics(factory.settings)
+
+
+@pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.redis)])
+def backend(request, tmp_path: Path) -> Backend:
+    """Lease stores on one shared state: an embedded file, or a key prefix of its own on Redis."""
+    environ = {"KIRBY_EMBEDDED_PATH": str(tmp_path / "embedded.db")}
+    prefix = ""
+    if request.param == "redis":
+        environ["REDIS_URL"] = request.getfixturevalue("redis_url")
+        prefix = f"kirby-test:{uuid.uuid4().hex[:12]}:"
+    backend = Backend(request.param, environ, tmp_path, prefix)
+    yield backend
+    backend.close()
+    if request.param == "redis":
+        delete_keys(environ["REDIS_URL"], prefix)

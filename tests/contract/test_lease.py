@@ -9,33 +9,17 @@ from __future__ import annotations
 
 import signal
 import threading
-import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from helpers import wait_for
-from lease_support import Backend, delete_keys
+from lease_support import Backend
 
 from kirby.errors import LeaseError, SupervisorNameTaken
-from kirby.lease.base import LeaseStore, StaleEpoch
+from kirby.lease.base import ClaimRequest, LeaseStore, StaleEpoch
 
 T0 = datetime(2026, 11, 28, 3, 0, tzinfo=timezone.utc)
 TTL = 0.3  # seconds: short leases whose expiry the tests await
-
-
-@pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.redis)])
-def backend(request, tmp_path: Path) -> Backend:
-    environ = {"KIRBY_EMBEDDED_PATH": str(tmp_path / "embedded.db")}
-    prefix = ""
-    if request.param == "redis":
-        environ["REDIS_URL"] = request.getfixturevalue("redis_url")
-        prefix = f"kirby-test:{uuid.uuid4().hex[:12]}:"
-    backend = Backend(request.param, environ, tmp_path, prefix)
-    yield backend
-    backend.close()
-    if request.param == "redis":
-        delete_keys(environ["REDIS_URL"], prefix)
 
 
 @pytest.fixture
@@ -258,6 +242,58 @@ def test_a_claim_is_started_by_its_instance_settled_and_released_only_if_it_neve
     assert not a.mark_started("j:e:20261128T030000Z", "i-a")
 
 
+def test_a_batch_of_claims_gives_the_answers_of_one_claim_at_a_time_in_one_call(backend):
+    """Issue 14: the offers of one poll are claimed in one store round trip (``claim_runs``); each
+    answer is what ``claim_run`` would have said, in order (a run id twice in a batch: won once)."""
+    a, b = backend.open(), backend.open()
+    assert b.claim_run("j:e:20261128T030001Z", "beta", instance="i-b")
+    assert b.claim_run("j:e:20261128T030002Z", "beta", instance="i-b")
+    assert b.release_claim("j:e:20261128T030002Z", "i-b")  # never started, its instance dead: open again
+    requests = [
+        ClaimRequest("j:e:20261128T030000Z", "alpha", 1, "i-a", '{"run_id": "j:e:20261128T030000Z"}'),
+        ClaimRequest("j:e:20261128T030001Z", "alpha", 1, "i-a"),  # beta's
+        ClaimRequest("j:e:20261128T030002Z", "alpha", 2, "i-a"),  # released: claimed again
+        ClaimRequest("j:e:20261128T030000Z", "alpha", 1, "i-a"),  # the same run id again: a duplicate
+    ]
+    assert a.claim_runs(requests) == [True, False, True, False]
+    assert a.claim_runs([]) == []
+    claims = {c.run_id: c for c in b.active_claims()}
+    assert {run_id: (c.supervisor, c.instance) for run_id, c in claims.items()} == {
+        "j:e:20261128T030000Z": ("alpha", "i-a"),
+        "j:e:20261128T030001Z": ("beta", "i-b"),
+        "j:e:20261128T030002Z": ("alpha", "i-a"),
+    }
+    assert claims["j:e:20261128T030000Z"].offer == '{"run_id": "j:e:20261128T030000Z"}'
+    assert claims["j:e:20261128T030002Z"].attempt == 2 and not claims["j:e:20261128T030002Z"].released
+    assert not b.claim_run("j:e:20261128T030000Z", "beta")  # batch claims fence like single ones
+
+    # Started marks of one instant in one call: only the holder's open claims are marked.
+    assert b.settle_run("j:e:20261128T030002Z") is None
+    marked = a.mark_runs_started(["j:e:20261128T030000Z", "j:e:20261128T030001Z", "j:e:20261128T030002Z"], "i-a")
+    assert marked == [True, False, False]  # beta's claim; a settled claim
+    assert a.get_claim("j:e:20261128T030000Z").started_at is not None
+    assert a.get_claim("j:e:20261128T030001Z").started_at is None
+    assert a.mark_runs_started(["j:e:20261128T030000Z"], "i-a") == [True] and a.mark_runs_started([], "i-a") == []
+
+
+def test_stores_racing_with_batches_of_claims_win_each_run_id_exactly_once(backend):
+    stores = [backend.open() for _ in range(3)]
+    won: list[str] = []
+
+    def claim_all(store: LeaseStore, name: str) -> None:
+        for start in range(0, 300, 20):  # batches of 20 overlapping run ids, in every thread
+            batch = [ClaimRequest(f"r{i}", name, instance=name) for i in range(start, start + 20)]
+            won.extend(r.run_id for r, outcome in zip(batch, store.claim_runs(batch)) if outcome)
+
+    threads = [threading.Thread(target=claim_all, args=(store, f"s{n}")) for n, store in enumerate(stores)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(won) == sorted(f"r{i}" for i in range(300)), "every run id won once, by one store"
+    assert {c.run_id for c in stores[0].list_claims()} == set(won)
+
+
 # -- named leases ----------------------------------------------------------------------------------
 def test_named_leases_have_one_holder_a_growing_generation_and_an_index_per_space(backend):
     a, b = backend.open(), backend.open()
@@ -289,11 +325,60 @@ def test_named_leases_have_one_holder_a_growing_generation_and_an_index_per_spac
     assert a.lease_holder("daemon:mailer").owner == "gamma"
 
 
+def test_leases_are_renewed_in_one_call_each_on_its_own_holder(backend):
+    a, b = backend.open(), backend.open()
+    assert a.acquire_lease("daemon:short", "alpha", 2) == 1  # extended to 30 s by the batch
+    assert a.acquire_lease("daemon:late", "alpha", TTL) == 1  # left to expire first
+    assert b.acquire_lease("daemon:theirs", "beta", 30) == 1
+    wait_for(lambda: "daemon:late" not in a.lease_holders("daemon"), 5, "the late lease expired")
+    names = ["daemon:short", "daemon:late", "daemon:theirs", "daemon:never"]
+    assert a.renew_leases(names, "alpha", 30) == {
+        "daemon:short": True,
+        "daemon:late": False,  # too late: expired
+        "daemon:theirs": False,  # another holder's: untouched
+        "daemon:never": False,
+    }
+    holders = b.lease_holders("daemon")
+    assert holders["daemon:short"].expires_at - datetime.now(timezone.utc) > timedelta(seconds=20)
+    assert holders["daemon:theirs"].owner == "beta" and "daemon:late" not in holders
+    assert a.renew_leases([], "alpha", 30) == {}
+
+
 def test_cancel_requests_live_for_their_ttl(store):
     assert not store.cancel_requested("j:e:20261128T030000Z")
     store.request_cancel("j:e:20261128T030000Z", TTL)
     assert store.cancel_requested("j:e:20261128T030000Z")
     wait_for(lambda: not store.cancel_requested("j:e:20261128T030000Z"), 5, "the cancel request expired")
+
+
+def test_a_delivery_is_claimed_once_across_stores_and_again_after_its_ttl(backend):
+    first, second = backend.open(), backend.open()  # two connections: two Celery worker processes
+    assert first.claim_delivery("celery:j:e:20261128T030000Z:0", "worker-a", TTL) is None
+    assert second.claim_delivery("celery:j:e:20261128T030000Z:0", "worker-b", TTL) == "worker-a"
+    assert first.claim_delivery("celery:j:e:20261128T030000Z:0", "worker-a", TTL) == "worker-a"
+    assert second.claim_delivery("celery:j:e:20261128T030000Z:1", "worker-b", 60) is None  # another key
+    wait_for(
+        lambda: second.claim_delivery("celery:j:e:20261128T030000Z:0", "worker-b", 60) is None,
+        5,
+        "the delivery claim expired and was taken again",
+    )
+    assert first.claim_delivery("celery:j:e:20261128T030000Z:0", "worker-a", 60) == "worker-b"
+
+
+def test_threads_racing_for_the_same_deliveries_win_each_once(store):
+    results: list[tuple[str, str | None]] = []
+
+    def claim_all(name: str) -> None:
+        for i in range(100):
+            results.append((f"d{i}", store.claim_delivery(f"d{i}", name, 60)))
+
+    threads = [threading.Thread(target=claim_all, args=(f"t{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(results) == 400
+    assert sorted(key for key, holder in results if holder is None) == sorted(f"d{i}" for i in range(100))
 
 
 # -- supervisor registry -------------------------------------------------------------------------

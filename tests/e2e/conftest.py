@@ -78,8 +78,13 @@ class Cluster:
         except requests.RequestException:
             return False
 
-    def start_supervisor(self, name: str, window: float = 2.0, wakeup: float = 2.0, grace: float = 5.0) -> None:
-        self._spawn(name, "supervisor", name, "--window", str(window), "--wakeup", str(wakeup), "--grace", str(grace))
+    def start_supervisor(
+        self, name: str, window: float = 2.0, wakeup: float = 2.0, grace: float = 5.0, concurrency: int | None = None
+    ) -> None:
+        extra = ["--concurrency", str(concurrency)] if concurrency else []
+        self._spawn(
+            name, "supervisor", name, "--window", str(window), "--wakeup", str(wakeup), "--grace", str(grace), *extra
+        )
 
     def private_venvs(self) -> Path:
         """Give this cluster a venv cache of its own (call before starting processes): its venvs are

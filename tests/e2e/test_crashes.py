@@ -2,7 +2,7 @@
 
 Guarantees tested here, with real processes SIGKILLed:
 
-* leaders killed every few seconds and restarted under their own names 2 s later (systemd's
+* leaders killed every few seconds (each time once every restarted one is back) and restarted under their own names 2 s later (systemd's
   ``Restart=always``, ``RestartSec=2``), a follower killed too, default policies (overlap
   ``forbid``): every slot of an every-second job and of a 2-second job on a 5-second schedule runs
   exactly once (the script's own ledger) or is ``lost`` with a killed supervisor; none is skipped,
@@ -69,6 +69,20 @@ def unjustified_skips(runs, kills: list[tuple[float, str]], tolerance: float = 0
     return bad
 
 
+def unjustified_losses(runs, kills: list[tuple[float, str]], tolerance: float = 0.5) -> list[str]:
+    """Lost runs whose supervisor was not killed between the run's start (its slot's instant, when
+    the start never reached the web) and the moment it was recorded lost: a run may be lost only
+    with the supervisor that held it. How many that is depends on what each victim was running
+    (a new leader's catch-up burst can put several slots on it at once), so it is not counted."""
+    bad = []
+    for run in (r for r in runs if r.state == RunState.LOST):
+        began = _utc(run.started_at) if run.started_at else _utc(run.scheduled_at)
+        recorded = _utc(run.finished_at)
+        if not any(name == run.supervisor and began - tolerance <= t <= recorded + tolerance for t, name in kills):
+            bad.append(run.id)
+    return bad
+
+
 def settled(cluster, job: str, cron: str, start: datetime, end: datetime, killed: set[str], ledger=None):
     """Wait until every slot of ``job`` in (start, end] succeeded (in the ledger, if any), was lost
     with a killed supervisor, or was skipped (judged by ``unjustified_skips``); return the runs.
@@ -107,6 +121,13 @@ def settled(cluster, job: str, cron: str, start: datetime, end: datetime, killed
     return [runs[run_id] for run_id in expected]
 
 
+def registered(cluster, names: list[str]) -> bool:
+    """Whether each of ``names`` is registered by its current process (not a dead predecessor)."""
+    with open_lease_store(cluster.settings) as store:
+        pids = {s.name: s.info.get("pid") for s in store.supervisors()}
+    return all(pids.get(name) == cluster.processes[name].pid for name in names)
+
+
 @pytest.mark.slow
 def test_leaders_killed_and_restarted_under_their_names_skip_and_double_nothing(cluster):
     ledger = cluster.workdir / "ledger"
@@ -122,6 +143,9 @@ def test_leaders_killed_and_restarted_under_their_names_skip_and_double_nothing(
     killed, kills, deaths = set(), [], []
     soak_until = time.monotonic() + SOAK_SECONDS
     while time.monotonic() < soak_until or len(kills) < 3:
+        # A failover needs live followers: the restarted supervisors are back (slow under load; the
+        # failover figures would otherwise measure a restart, not a failover).
+        wait_for(lambda: registered(cluster, names), 120, "a restarted supervisor did not register")
         seen = len(ledger_ids(ledger))
         wait_for(lambda: len(ledger_ids(ledger)) >= seen + 3, 60, "runs stopped arriving")
         victims = [leader] + ([next(n for n in names if n != leader)] if len(kills) == 1 else [])  # a follower too
@@ -160,7 +184,8 @@ def test_leaders_killed_and_restarted_under_their_names_skip_and_double_nothing(
     wrong = unjustified_skips(cluster.runs("tick"), deaths) + unjustified_skips(cluster.runs("slow"), deaths)
     assert not wrong, f"slots skipped although no earlier run was running: {wrong}; logs in {cluster.workdir}"
     lost = [run.id for run in ticks + slows if run.state == RunState.LOST]
-    assert len(lost) <= 2 * (len(kills) + 1), f"too many runs lost: {lost}"
+    wrong = unjustified_losses(cluster.runs("tick"), deaths) + unjustified_losses(cluster.runs("slow"), deaths)
+    assert not wrong, f"runs recorded lost although their supervisor was not killed while it held them: {wrong}"
     stranded = lambda: [  # noqa: E731
         run.id
         for run in cluster.runs("tick") + cluster.runs("slow")
@@ -180,6 +205,7 @@ def test_leaders_killed_and_restarted_under_their_names_skip_and_double_nothing(
         "kills": len(kills),
         "gap_max_s": round(max(gaps), 2),
         "gap_mean_s": round(sum(gaps) / len(gaps), 2),
+        "gaps_s": [round(gap, 2) for gap in gaps],
         "slots": len(ticks) + len(slows),
         "skipped": len(skipped),  # all justified: an earlier slot's run was still running
         "run_seconds_max": round(

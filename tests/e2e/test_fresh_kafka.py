@@ -23,7 +23,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from kirby.bus.kafka import delete_topics
+from kirby.bus.kafka_topics import delete_topics
 from kirby.models import Overlap, Run
 from kirby.tasks.install import default_installer
 from kirby.tasks.venvs import VenvCache

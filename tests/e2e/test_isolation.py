@@ -26,7 +26,8 @@ import pytest
 
 from kirby.config import load_settings
 from kirby.db import open_database
-from kirby.models import ConfigKey, ConfigScope, Job, LogLine, RunState
+from kirby.logstore import stored_lines
+from kirby.models import ConfigKey, ConfigScope, Job, RunState
 from tests.e2e.conftest import Cluster, free_port
 from tests.helpers import wait_for
 from tests.isolation import PYTHON_VERSION, open_folder, run_python, run_user
@@ -97,7 +98,7 @@ def _add_daemon(cluster: Cluster, name: str, package: str, config: dict[str, str
 
 def _lines(cluster: Cluster, run_id: str) -> list[str]:
     with cluster.database.session() as session:
-        return [line.text for line in session.query(LogLine).filter_by(run_id=run_id).order_by(LogLine.seq)]
+        return [line.text for line in stored_lines(session, run_id)]
 
 
 def _finished(cluster: Cluster, job: str):

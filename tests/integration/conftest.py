@@ -2,7 +2,8 @@
 
 The example wheels are built once per session (``examples/build.py``) into a session folder, and
 copied into pypiserver's wheelhouse when a test asks for ``example_index``. Venvs are cached in one
-session folder (``shared_venvs``) for tests that do not need a cold cache.
+session folder (``shared_venvs``) for tests that do not need a cold cache. ``kirby_cli`` runs the
+installed console script as a user does.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import subprocess
+import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,8 @@ import pytest
 from kirby.tasks.executor import LocalExecutor
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "build.py"
+KIRBY = Path(sys.executable).parent / "kirby"
+CLI_TIMEOUT = 180  # seconds per command: a cold start of the CLI on a loaded 2-core machine is slow
 
 
 def _load_builder():
@@ -123,3 +129,23 @@ def spec_for():
 def make_collector():
     """Build more collectors in one test: ``make_collector()``."""
     return Collector
+
+
+@pytest.fixture
+def kirby_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
+    """``kirby_cli("export")``: the installed console script run in ``tmp_path`` on a fresh SQLite
+    script database and embedded store there, without the test environment's KIRBY_, KAFKA_, EXT_
+    and SQLALCHEMY_ variables. It asserts the exit status (0; not 0 with ``ok=False``) and returns
+    the completed process (stdout and stderr as text)."""
+    assert KIRBY.is_file(), f"the console script {KIRBY} is missing: install the package (pip install -e .)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KIRBY_", "KAFKA_", "EXT_", "SQLALCHEMY_"))}
+    env.update(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'kirby.db'}", KIRBY_EMBEDDED_PATH=str(tmp_path / "e.db"))
+
+    def kirby(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [str(KIRBY), *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=CLI_TIMEOUT, check=False
+        )
+        assert (done.returncode == 0) == ok, f"kirby {' '.join(args)}: {done.returncode}\n{done.stdout}\n{done.stderr}"
+        return done
+
+    return kirby

@@ -20,7 +20,8 @@ from datetime import datetime, timezone
 import pytest
 from kafka import KafkaAdminClient
 
-from kirby.bus.kafka import PARTITIONS, KafkaGroupConsumer, delete_topics, ensure_topics
+from kirby.bus.kafka import PARTITIONS, KafkaGroupConsumer
+from kirby.bus.kafka_topics import delete_topics, ensure_topics
 from kirby.events import RunEvent
 from kirby.models import Run
 from kirby.web.app import create_app

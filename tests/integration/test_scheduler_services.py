@@ -51,7 +51,7 @@ def services(make_settings, kafka_servers, redis_url):
     yield settings, store, bus
     bus.close()
     store.close()
-    from kirby.bus.kafka import delete_topics
+    from kirby.bus.kafka_topics import delete_topics
 
     delete_topics(settings)
 

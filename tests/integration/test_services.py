@@ -3,6 +3,7 @@ and the script itself starts, reports and stops a private instance without touch
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -122,6 +123,9 @@ def test_env_prints_the_exports_for_the_chosen_ports_and_folder(tmp_path):
         KIRBY_REDIS_PORT="16390",
         KIRBY_POSTGRES_PORT="15439",
         KIRBY_PYPI_PORT="18081",
+        KIRBY_LDAP_PORT="13890",
+        KIRBY_LDAPS_PORT="16360",
+        KIRBY_OIDC_PORT="19400",
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
@@ -130,6 +134,10 @@ def test_env_prints_the_exports_for_the_chosen_ports_and_folder(tmp_path):
         "export KIRBY_PACKAGE_INDEX=http://127.0.0.1:18081/simple/",
         f"export KIRBY_WHEELHOUSE={tmp_path / 's' / 'wheelhouse'}",
         "export KIRBY_TEST_DATABASE_URI=postgresql+psycopg://kirby:kirby@127.0.0.1:15439/kirby_test",
+        "export KIRBY_TEST_LDAP_URL=ldap://127.0.0.1:13890",
+        "export KIRBY_TEST_LDAPS_URL=ldaps://127.0.0.1:16360",
+        f"export KIRBY_TEST_LDAP_CA_FILE={tmp_path / 's' / 'slapd' / 'certs' / 'ca.pem'}",
+        "export KIRBY_TEST_OIDC_ISSUER=http://127.0.0.1:19400",
         "# export SQLALCHEMY_DATABASE_URI=postgresql+psycopg://kirby:kirby@127.0.0.1:15439/kirby",
     ]
 
@@ -177,6 +185,26 @@ def test_private_redis_up_status_down_is_idempotent(tmp_path, redis_url):
     assert "stopped" in run_services("status", **variables).stdout.splitlines()[0]
     assert "not running" in run_services("down", "redis", **variables).stderr
     assert redis.Redis.from_url(redis_url).ping() is True  # the shared one still answers
+
+
+def test_private_oidc_provider_up_answers_discovery_and_goes_down(tmp_path, oidc_issuer):
+    """The OpenID Connect provider as a service: a private instance on its own port and folder."""
+    variables = {"KIRBY_SERVICES_DIR": str(tmp_path / "services"), "KIRBY_OIDC_PORT": str(free_port())}
+    issuer = f"http://127.0.0.1:{variables['KIRBY_OIDC_PORT']}"
+    try:
+        up = run_services("up", "oidc", **variables)
+        assert up.returncode == 0, up.stderr
+        assert "already running" in run_services("up", "oidc", **variables).stderr
+        with urllib.request.urlopen(f"{issuer}/.well-known/openid-configuration", timeout=10) as response:
+            document = json.load(response)
+        assert document["issuer"] == issuer and "S256" in document["code_challenge_methods_supported"]
+        pid = int(status_of(run_services("status", **variables))["oidc"][-1])
+    finally:
+        down = run_services("down", "oidc", **variables)
+    assert down.returncode == 0, down.stderr
+    assert not Path(f"/proc/{pid}").exists(), "the provider still runs after down"
+    with urllib.request.urlopen(f"{oidc_issuer}/.well-known/openid-configuration", timeout=10) as response:
+        assert response.status == 200  # the shared one still answers
 
 
 def create_topic(servers: str, topic: str) -> None:
@@ -236,3 +264,41 @@ def test_private_kafka_formats_starts_and_keeps_its_data_across_restart(tmp_path
 def ready_check(servers: str) -> bool:
     ready = SERVICES.parent / "kafka" / "ready.py"
     return subprocess.run(["python3", str(ready), servers], timeout=30).returncode == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_private_slapd_makes_its_ca_seeds_the_directory_offers_starttls_and_stops(tmp_path, slapd):
+    """From an empty services folder: own slapd.conf, test CA, seed; StartTLS verified with that CA."""
+    ldap_port, ldaps_port = _free_port(), _free_port()
+    variables = {
+        "KIRBY_SERVICES_DIR": str(tmp_path),
+        "KIRBY_LDAP_PORT": str(ldap_port),
+        "KIRBY_LDAPS_PORT": str(ldaps_port),
+    }
+    try:
+        first = run_services("up", "slapd", **variables)
+        assert first.returncode == 0, first.stderr
+        assert "adding the seed users and groups" in first.stderr
+        again = run_services("up", "slapd", **variables)
+        assert again.returncode == 0 and "already running" in again.stderr
+        lines = status_of(run_services("status", **variables))
+        assert lines["slapd"][1:3] == ["running", f"127.0.0.1:{ldap_port}"]
+        pid = int(lines["slapd"][-1])
+        whoami = subprocess.run(
+            ["ldapwhoami", "-x", "-ZZ", "-H", f"ldap://127.0.0.1:{ldap_port}"]
+            + ["-D", "uid=vera,ou=people,dc=kirby,dc=test", "-w", "vera-password"],
+            env={**os.environ, "LDAPTLS_CACERT": str(tmp_path / "slapd" / "certs" / "ca.pem")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert whoami.stdout.strip() == "dn:uid=vera,ou=people,dc=kirby,dc=test", whoami.stderr
+    finally:
+        down = run_services("down", "slapd", **variables)
+    assert down.returncode == 0, down.stderr
+    assert not Path(f"/proc/{pid}").exists(), "slapd still runs after down"

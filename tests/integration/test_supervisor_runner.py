@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from kirby.bus import open_bus
-from kirby.events import Offer
+from kirby.events import Offer, log_texts
 from kirby.lease import open_lease_store
 from kirby.run_ids import slot_run_id
 from kirby.supervisor.reporting import RunReporter
@@ -114,7 +114,7 @@ def test_an_offer_published_twice_runs_once(cluster):
     assert len(cluster.events.of(offer.run_id, "started")) == 1
     claim = cluster.leases.get_claim(offer.run_id)
     assert claim.supervisor == finished.supervisor
-    lines = [e.data["text"] for e in cluster.events.of(offer.run_id, "log")]
+    lines = [text for e in cluster.events.of(offer.run_id, "log") for text in log_texts(e)]
     assert any(offer.run_id in line for line in lines), lines
 
 
@@ -243,3 +243,39 @@ def test_buffer_one_lets_one_slot_wait_and_skips_the_others_while_it_waits(clust
     cluster.pump([a, b], lambda: cluster.events.finished(waiting.run_id), "the waiting run did not run")
     assert cluster.events.of(waiting.run_id, "started")[0].time >= cluster.events.finished(first.run_id).time
     wait_for(lambda: cluster.leases.active_claims() == [], 10, "claims were left unsettled")
+
+
+def test_offers_published_ahead_are_claimed_at_once_and_their_scripts_start_at_the_instant(cluster, tmp_path):
+    """Issue 14: the leader publishes slots ahead of their instant; the runner claims them, spawns
+    their processes held, and releases each script at its instant (never before), marking the runs
+    of the instant started together."""
+    a, b = cluster.runner("alpha"), cluster.runner("beta")
+    ledger = tmp_path / "ledger"
+    instant = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=3)
+    offers = [
+        replace(make_offer(run_id=slot_run_id(f"hello{n}", "dev", instant), job=f"hello{n}"), scheduled_at=instant)
+        for n in range(6)
+    ]
+    offers = [replace(o, slot_id=o.run_id, config={"KIRBY_RUN_LEDGER": str(ledger)}) for o in offers]
+    cluster.bus.publish_offers(offers)
+    cluster.pump(
+        [a, b],
+        lambda: a.counters.claimed + b.counters.claimed == 6,
+        "the offers published ahead were not claimed",
+        timeout=30,
+    )
+    assert datetime.now(timezone.utc) < instant, "claimed before the instant (the machine is very slow)"
+    assert a.counters.started + b.counters.started == 0, "a script was started before its instant"
+    cluster.pump(
+        [a, b],
+        lambda: all(cluster.events.finished(o.run_id) for o in offers),
+        "the runs did not finish after their instant",
+    )
+    starts = {line.split()[0]: float(line.split()[2]) for line in ledger.read_text().splitlines()}
+    assert set(starts) == {o.run_id for o in offers}
+    assert min(starts.values()) >= instant.timestamp(), "a script ran before its instant"
+    for offer in offers:
+        assert cluster.events.finished(offer.run_id).data["state"] == "succeeded"
+        [started] = cluster.events.of(offer.run_id, "started")
+        assert started.time >= instant
+        assert cluster.leases.get_claim(offer.run_id).claimed_at < instant

@@ -54,6 +54,26 @@ def test_the_secrets_of_every_known_job_are_masked_in_each_run(make_executor, co
     assert echoed == ["echo ***", "echo *** and ***", "echo ***", "echo ***", "echo ***"]
 
 
+def test_the_known_secrets_are_read_once_per_schedule_version(make_executor):
+    """A run's masker costs no pass over every job's secrets while the schedule is unchanged (the
+    supervisor hands the same frozenset per snapshot); a new version's secrets are masked."""
+    reads = []
+
+    class Secrets(frozenset):
+        def __iter__(self):
+            reads.append(1)
+            return super().__iter__()
+
+    version = Secrets({"first-version-secret"})
+    executor = make_executor(known_secrets=lambda: version)
+    first = executor.masker()
+    reads.clear()
+    assert executor.masker() is first and reads == []
+    assert first("a first-version-secret b") == "a *** b"
+    version = Secrets({"second-version-secret"})
+    assert executor.masker()("a second-version-secret b") == "a *** b"
+
+
 def test_a_secret_straddling_the_64_kib_cut_is_masked(make_executor, collector, spec_for):
     secret = "straddling-secret-" + "9" * 20
     prefix = "x" * (MAX_LINE - len("echo ") - 10)  # the cut falls 10 characters into the secret

@@ -60,9 +60,12 @@ CASES = {
     "EXT_RETRIES": ("ext_retries", 3, " 7 ", 7),
     "LOG_FORMAT": ("log_format", DEFAULT_LOG_FORMAT, "%(levelname)s %(message)s", "%(levelname)s %(message)s"),
     "REDIS_URL": ("redis_url", None, "rediss://:p%40ss@127.0.0.1:6390/2", "rediss://:p%40ss@127.0.0.1:6390/2"),
+    "KIRBY_CELERY_BROKER_URL": ("celery_broker_url", None, "amqps://u:p@rabbit:5671//", "amqps://u:p@rabbit:5671//"),
     "KIRBY_REDIS_PREFIX": ("redis_prefix", "kirby:", "kirby-staging:", "kirby-staging:"),
     "KIRBY_EMBEDDED_PATH": ("embedded_path", Path("{tmp}/kirby-embedded.db"), "state/e.db", Path("{tmp}/state/e.db")),
     "KIRBY_SINGLE_HOST": ("single_host", False, "true", True),
+    "KIRBY_KAFKA_REPLICATION_FACTOR": ("kafka_replication_factor", None, "3", 3),
+    "KIRBY_KAFKA_MIN_INSYNC_REPLICAS": ("kafka_min_insync_replicas", None, " 2 ", 2),
     "KIRBY_PACKAGE_INDEX": ("package_index", "http://127.0.0.1:8081/simple/", "wheels", "{tmp}/wheels"),
     "KIRBY_VENV_DIRECTORY": ("venv_directory", HOME / ".kirby/venvs", "venvs", Path("{tmp}/venvs")),
     "KIRBY_RUN_DIRECTORY": ("run_directory", HOME / ".kirby/runs", "~/runs", HOME / "runs"),
@@ -93,6 +96,52 @@ CASES = {
     "KIRBY_MAX_LOG_STREAMS_PER_USER": ("max_log_streams_per_user", 4, "2", 2),
     "KIRBY_MAX_LOG_LINES_PER_RUN": ("max_log_lines_per_run", 100_000, "5000", 5000),
     "KIRBY_RUN_RETENTION_DAYS": ("run_retention_days", 90, "0", 0),
+    # External identity (issue 17).
+    "KIRBY_ADMIN_GROUPS": ("admin_groups", (), "Kirby-Admins, ops", ("Kirby-Admins", "ops")),
+    "KIRBY_VIEWER_GROUPS": (
+        "viewer_groups",
+        (),
+        "cn=viewers,ou=groups,dc=x; cn=ops,dc=x",
+        ("cn=viewers,ou=groups,dc=x", "cn=ops,dc=x"),
+    ),
+    "KIRBY_ROLE_REFRESH": ("role_refresh", 900, "60", 60),
+    "KIRBY_LOCAL_LOGIN": ("local_login", True, "false", False),
+    "KIRBY_LDAP_URL": ("ldap_url", None, "ldaps://ldap.example.com:636", "ldaps://ldap.example.com:636"),
+    "KIRBY_LDAP_USER_DN_TEMPLATE": (
+        "ldap_user_dn_template",
+        None,
+        "uid={username},ou=people,dc=x",
+        "uid={username},ou=people,dc=x",
+    ),
+    "KIRBY_LDAP_SEARCH_BASE": ("ldap_search_base", None, "ou=people,dc=x", "ou=people,dc=x"),
+    "KIRBY_LDAP_USER_FILTER": (
+        "ldap_user_filter",
+        "(uid={username})",
+        "(sAMAccountName={username})",
+        "(sAMAccountName={username})",
+    ),
+    "KIRBY_LDAP_BIND_DN": ("ldap_bind_dn", None, "cn=kirby,dc=x", "cn=kirby,dc=x"),
+    "KIRBY_LDAP_BIND_PASSWORD": ("ldap_bind_password", None, "s3cret", "s3cret"),
+    "KIRBY_LDAP_START_TLS": ("ldap_start_tls", False, "true", True),
+    "KIRBY_LDAP_CA_FILE": ("ldap_ca_file", None, "ca.pem", "{tmp}/ca.pem"),
+    "KIRBY_LDAP_GROUP_SEARCH_BASE": ("ldap_group_search_base", None, "ou=groups,dc=x", "ou=groups,dc=x"),
+    "KIRBY_LDAP_GROUP_FILTER": ("ldap_group_filter", "(member={dn})", "(uniqueMember={dn})", "(uniqueMember={dn})"),
+    "KIRBY_LDAP_TIMEOUT": ("ldap_timeout", 5.0, "2.5", 2.5),
+    "KIRBY_CONCURRENCY": ("concurrency", 4 * (os.cpu_count() or 1), "3", 3),
+    "KIRBY_PUBLISH_AHEAD": ("publish_ahead", 1.0, "0.5", 0.5),
+    # OpenID Connect login (issue 17).
+    "KIRBY_OIDC_ISSUER": ("oidc_issuer", None, "https://login.example.com/tenant", "https://login.example.com/tenant"),
+    "KIRBY_OIDC_CLIENT_ID": ("oidc_client_id", None, "kirby", "kirby"),
+    "KIRBY_OIDC_CLIENT_SECRET": ("oidc_client_secret", None, "s3cret", "s3cret"),
+    "KIRBY_OIDC_SCOPES": (
+        "oidc_scopes",
+        ("openid", "profile", "email", "groups"),
+        "openid  email",
+        ("openid", "email"),
+    ),
+    "KIRBY_OIDC_PROVIDER_NAME": ("oidc_provider_name", "single sign-on", "Okta", "Okta"),
+    "KIRBY_OIDC_GROUPS_CLAIM": ("oidc_groups_claim", "groups", "roles", "roles"),
+    "KIRBY_OIDC_LOGOUT": ("oidc_logout", False, "true", True),
 }
 
 
@@ -216,6 +265,7 @@ def test_bad_database_urls(tmp_path, raw, message):
         ("KIRBY_SCHEDULE_ENDPOINT", "http://web:port/schedule"),
         ("KIRBY_SCHEDULE_ENDPOINT", "http:///schedule"),
         ("REDIS_URL", "http://127.0.0.1:6390"),
+        ("KIRBY_CELERY_BROKER_URL", "http://127.0.0.1:6390"),
         ("REDIS_URL", "redis://:hunter2@127.0.0.1:99999/0"),
         ("KIRBY_PACKAGE_INDEX", "ftp://index.example/simple/"),
     ],
@@ -307,7 +357,7 @@ def test_defaults_read_the_process_environment_and_working_directory(tmp_path, m
 # --- every command stops on a bad setting with one line --------------------------------------
 
 
-@pytest.mark.parametrize("command", sorted(cli.commands))
+@pytest.mark.parametrize("command", cli.list_commands(None))
 def test_every_command_reports_a_bad_setting_in_one_line(tmp_path, monkeypatch, command):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, [command], env={"EXT_RETRIES": "x"})
@@ -409,3 +459,17 @@ def test_kafka_with_the_embedded_lease_store_is_an_error_unless_single_host_is_s
     )
     open_lease_store(chdir_elsewhere).close()
     assert f"embedded lease store: {tmp_path}/state/e.db (KIRBY_EMBEDDED_PATH)" in caplog.messages
+
+
+@pytest.mark.parametrize(
+    "name, raw, message",
+    [
+        ("KIRBY_LDAP_URL", "http://ldap:389", "KIRBY_LDAP_URL='http://ldap:389' is not a valid URL"),
+        ("KIRBY_LDAP_USER_DN_TEMPLATE", "uid=bob,dc=x", "KIRBY_LDAP_USER_DN_TEMPLATE='uid=bob,dc=x' lacks {username}"),
+        ("KIRBY_LDAP_USER_FILTER", "(uid=*)", "KIRBY_LDAP_USER_FILTER='(uid=*)' lacks {username}"),
+        ("KIRBY_ROLE_REFRESH", "5", "KIRBY_ROLE_REFRESH='5' must be at least 10"),
+        ("KIRBY_LOCAL_LOGIN", "nope", "KIRBY_LOCAL_LOGIN='nope' is not a boolean"),
+    ],
+)
+def test_bad_identity_settings_are_refused(tmp_path, name, raw, message):
+    refused(tmp_path, message, **{name: raw})

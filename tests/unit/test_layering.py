@@ -56,6 +56,8 @@ BELOW_THE_WEB = (
     "kirby.events",
     "kirby.validation",
     "kirby.config",
+    "kirby.config_values",
+    "kirby.config_catalog",
 )
 
 
@@ -88,16 +90,19 @@ def test_only_the_app_factory_mounts_the_admin():
 
 
 @pytest.mark.parametrize(
-    "vendor, home",
+    "vendor, homes",
     [
-        ("kafka", "kirby.bus.kafka"),
-        ("redis", "kirby.lease.redis"),
-        ("croniter", "kirby.cron"),
-        ("waitress", "kirby.web.server"),
+        ("kafka", ("kirby.bus.kafka", "kirby.bus.kafka_topics")),
+        ("redis", ("kirby.lease.redis",)),
+        ("croniter", ("kirby.cron",)),
+        ("waitress", ("kirby.web.server",)),
+        ("ldap3", ("kirby.ldap_auth",)),
+        ("authlib", ("kirby.web.oidc_login",)),
+        ("joserfc", ("kirby.web.oidc_login",)),
     ],
 )
-def test_a_vendor_library_is_imported_only_by_its_backend(vendor, home):
-    assert _offenders(("kirby",), (vendor,), (home,)) == []
+def test_a_vendor_library_is_imported_only_by_its_backend(vendor, homes):
+    assert _offenders(("kirby",), (vendor,), homes) == []
 
 
 def test_importing_the_supervisor_loads_no_orm():
@@ -107,6 +112,29 @@ def test_importing_the_supervisor_loads_no_orm():
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
+
+
+def test_the_supervisor_command_loads_no_web_and_no_orm():
+    """``kirby supervisor`` imports its own command only (an idle supervisor stays under 100 MB)."""
+    code = (
+        "import sys\nfrom kirby.cli import cli\nassert cli.get_command(None, 'supervisor') is not None\n"
+        "print(sorted(m for m in ('sqlalchemy', 'alembic', 'flask', 'kirby.models', 'kirby.db') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
+
+
+def test_every_command_module_is_named_in_the_cli_map():
+    import importlib
+
+    from kirby.cli import COMMAND_MODULES
+
+    found = {}
+    for path in sorted((PACKAGE / "commands").glob("*.py")):
+        if path.stem != "__init__":
+            for command in importlib.import_module(f"kirby.commands.{path.stem}").COMMANDS:
+                found[command.name] = path.stem
+    assert found == COMMAND_MODULES
 
 
 @pytest.mark.parametrize("module", ["kirby.admin", "kirby.web.app", "kirby.web.server", "kirby.cli"])
@@ -126,3 +154,9 @@ def test_architecture_md_names_every_module_and_package_of_the_tree():
     assert missing == [], f"ARCHITECTURE.md does not place {missing}"
     named = {word.strip("`") for word in text.split() if word.startswith("`kirby/") and word.endswith(".py`")}
     assert sorted(p for p in named if not (PACKAGE.parent / p).exists()) == []
+
+
+def test_celery_is_imported_only_by_the_celery_modules_that_talk_to_it():
+    homes = ("kirby.celery.worker", "kirby.celery.sender", "kirby.celery.receiver", "kirby.celery.beat_import")
+    assert _offenders(("kirby",), ("celery",), homes) == []
+    assert _offenders(("kirby.celery",), ORM_AND_WEB) == []  # below the database layer

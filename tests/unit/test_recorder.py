@@ -103,6 +103,22 @@ def test_states_never_go_backwards(db):
         assert run.started_at == T0 + timedelta(seconds=1)  # the timestamp is filled, the state kept
 
 
+def test_a_re_offered_run_belongs_to_the_supervisor_that_claims_and_starts_it(db):
+    """A claim released (its supervisor presumed dead) and re-offered: the run's supervisor is the
+    one that claimed it last before it started, then the one that started it, never changed after."""
+    offer = make_offer()
+    later = lambda seconds: T0 + timedelta(seconds=seconds)  # noqa: E731
+    with db.session() as s:
+        record(s, [offer_event("offered", offer, T0), offer_event("claimed", offer, later(0.1), "sup-a")])
+        assert s.get(Run, offer.run_id).supervisor == "sup-a"
+        record(s, [offer_event("claimed", offer, later(5), "sup-b")])
+        assert s.get(Run, offer.run_id).supervisor == "sup-b"
+        record(s, [RunEvent("started", offer.run_id, later(5.1), "sup-b")])
+        record(s, [offer_event("claimed", offer, later(0.1), "sup-a")])  # a late redelivery of the first claim
+    with db.session() as s:
+        assert s.get(Run, offer.run_id).supervisor == "sup-b"
+
+
 def test_a_real_finish_replaces_a_presumed_loss(db):
     offer = make_offer()
     with db.session() as s:

@@ -215,3 +215,41 @@ def test_jobs_list_paginates(app, api):
     assert [j["name"] for j in last["jobs"]] == ["job4"] and last["has_next"] is False
     with app.extensions["kirby"].database.session() as s:
         assert s.scalar(select(Schedule.retries).limit(1)) == 2
+
+
+CELERY_JOB = {
+    "type": "scheduled",
+    "celery_task": {"name": "reports.tasks.nightly", "args": [1], "kwargs": {"day": "today"}, "priority": 3},
+    "environments": ["prod"],
+    "scheduled_param": {"cron": "0 3 * * *"},
+}
+
+
+def test_a_celery_job_is_created_read_and_refused_with_the_reason(app, api):
+    created = api.post("/api/jobs", json={"name": "nightly", **CELERY_JOB}, headers=AUTH)
+    assert created.status_code == 201, created.get_json()
+    body = created.get_json()
+    assert body["celery_task"] == {
+        "name": "reports.tasks.nightly",
+        "args": [1],
+        "kwargs": {"day": "today"},
+        "queue": None,
+        "routing_key": None,
+        "priority": 3,
+    }
+    assert body["environments"] == ["prod"] and "package_version" not in body
+    assert api.put("/api/jobs/nightly", json=body, headers=AUTH).status_code == 200
+    for change, error in [
+        ({"name": "reports tasks"}, "celery_task.name: 'reports tasks' is not a Celery task name"),
+        ({"args": {"a": 1}}, "celery_task.args: Input should be a valid list"),
+        ({"priority": 300}, "celery_task.priority"),
+    ]:
+        bad = {**CELERY_JOB, "celery_task": {**CELERY_JOB["celery_task"], **change}}
+        response = api.put("/api/jobs/nightly", json=bad, headers=AUTH)
+        assert response.status_code == 400 and error in response.get_json()["error"], response.get_json()
+    response = api.put("/api/jobs/nightly", json={**CELERY_JOB, "environments": ["staging"]}, headers=AUTH)
+    assert (
+        response.status_code == 400 and "environments.staging: there is no environment" in response.get_json()["error"]
+    )
+    with app.extensions["kirby"].database.session() as s:
+        assert s.scalar(select(Job.celery_kwargs).where(Job.name == "nightly")) == '{"day": "today"}'

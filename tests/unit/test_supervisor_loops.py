@@ -42,7 +42,8 @@ def test_one_failing_renewal_does_not_keep_the_others_from_running(caplog):
         _heartbeat=failing,
         runner=SimpleNamespace(renew_overlaps=lambda: renewed.append("overlaps")),
         arbiter=SimpleNamespace(renew=lambda: renewed.append("daemons")),
+        watch=SimpleNamespace(check=lambda: renewed.append("generation")),
     )
     Supervisor._beat(supervisor)
-    assert renewed == ["overlaps", "daemons"]
+    assert renewed == ["overlaps", "daemons", "generation"]
     assert "store unreachable" in caplog.text

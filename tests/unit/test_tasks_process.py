@@ -7,7 +7,9 @@ from kirby.tasks import process
 from kirby.tasks.base import RunSpec
 from kirby.tasks.install import index_arguments, installer_environment
 from kirby.tasks.masking import Masker
-from kirby.tasks.process import CUT_MARKER, MAX_LINE, _LineSplitter, run_directory_for, run_environment
+from kirby.tasks.output import CUT_MARKER, MAX_LINE
+from kirby.tasks.output import LineSplitter as _LineSplitter
+from kirby.tasks.process import run_directory_for, run_environment
 
 
 def test_lines_are_split_across_chunks():

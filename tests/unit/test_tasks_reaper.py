@@ -9,6 +9,8 @@ from pathlib import Path
 
 from kirby.tasks.process import REAPER_SOURCE
 
+PS_NAMES = ("test-job", "test-job:manual:1")  # argv[1:3]: the job and run id, shown by ps
+
 DAEMONIZER = """
 import os, sys, time
 pids = open("pids", "a")
@@ -31,7 +33,7 @@ sys.exit(int(os.environ.get("EXIT_CODE", "0")))
 def _run(tmp_path: Path, env: dict, timeout: float = 20) -> subprocess.CompletedProcess:
     (tmp_path / "daemonizer.py").write_text(DAEMONIZER)
     return subprocess.run(
-        [sys.executable, "-c", REAPER_SOURCE, "daemonizer", "0.5"],
+        [sys.executable, "-c", REAPER_SOURCE, *PS_NAMES, "daemonizer", "0.5"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -63,7 +65,11 @@ def test_children_and_a_double_forked_daemon_are_killed_and_reaped(tmp_path):
 def test_a_signal_that_kills_the_script_kills_the_reaper_the_same_way(tmp_path):
     (tmp_path / "selfkill.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n")
     done = subprocess.run(
-        [sys.executable, "-c", REAPER_SOURCE, "selfkill", "0.5"], cwd=tmp_path, env={}, capture_output=True, timeout=20
+        [sys.executable, "-c", REAPER_SOURCE, *PS_NAMES, "selfkill", "0.5"],
+        cwd=tmp_path,
+        env={},
+        capture_output=True,
+        timeout=20,
     )
     assert done.returncode == -signal.SIGTERM
 
@@ -71,7 +77,7 @@ def test_a_signal_that_kills_the_script_kills_the_reaper_the_same_way(tmp_path):
 def test_an_uncaught_exception_prints_a_traceback_and_exits_1(tmp_path):
     (tmp_path / "boom.py").write_text("raise ValueError('boom')\n")
     done = subprocess.run(
-        [sys.executable, "-c", REAPER_SOURCE, "boom", "0.5"],
+        [sys.executable, "-c", REAPER_SOURCE, *PS_NAMES, "boom", "0.5"],
         cwd=tmp_path,
         env={},
         capture_output=True,
@@ -86,7 +92,7 @@ def test_sigusr1_kills_everything_at_once(tmp_path):
         "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(60)\n"
     )
     process = subprocess.Popen(
-        [sys.executable, "-c", REAPER_SOURCE, "stubborn", "0.5"],
+        [sys.executable, "-c", REAPER_SOURCE, *PS_NAMES, "stubborn", "0.5"],
         cwd=tmp_path,
         env={},
         stdout=subprocess.PIPE,
@@ -103,7 +109,7 @@ def test_sigusr1_kills_everything_at_once(tmp_path):
 
 SUPERVISOR = """
 import subprocess, sys
-reaper = subprocess.Popen([sys.executable, "-c", sys.argv[1], "stubborn", "0.5"], start_new_session=True)
+reaper = subprocess.Popen([sys.executable, "-c", sys.argv[1], "job", "job:manual:1", "stubborn", "0.5"], start_new_session=True)
 print(reaper.pid, flush=True)
 reaper.wait()
 """
@@ -120,8 +126,9 @@ def test_nothing_outlives_a_supervisor_killed_with_sigkill(tmp_path):
     )
     reaper = int(supervisor.stdout.readline())
     deadline = time.monotonic() + 20
-    while not (tmp_path / "pids").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    while not ((tmp_path / "pids").exists() and _pids(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.02)  # the file is created before its line is written: wait for the line
+    assert (tmp_path / "pids").exists() and _pids(tmp_path), "the script never started within 20 s"
     (script,) = _pids(tmp_path)
     supervisor.kill()
     supervisor.wait(10)
@@ -139,7 +146,7 @@ def test_a_stale_fence_file_stops_the_script(tmp_path):
     fence.touch()
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-c", REAPER_SOURCE, "forever", "0.5", str(fence), "1.5"],
+        [sys.executable, "-c", REAPER_SOURCE, *PS_NAMES, "forever", "0.5", str(fence), "1.5"],
         cwd=tmp_path,
         env={},
         capture_output=True,
@@ -157,7 +164,7 @@ def test_a_touched_fence_file_lets_the_script_run(tmp_path):
     fence = tmp_path / "fence"
     fence.touch()
     process = subprocess.Popen(
-        [sys.executable, "-c", REAPER_SOURCE, "short", "0.5", str(fence), "1.5"],
+        [sys.executable, "-c", REAPER_SOURCE, *PS_NAMES, "short", "0.5", str(fence), "1.5"],
         cwd=tmp_path,
         env={},
         stdout=subprocess.PIPE,

@@ -305,3 +305,41 @@ def test_users_are_created_with_a_hashed_password(app, admin_client):
         assert "carol-password" not in carol.password_hash and carol.role.value == "viewer"
     client = app.test_client()
     assert client.post("/login", data={"username": "carol", "password": "carol-password"}).status_code == 302
+
+
+def test_a_celery_job_is_made_in_the_forms_and_bad_tasks_are_refused(app, admin_client):
+    ids = seed(app)
+    form = {"name": "nightly", "type": "scheduled", "enabled": "y", "module": "", "description": ""}
+    for change, message in [
+        ({"celery_task": "reports tasks"}, "is not a Celery task name"),
+        ({"celery_task": "reports.tasks.nightly", "celery_args": "[1,"}, "the task&#39;s args is not JSON"),
+        ({"celery_task": "reports.tasks.nightly", "celery_kwargs": "[1]"}, "must be a JSON object"),
+        ({"celery_task": "reports.tasks.nightly", "celery_priority": "300"}, "Number must be between 0 and 255"),
+    ]:
+        page = admin_client.post("/admin/job/new/", data=form | change).get_data(as_text=True)
+        assert message in page, change
+    good = form | {"celery_task": "reports.tasks.nightly", "celery_args": "[1, 2]", "celery_kwargs": '{"a":1}'}
+    assert admin_client.post("/admin/job/new/", data=good).status_code == 302
+    with app.extensions["kirby"].database.session() as s:
+        job = s.scalar(select(Job).where(Job.name == "nightly"))
+        assert (job.celery_task, job.celery_args, job.celery_kwargs) == ("reports.tasks.nightly", "[1, 2]", '{"a": 1}')
+    context = {"job": str(job.id), "environment": str(ids["environment_id"]), "enabled": "y"}
+    assert (
+        admin_client.post("/admin/context/new/", data=context | {"package_name": "", "package_version": ""}).status_code
+        == 302
+    )
+    page = admin_client.post("/admin/context/new/", data=context | {"job": str(ids["job_id"])}).get_data(as_text=True)
+    assert "is not a valid name" in page  # a script job's context still needs its package
+
+
+def test_the_preview_of_a_celery_job_s_schedule_says_what_each_fire_sends(app, admin_client, viewer_client):
+    seed(app)
+    with app.extensions["kirby"].database.session() as s:
+        schedule = s.scalar(select(Schedule))
+        schedule_id = schedule.id
+        page = admin_client.get(f"/admin/schedule/edit/?id={schedule_id}").get_data(as_text=True)
+        assert "preview-sends" not in page  # a script's schedule
+        schedule.context.job.celery_task = "reports.tasks.nightly"
+    for client, view in ((admin_client, "edit"), (viewer_client, "details")):
+        page = client.get(f"/admin/schedule/{view}/?id={schedule_id}").get_data(as_text=True)
+        assert "Each fire sends the Celery task reports.tasks.nightly (task id = the run id)" in page

@@ -193,3 +193,43 @@ def test_log_streams_end_at_once_when_the_server_stops(app):
     state.stopping.set()
     assert done.wait(5), "the stream kept its thread after the server started stopping"
     assert time.monotonic() - started < 2
+
+
+def batched_run(app, run_id: str, lines: int, finished: bool = True) -> str:
+    """A run whose ``lines`` lines arrived as one event and are stored in rows of ROW_LINES."""
+    events = [
+        RunEvent("claimed", run_id, T0, "sup-a", {"job": "backup", "environment": "prod"}),
+        RunEvent("log", run_id, T0, "sup-a", {"seq": 0, "stream": "stdout", "texts": [f"l{i}" for i in range(lines)]}),
+    ]
+    if finished:
+        events.append(RunEvent("finished", run_id, T0, "sup-a", {"state": "succeeded", "exit_code": 0}))
+    with app.extensions["kirby"].database.session() as s:
+        record(s, events)
+    return run_id
+
+
+def test_sse_streams_lines_stored_together_one_by_one_and_resumes_inside_a_row(app, viewer_client):
+    run_id = batched_run(app, "backup:prod:20260102T030405Z", 2500)
+    events = sse_events(viewer_client.get(f"/logs/stream?run={run_id}"))
+    assert [e["id"] for e in events[:-1]] == [str(i) for i in range(2500)]
+    assert [e["data"]["text"] for e in events[:-1]] == [f"l{i}" for i in range(2500)]
+    resumed = sse_events(viewer_client.get(f"/logs/stream?run={run_id}", headers={"Last-Event-ID": "1499"}))
+    assert [e["data"]["seq"] for e in resumed[:-1]] == list(range(1500, 2500)) and resumed[-1]["event"] == "end"
+    page = app.test_client().get(f"/api/runs/{run_id}/logs?after=995&limit=10", headers=AUTH).get_json()
+    assert [line["seq"] for line in page["lines"]] == list(range(996, 1006))  # across two rows
+
+
+def test_sse_tail_starts_with_the_newest_lines_of_rows_and_resumes_after_a_row(app, viewer_client):
+    from kirby.web.logs import BACKLOG
+
+    first = batched_run(app, "backup:prod:20260102T030405Z", 1500)  # rows of 1000 and 500 lines
+    app.config["KIRBY_SSE_LIFETIME"] = 0
+    events = sse_events(viewer_client.get("/logs/stream?job=backup"))
+    assert [e["data"]["seq"] for e in events] == list(range(1500 - BACKLOG, 1500))  # not whole rows
+    last_row = events[-1]["id"]
+    batched_run(app, "backup:prod:20260102T030406Z", 3)
+    resumed = sse_events(viewer_client.get("/logs/stream?job=backup", headers={"Last-Event-ID": last_row}))
+    assert [(e["data"]["run_id"], e["data"]["text"]) for e in resumed] == [
+        ("backup:prod:20260102T030406Z", f"l{i}") for i in range(3)
+    ]
+    assert first != resumed[0]["data"]["run_id"]

@@ -152,7 +152,7 @@ def test_events_from_kafka_are_recorded_once(kafka_servers, make_settings, db):
     import uuid
 
     from kirby.bus import open_bus
-    from kirby.bus.kafka import delete_topics
+    from kirby.bus.kafka_topics import delete_topics
     from kirby.lease import open_lease_store
     from kirby.web.app import create_app
 

@@ -15,7 +15,8 @@ from kirby.errors import DemoImportError
 from kirby.models import Environment, Job, NotificationGroup
 from kirby.web.queries import parse_int
 from kirby.web.rest import schemas
-from kirby.web.rest.base import Conflict, NotFound, blueprint
+from kirby.web.rest.base import Conflict, blueprint
+from kirby.web.rest.collection import Collection
 from kirby.web.rest.registry import BadBody, given, operation, patched, validated
 from kirby.web.run_now import context_for, run_now
 from kirby.web.state import web_state
@@ -35,11 +36,14 @@ def job_body(job: Job) -> dict:
     return {"name": job.name, **document.job(spec)}
 
 
-def _job(session, name: str) -> Job:
+def _find(session, name: str) -> Job | None:
     jobs = load_jobs(session, [name])
-    if not jobs:
-        raise NotFound(f"no job named {name!r}; GET /api/jobs lists them")
-    return jobs[0]
+    return jobs[0] if jobs else None
+
+
+JOBS = Collection(
+    name="job", path="/api/jobs", key="<name>", what="job", model=Job, schema=schemas.Job, reply=job_body, find=_find
+)
 
 
 def save(session, name: str, body: dict) -> Job:
@@ -51,7 +55,7 @@ def save(session, name: str, body: dict) -> Job:
     for environment in names:
         if environment not in environments:
             raise DemoImportError(
-                child(child(spec.path, "package_version"), environment),
+                child(child(spec.path, "environments" if spec.celery else "package_version"), environment),
                 f"there is no environment {environment!r}; create it first (POST /api/environments)",
             )
     groups = {}
@@ -70,7 +74,7 @@ def save(session, name: str, body: dict) -> Job:
 
 def _reply(name: str, status: int = 200):
     with web_state().database.session() as session:
-        return jsonify(job_body(_job(session, name))), status
+        return jsonify(job_body(JOBS.one(session, name))), status
 
 
 @operation(
@@ -107,9 +111,7 @@ def create_job():
     return _reply(name, 201)
 
 
-@operation(blueprint, "/api/jobs/<name>", "GET", "One job", response=schemas.Job)
-def get_job(name: str):
-    return _reply(name)
+JOBS.get_view("One job")
 
 
 def _name_matches(name: str, body: dict) -> None:
@@ -137,20 +139,16 @@ def put_job(name: str):
 )
 def patch_job(name: str):
     with web_state().database.session() as session:
-        save(session, name, given(patched(schemas.Job, job_body(_job(session, name)))))
+        save(session, name, given(patched(schemas.Job, job_body(JOBS.one(session, name)))))
     return _reply(name)
 
 
-@operation(blueprint, "/api/jobs/<name>", "DELETE", "Delete a job (its runs stay in the history)", status=204)
-def delete_job(name: str):
-    with web_state().database.session() as session:
-        session.delete(_job(session, name))
-    return "", 204
+JOBS.delete_view("Delete a job (its runs stay in the history)")
 
 
 def _set_enabled(name: str, enabled: bool):
     with web_state().database.session() as session:
-        _job(session, name).enabled = enabled
+        JOBS.one(session, name).enabled = enabled
     return _reply(name)
 
 

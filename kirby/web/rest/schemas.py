@@ -120,17 +120,36 @@ JOB_EXAMPLE = {
 }
 
 
+CeleryTaskName = Annotated[StrictStr, Field(max_length=255), rule(validation.celery_task_name)]
+Route = Annotated[StrictStr, Field(max_length=255), rule(validation.celery_route)]
+
+
+class CeleryTask(BaseModel):
+    """The Celery task a Celery job sends (instead of running a package)."""
+
+    model_config = _model({"name": "reports.tasks.nightly", "args": [1], "kwargs": {"day": "today"}})
+    name: CeleryTaskName
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    queue: Route | None = None
+    routing_key: Route | None = None
+    priority: Annotated[StrictInt, Field(ge=0, le=255)] | None = None
+
+
 class Job(BaseModel):
     """A job with its contexts (``package_version``: environment -> pinned version), schedule and config.
 
     The body of ``JOBS.<name>`` in the import format, plus ``name`` (required by POST; PUT takes it
-    from the URL). Reads never return secret values.
+    from the URL). Reads never return secret values. A Celery job gives ``celery_task`` and
+    ``environments`` instead of ``package_version``, ``package_name`` and ``module``.
     """
 
     model_config = _model(JOB_EXAMPLE)
     name: JobName | None = None
     type: Literal[tuple(t.value for t in JobType)]  # type: ignore[valid-type]
-    package_version: Annotated[dict[EnvironmentName, Version], Field(min_length=1)]
+    package_version: Annotated[dict[EnvironmentName, Version], Field(min_length=1)] | None = None
+    celery_task: CeleryTask | None = None
+    environments: Annotated[list[EnvironmentName], Field(min_length=1)] | None = None
     description: Annotated[StrictStr, Field(max_length=10_000)] = ""
     enabled: StrictBool = True
     package_name: PackageName | None = None

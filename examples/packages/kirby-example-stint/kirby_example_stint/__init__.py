@@ -1,0 +1,1 @@
+"""Kirby example: works STINT_SECONDS (or until STINT_UNTIL exists), recording its start and end."""
