@@ -144,6 +144,13 @@ def tail_events(state: WebState, job: str | None, after: int | None, poll: float
             return
 
 
+def _opened(events: Iterator[str]) -> Iterator[str]:
+    """``events`` after an opening comment: the client (and any proxy) gets the response's first
+    byte at once rather than with the first line or keep-alive, up to 15 s later."""
+    yield ": open\n\n"
+    yield from events  # closing this generator closes ``events``
+
+
 @blueprint.route("/logs/stream")
 @api_auth()
 def stream():
@@ -165,7 +172,7 @@ def stream():
         response = api_error(503, f"{slot}: close another live-log tab, or retry in {RETRY_AFTER_SECONDS} s")
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
-    response = Response(events, mimetype="text/event-stream")
+    response = Response(_opened(events), mimetype="text/event-stream")
     response.call_on_close(slot)  # the server closes the response when the stream ends or the client goes
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"

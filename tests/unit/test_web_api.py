@@ -38,6 +38,8 @@ def sse_events(response) -> list[dict]:
     events = []
     for block in filter(None, body.strip().split("\n\n")):
         fields = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        if not fields:  # a comment (the opening, a keep-alive): no event, as for a browser
+            continue
         events.append(
             {"id": fields.get("id"), "event": fields.get("event", "message"), "data": json.loads(fields["data"])}
         )
@@ -86,6 +88,7 @@ def test_sse_follows_new_lines_of_a_running_run(app, viewer_client):
     run_id = finished_run(app, lines=("first",), state=None)
     response = viewer_client.get(f"/logs/stream?run={run_id}")
     stream = response.response
+    assert next(stream).decode() == ": open\n\n"  # the first byte goes at once
     first = next(stream).decode()
     assert first.startswith("id: 0\n")
     with app.extensions["kirby"].database.session() as s:
