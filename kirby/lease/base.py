@@ -79,13 +79,18 @@ class Claim:
 
 @dataclass(frozen=True)
 class ClaimRequest:
-    """One run to claim in ``LeaseStore.claim_runs`` (the arguments of ``claim_run``)."""
+    """One run to claim in ``LeaseStore.claim_runs`` (the arguments of ``claim_run``).
+
+    ``token``: the caller's id for this claim, kept with it where a reply can be lost (Redis). A
+    caller whose claim call failed (the store may have applied it) passes the same token when it
+    claims the run again: it then finds its own claim and wins. Empty: a new one per call."""
 
     run_id: str
     supervisor: str
     attempt: int = 1
     instance: str = ""
     offer: str | None = None
+    token: str = ""
 
 
 @dataclass(frozen=True)

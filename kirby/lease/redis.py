@@ -308,8 +308,9 @@ class RedisLeaseStore(RecordMixin, LeaseStore):
         return held == token
 
     def claim_runs(self, requests: list[ClaimRequest], generation: str | None = None) -> list[bool | None]:
-        """One pipeline of CLAIM scripts (each atomic; a retried pipeline finds its own tokens)."""
-        tokens = [uuid.uuid4().hex for _ in requests]
+        """One pipeline of CLAIM scripts (each atomic; a retried pipeline, or a request carrying the
+        token of an earlier call whose reply was lost, finds its own tokens)."""
+        tokens = [r.token or uuid.uuid4().hex for r in requests]
 
         def claim_all() -> list:
             pipeline = self._redis.pipeline(transaction=False)

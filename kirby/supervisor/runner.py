@@ -46,6 +46,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -70,6 +71,7 @@ DRAIN_POLL = 0.02  # seconds a poll that received offers waits for more before c
 HANDBACK_POLL = 0.2  # seconds a full runner waits for offers to hand back, between looks at its room
 HANDBACK_BATCH = 100  # offers handed back per poll at most
 MARK_RETRY = 0.5  # seconds between attempts to mark a claim started while the lease store is unreachable
+MAX_UNDECIDED = 10_000  # tokens of failed claim calls kept for the offers' return, at most
 MAX_EARLY = 30.0  # seconds an offer received before its instant waits at most (a leader's clock far ahead)
 
 
@@ -155,6 +157,7 @@ class Runner:
             raise ValueError(f"capacity={capacity!r}: a runner needs room for at least one run")
         self.capacity = capacity
         self._busy: set[str] = set()  # run ids claimed here and not over yet (each holds one unit of capacity)
+        self._undecided: dict[str, str] = {}  # run id -> token of a claim call that failed (see _token)
         self._freed = threading.Event()  # set when a run ends: a full runner takes offers again at once
         self._pool = ThreadPoolExecutor(max_workers=capacity, thread_name_prefix="run")
         self.overlap = OverlapGuard(lease_store, instance, self.stopping, monotonic, generation)
@@ -192,7 +195,8 @@ class Runner:
         trip and acknowledged together, then launched. An offer is acknowledged only once its claim
         is decided: when the lease store (or the bus) fails before that, or refuses claims (amnesia),
         every offer of the poll is released back to the bus and the error raised; they come again
-        (those claimed meanwhile are launched all the same, and their copies dropped as duplicates).
+        (those claimed meanwhile are launched all the same, and their copies dropped as duplicates;
+        a claim the store applied but whose reply was lost is found again by its token, ``_token``).
 
         At most ``room`` offers are received; with none, nothing is (the consumer stays a member of
         its group) and the call returns as soon as a run ends, or after ``timeout``.
@@ -265,8 +269,14 @@ class Runner:
                 self._duplicate(offer)
             else:
                 wanted.append(offer)
-        requests = [ClaimRequest(o.run_id, self.name, o.attempt, self.instance, o.to_json().decode()) for o in wanted]
-        outcomes = self.leases.claim_runs(requests, self.generation()) if requests else []
+        requests = [
+            ClaimRequest(o.run_id, self.name, o.attempt, self.instance, o.to_json().decode(), self._token(o.run_id))
+            for o in wanted
+        ]
+        outcomes = self.leases.claim_runs(requests, self.generation()) if requests else []  # raises: tokens kept
+        with self._lock:
+            for offer in wanted:
+                self._undecided.pop(offer.run_id, None)
         for offer, won in zip(wanted, outcomes):
             if won:
                 if self._claimed(offer):
@@ -275,6 +285,18 @@ class Runner:
                 self._duplicate(offer)
         if None in outcomes:
             raise ClaimsClosed("runs not claimed: the lease store's generation is closed or new (amnesia)")
+
+    def _token(self, run_id: str) -> str:
+        """The claim token for ``run_id``: the one of its last undecided claim call, if any (the store
+        may have applied it and lost the reply: the offer, given back and received again, must then
+        find its own claim rather than drop it as someone else's), else a new one."""
+        with self._lock:
+            token = self._undecided.get(run_id)
+            if token is None:
+                token = self._undecided[run_id] = uuid.uuid4().hex
+                while len(self._undecided) > MAX_UNDECIDED:  # the oldest first
+                    self._undecided.pop(next(iter(self._undecided)))
+            return token
 
     def _duplicate(self, offer: Offer) -> None:
         self.counters.duplicates += 1

@@ -102,3 +102,59 @@ def test_offers_of_a_batch_whose_claims_failed_come_back_and_run_once(private_re
         events.close()
         bus.close()
         leases.close()
+
+
+class ReplyLost(RedisLeaseStore):
+    """A real Redis store whose first ``claim_runs`` reply is lost: Redis applies the claims, then the
+    caller gets the connection error a restart (or a cut link) gives it at that moment."""
+
+    lost = False
+
+    def claim_runs(self, requests, generation=None):
+        outcomes = super().claim_runs(requests, generation)
+        if not self.lost:
+            self.lost = True
+            raise LeaseError("cannot reach Redis (REDIS_URL): Connection reset by peer (the reply was lost)")
+        return outcomes
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_an_offer_whose_claim_reply_was_lost_finds_its_own_claim_and_runs_once(private_redis, bus_settings):
+    """The chaos suite's Redis SIGKILL once left a slot ``offered`` forever: the claim reached the
+    AOF, the reply did not, and the offer given back was then dropped as "already claimed" by the
+    very runner holding the claim. The retried claim carries the failed call's token."""
+    settings = bus_settings(private_redis.url)
+    leases, bus = ReplyLost(settings), open_bus(settings)
+    events = Events(bus)
+    executor = LocalExecutor(settings, "alpha", timeout_grace=1.0)
+    reporter = RunReporter(bus, "alpha")
+    runner = Runner("alpha", bus.offer_consumer("alpha"), bus, leases, executor, reporter, instance="alpha-1")
+    try:
+        offer = slot_offer(0, leases.acquire_leader("leader", 600))
+        bus.publish_offers([offer])
+
+        def failed_once() -> bool:
+            try:
+                runner.poll_once(timeout=0.2)
+            except LeaseError:
+                return True
+            return False
+
+        wait_for(failed_once, 60, "the lost reply never reached the runner")
+        claim = leases.get_claim(offer.run_id)
+        assert claim is not None and claim.instance == runner.instance  # Redis did apply it
+
+        def finished() -> bool:
+            runner.poll_once(timeout=0.2)
+            return any(e.kind == "finished" and e.run_id == offer.run_id for e in events.items)
+
+        wait_for(finished, 60, f"the offer came back but did not run: {runner.counters}")
+        assert runner.counters.claimed == 1 and runner.counters.duplicates == 0
+        assert [e.kind for e in events.items if e.run_id == offer.run_id].count("started") == 1
+    finally:
+        executor.shutdown(grace=1.0)
+        reporter.close()
+        events.close()
+        bus.close()
+        leases.close()
