@@ -46,7 +46,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -63,6 +62,7 @@ from kirby.supervisor.amnesia import ClaimMemory
 from kirby.supervisor.batching import Combined
 from kirby.supervisor.overlap import OverlapGuard
 from kirby.supervisor.reporting import RunReporter
+from kirby.supervisor.undecided import UndecidedClaims
 from kirby.tasks.base import Executor, RunResult, RunSpec
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,6 @@ DRAIN_POLL = 0.02  # seconds a poll that received offers waits for more before c
 HANDBACK_POLL = 0.2  # seconds a full runner waits for offers to hand back, between looks at its room
 HANDBACK_BATCH = 100  # offers handed back per poll at most
 MARK_RETRY = 0.5  # seconds between attempts to mark a claim started while the lease store is unreachable
-MAX_UNDECIDED = 10_000  # tokens of failed claim calls kept for the offers' return, at most
 MAX_EARLY = 30.0  # seconds an offer received before its instant waits at most (a leader's clock far ahead)
 
 
@@ -157,7 +156,7 @@ class Runner:
             raise ValueError(f"capacity={capacity!r}: a runner needs room for at least one run")
         self.capacity = capacity
         self._busy: set[str] = set()  # run ids claimed here and not over yet (each holds one unit of capacity)
-        self._undecided: dict[str, str] = {}  # run id -> token of a claim call that failed (see _token)
+        self.undecided = UndecidedClaims(monotonic)  # claim calls that failed: their outcome is unknown
         self._freed = threading.Event()  # set when a run ends: a full runner takes offers again at once
         self._pool = ThreadPoolExecutor(max_workers=capacity, thread_name_prefix="run")
         self.overlap = OverlapGuard(lease_store, instance, self.stopping, monotonic, generation)
@@ -196,12 +195,16 @@ class Runner:
         is decided: when the lease store (or the bus) fails before that, or refuses claims (amnesia),
         every offer of the poll is released back to the bus and the error raised; they come again
         (those claimed meanwhile are launched all the same, and their copies dropped as duplicates;
-        a claim the store applied but whose reply was lost is found again by its token, ``_token``).
+        a claim the store applied but whose reply was lost is found again by its token, or read
+        back from the store when its offer went elsewhere: ``undecided``).
 
         At most ``room`` offers are received; with none, nothing is (the consumer stays a member of
         its group) and the call returns as soon as a run ends, or after ``timeout``.
         """
         room = self.room
+        if room and len(self.undecided):
+            self._resolve_undecided()
+            room = self.room
         if room == 0:
             self._freed.clear()
             if self._hand_back(min(timeout, HANDBACK_POLL)):
@@ -270,13 +273,11 @@ class Runner:
             else:
                 wanted.append(offer)
         requests = [
-            ClaimRequest(o.run_id, self.name, o.attempt, self.instance, o.to_json().decode(), self._token(o.run_id))
+            ClaimRequest(o.run_id, self.name, o.attempt, self.instance, o.to_json().decode(), self.undecided.token(o))
             for o in wanted
         ]
-        outcomes = self.leases.claim_runs(requests, self.generation()) if requests else []  # raises: tokens kept
-        with self._lock:
-            for offer in wanted:
-                self._undecided.pop(offer.run_id, None)
+        outcomes = self.leases.claim_runs(requests, self.generation()) if requests else []  # raises: kept undecided
+        self.undecided.decided([offer.run_id for offer in wanted])
         for offer, won in zip(wanted, outcomes):
             if won:
                 if self._claimed(offer):
@@ -286,17 +287,26 @@ class Runner:
         if None in outcomes:
             raise ClaimsClosed("runs not claimed: the lease store's generation is closed or new (amnesia)")
 
-    def _token(self, run_id: str) -> str:
-        """The claim token for ``run_id``: the one of its last undecided claim call, if any (the store
-        may have applied it and lost the reply: the offer, given back and received again, must then
-        find its own claim rather than drop it as someone else's), else a new one."""
-        with self._lock:
-            token = self._undecided.get(run_id)
-            if token is None:
-                token = self._undecided[run_id] = uuid.uuid4().hex
-                while len(self._undecided) > MAX_UNDECIDED:  # the oldest first
-                    self._undecided.pop(next(iter(self._undecided)))
-            return token
+    def _resolve_undecided(self) -> None:
+        """Decide the failed claim calls whose offers did not come back (``undecided``): a claim
+        that is this instance's and never started was applied and its reply lost; it is launched
+        (or recorded skipped, past its grace) as if the reply had come. Any other outcome (no claim,
+        someone else's) leaves the run to whoever holds its offer or claim. A store error: later."""
+        for offer in self.undecided.due(self.room):
+            try:
+                claim = self.leases.get_claim(offer.run_id)
+            except KirbyError as exc:
+                log.warning("cannot read the claim of %s (its claim call failed): %s; trying later", offer.run_id, exc)
+                return
+            self.undecided.decided([offer.run_id])
+            ours = claim is not None and bool(self.instance) and claim.instance == self.instance
+            if not ours or claim.started_at is not None or claim.settled or claim.released:
+                continue
+            if (self.memory is not None and self.memory.knows(offer.run_id)) or offer.run_id in self._busy:
+                continue
+            log.warning("claim of %s found in the lease store after its reply was lost: running it here", offer.run_id)
+            if self._claimed(offer):
+                self._pool.submit(self._run, offer)
 
     def _duplicate(self, offer: Offer) -> None:
         self.counters.duplicates += 1

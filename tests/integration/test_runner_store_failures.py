@@ -158,3 +158,56 @@ def test_an_offer_whose_claim_reply_was_lost_finds_its_own_claim_and_runs_once(p
         events.close()
         bus.close()
         leases.close()
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_a_claim_whose_reply_was_lost_runs_once_when_its_offer_went_to_another_member(private_redis, bus_settings):
+    """The claim reached Redis, its reply did not, and the offer given back went to another member
+    (on Kafka: a rebalance moved its partition), which dropped it as claimed. The claim's holder is
+    alive, so settling never re-offers it: its runner reads the claim back (``undecided``) and runs
+    it, once; the other member never runs it."""
+    settings = bus_settings(private_redis.url)
+    bus, other_leases = open_bus(settings), RedisLeaseStore(settings)
+    events = Events(bus)
+    made: list = []
+
+    def runner(name: str, leases) -> Runner:
+        executor, reporter = LocalExecutor(settings, name, timeout_grace=1.0), RunReporter(bus, name)
+        made.extend([executor, reporter])
+        return Runner(name, bus.offer_consumer(name), bus, leases, executor, reporter, instance=f"{name}-1")
+
+    alpha = runner("alpha", ReplyLost(settings))
+    alpha.undecided.resolve_after = 1.0
+    try:
+        offer = slot_offer(0, alpha.leases.acquire_leader("leader", 600))
+        bus.publish_offers([offer])
+
+        def failed_once() -> bool:
+            try:
+                alpha.poll_once(timeout=0.2)
+            except LeaseError:
+                return True
+            return False
+
+        wait_for(failed_once, 60, "the lost reply never reached alpha")
+        alpha.consumer.close()  # alpha's share of the bus moves to beta, with the offer given back
+        beta = runner("beta", other_leases)
+        wait_for(lambda: beta.poll_once(timeout=0.2) or beta.counters.duplicates, 60, "beta never got the offer")
+        alpha.consumer = bus.offer_consumer("alpha")
+
+        def finished() -> bool:
+            alpha.poll_once(timeout=0.2)
+            beta.poll_once(timeout=0.2)
+            return any(e.kind == "finished" and e.run_id == offer.run_id for e in events.items)
+
+        wait_for(finished, 60, f"the claim found no way to its run: alpha {alpha.counters}, beta {beta.counters}")
+        assert (alpha.counters.claimed, beta.counters.claimed, beta.counters.duplicates) == (1, 0, 1)
+        assert [e.kind for e in events.items if e.run_id == offer.run_id].count("started") == 1
+    finally:
+        for part in made:
+            part.shutdown(grace=1.0) if isinstance(part, LocalExecutor) else part.close()
+        events.close()
+        bus.close()
+        other_leases.close()
+        alpha.leases.close()
