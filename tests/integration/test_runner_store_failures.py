@@ -118,6 +118,15 @@ class ReplyLost(RedisLeaseStore):
         return outcomes
 
 
+def poll_fails(runner: Runner) -> bool:
+    """One poll of ``runner``; True when its claim call failed (the store's reply was lost)."""
+    try:
+        runner.poll_once(timeout=0.2)
+    except LeaseError:
+        return True
+    return False
+
+
 @pytest.mark.slow
 @pytest.mark.redis
 def test_an_offer_whose_claim_reply_was_lost_finds_its_own_claim_and_runs_once(private_redis, bus_settings):
@@ -133,15 +142,7 @@ def test_an_offer_whose_claim_reply_was_lost_finds_its_own_claim_and_runs_once(p
     try:
         offer = slot_offer(0, leases.acquire_leader("leader", 600))
         bus.publish_offers([offer])
-
-        def failed_once() -> bool:
-            try:
-                runner.poll_once(timeout=0.2)
-            except LeaseError:
-                return True
-            return False
-
-        wait_for(failed_once, 60, "the lost reply never reached the runner")
+        wait_for(lambda: poll_fails(runner), 60, "the lost reply never reached the runner")
         claim = leases.get_claim(offer.run_id)
         assert claim is not None and claim.instance == runner.instance  # Redis did apply it
 
@@ -182,15 +183,7 @@ def test_a_claim_whose_reply_was_lost_runs_once_when_its_offer_went_to_another_m
     try:
         offer = slot_offer(0, alpha.leases.acquire_leader("leader", 600))
         bus.publish_offers([offer])
-
-        def failed_once() -> bool:
-            try:
-                alpha.poll_once(timeout=0.2)
-            except LeaseError:
-                return True
-            return False
-
-        wait_for(failed_once, 60, "the lost reply never reached alpha")
+        wait_for(lambda: poll_fails(alpha), 60, "the lost reply never reached alpha")
         alpha.consumer.close()  # alpha's share of the bus moves to beta, with the offer given back
         beta = runner("beta", other_leases)
         wait_for(lambda: beta.poll_once(timeout=0.2) or beta.counters.duplicates, 60, "beta never got the offer")
