@@ -263,22 +263,22 @@ class Runner:
         generation is closed: amnesia)."""
         fenced = any(offer.epoch is not None for offer in offers)
         epoch = self.leases.current_epoch() if fenced else None  # one store round trip per poll
-        wanted = []
+        wanted: dict[str, Offer] = {}  # one claim per run id: two copies would carry one token, and both win
         for offer in offers:
             if offer.epoch is not None and offer.epoch < epoch:
                 self.counters.stale += 1
                 log.warning("dropped offer %s of stale epoch %s", offer.run_id, offer.epoch)
-            elif self.memory is not None and self.memory.knows(offer.run_id):
+            elif offer.run_id in wanted or (self.memory is not None and self.memory.knows(offer.run_id)):
                 self._duplicate(offer)
             else:
-                wanted.append(offer)
+                wanted[offer.run_id] = offer
         requests = [
             ClaimRequest(o.run_id, self.name, o.attempt, self.instance, o.to_json().decode(), self.undecided.token(o))
-            for o in wanted
+            for o in wanted.values()
         ]
         outcomes = self.leases.claim_runs(requests, self.generation()) if requests else []  # raises: kept undecided
-        self.undecided.decided([offer.run_id for offer in wanted])
-        for offer, won in zip(wanted, outcomes):
+        self.undecided.decided(list(wanted))
+        for offer, won in zip(wanted.values(), outcomes):
             if won:
                 if self._claimed(offer):
                     claimed.append(offer)

@@ -204,3 +204,36 @@ def test_a_claim_whose_reply_was_lost_runs_once_when_its_offer_went_to_another_m
         bus.close()
         other_leases.close()
         alpha.leases.close()
+
+
+@pytest.mark.redis
+def test_two_copies_of_an_offer_in_one_poll_are_claimed_once_and_run_once(private_redis, bus_settings):
+    """A dead instance's never-started claim is re-offered by the settler while its original offer
+    is still on the bus: one member can receive both copies in one poll. Both claim requests would
+    carry the run's one token, and Redis grants a claim to its own token (a retried call finds its
+    lost reply's claim), so the second copy must be dropped before the claim. Before, both won:
+    the executor refused the second spawn, and that refusal recorded the run failed."""
+    settings = bus_settings(private_redis.url)
+    leases, bus = RedisLeaseStore(settings), open_bus(settings)
+    events = Events(bus)
+    executor = LocalExecutor(settings, "alpha", timeout_grace=1.0)
+    reporter = RunReporter(bus, "alpha")
+    runner = Runner("alpha", bus.offer_consumer("alpha"), bus, leases, executor, reporter, instance="alpha-1")
+    try:
+        offer = slot_offer(0, leases.acquire_leader("leader", 600))
+        bus.publish_offers([offer, offer])
+        wait_for(lambda: runner.poll_once(timeout=0.2) == 2, 60, "the two copies never came in one poll")
+        assert (runner.counters.claimed, runner.counters.duplicates) == (1, 1)
+
+        def finished():
+            runner.poll_once(timeout=0.2)
+            return [e for e in events.items if e.kind == "finished" and e.run_id == offer.run_id]
+
+        assert wait_for(finished, 60, "the run did not finish")[0].data["state"] == "succeeded"
+        assert [e.kind for e in events.items if e.run_id == offer.run_id].count("started") == 1
+    finally:
+        executor.shutdown(grace=1.0)
+        reporter.close()
+        events.close()
+        bus.close()
+        leases.close()
