@@ -212,7 +212,9 @@ class Supervisor:
 
     def _beat(self) -> None:
         """Heartbeat and renewals only: nothing slow."""
-        for step in (self._heartbeat, self.runner.renew_overlaps, self.arbiter.renew, self.watch.check):
+        runner = self.runner  # None while the offer consumer joins its group
+        steps = (self._heartbeat, *([runner.renew_overlaps] if runner else []), self.arbiter.renew, self.watch.check)
+        for step in steps:
             try:
                 step()
             except KirbyError as exc:  # one failing renewal must not keep the others from running
@@ -243,31 +245,23 @@ class Supervisor:
         log.info(describe(self.executor.identity, self.executor.limits, non_dumpable=not is_dumpable()))
         if took_over:
             self._settle_now()
-        self.runner = Runner(
-            self.name,
-            self.bus.offer_consumer(self.name),
-            self.bus,
-            self.leases,
-            self.executor,
-            self.reporter,
-            capacity=self.concurrency,
-            instance=self.instance,
-            memory=self.memory,
-            generation=lambda: self.watch.marker,
-            celery=CelerySender(self.settings),
-            handback=self._handback_routes,
-        )
-        self.watch.on_loss(self.runner.reassert_overlaps)  # after the claims (listeners run in order)
+        beating = threading.Event()  # the heartbeat outlives the other threads until runs are done
+        heartbeat = threading.Thread(target=self._loop, args=("heartbeat", self._beat, beating), name="heartbeat")
+        heartbeat.start()  # before the offer consumer joins its group (seconds on Kafka): see _open_runner
+        try:
+            self._open_runner()
+        except BaseException:
+            beating.set()
+            heartbeat.join()
+            raise
         self.bus.route_offers(self._routes)
         freeze_startup_heap()  # a full collection then never holds the election thread long
-        beating = threading.Event()  # the heartbeat outlives the other threads until runs are done
         threads = [
             threading.Thread(target=self.scheduler.run, args=(stop,), name="scheduler"),
             threading.Thread(target=self._run_offers, args=(stop,), name="runner"),
             threading.Thread(target=self._loop, args=("housekeeping", self._housekeep, stop), name="housekeeping"),
         ]
-        heartbeat = threading.Thread(target=self._loop, args=("heartbeat", self._beat, beating), name="heartbeat")
-        for thread in [*threads, heartbeat]:
+        for thread in threads:
             thread.start()
         stop.wait()
         log.info("supervisor %s stopping", self.name)
@@ -283,6 +277,27 @@ class Supervisor:
         self.bus.close()
         self.leases.close()
         log.info("supervisor %s stopped", self.name)
+
+    def _open_runner(self) -> None:
+        """Join the offers' consumer group and build the runner. The heartbeat already runs: a join
+        can take longer than the registration's TTL (a Kafka rebalance: 7 s measured), and a claim
+        made by an instance whose registration lapsed meanwhile is settled as a dead one's (recorded
+        lost while it runs)."""
+        self.runner = Runner(
+            self.name,
+            self.bus.offer_consumer(self.name),
+            self.bus,
+            self.leases,
+            self.executor,
+            self.reporter,
+            capacity=self.concurrency,
+            instance=self.instance,
+            memory=self.memory,
+            generation=lambda: self.watch.marker,
+            celery=CelerySender(self.settings),
+            handback=self._handback_routes,
+        )
+        self.watch.on_loss(self.runner.reassert_overlaps)  # after the claims (listeners run in order)
 
     def _settle_now(self) -> None:
         try:
