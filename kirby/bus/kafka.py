@@ -8,7 +8,8 @@
   ``TOPIC_WAIT`` s, logged) and they have joined the group holding partitions of it (waiting up
   to ``ASSIGNMENT_WAIT`` s, logged; a member beyond the topic's partition count legitimately
   holds none). They refresh their metadata every ``METADATA_MAX_AGE_MS``, so a re-created topic
-  or new partitions are noticed within seconds; ``partitions()`` says how many they hold.
+  or new partitions are noticed within seconds, and the rebalance that follows completes whatever
+  the poll timeouts (``_keep_pending_join``); ``partitions()`` says how many they hold.
 * Consumers: offers in group ``KIRBY_SUPERVISOR_GROUP_ID``, events in the group passed in;
   ``auto_offset_reset=earliest``, no auto-commit: ``ack`` commits the delivery's offset + 1 on its
   partition, which also acknowledges what came before it there (ack in the order received);
@@ -140,6 +141,18 @@ def _poll_until(check: Callable[[], T], timeout: float, waiting: str) -> T | Non
     return value
 
 
+def _keep_pending_join(consumer: KafkaConsumer) -> None:
+    """Make the next poll finish a group join that kafka-python 2.x would forget (the Java client's
+    KAFKA-9815). A rebalance started by a metadata change (a topic re-created, partitions added) is
+    wanted only while the metadata differs from the leader's last assignment, and the leader's own
+    new assignment ends that difference: when a poll's timeout ends before the SyncGroup answer, no
+    later poll completes the join, and the member holds no partition until some other rebalance
+    (seen: a re-created events topic not consumed for good). A pending join is marked wanted again."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is not None and coordinator.join_future is not None and not coordinator.rejoin_needed:
+        coordinator.request_rejoin()
+
+
 class _Assignments(ConsumerRebalanceListener):
     """Counts the partitions of ``topic`` held (called in the polling thread): those of the latest
     assignment; during a rebalance (eager protocol: all revoked) none."""
@@ -231,12 +244,7 @@ class KafkaGroupConsumer(Consumer[M]):
         started = time.monotonic()
 
         def settled() -> bool:
-            polled = call(
-                self._settings,
-                f"join group {self.group}",
-                lambda: self._consumer.poll(timeout_ms=200, max_records=1),
-                retry=False,
-            )
+            polled = self._poll(0.2, 1, f"join group {self.group}")
             for partition, records in polled.items():
                 self._pending.setdefault(partition, []).extend(records)
             return bool(self._held) or (
@@ -265,7 +273,7 @@ class KafkaGroupConsumer(Consumer[M]):
     def poll(self, timeout: float, max_messages: int = 100) -> list[Delivery[M]]:
         if max_messages <= 0:  # no room: fetch nothing (paused), but poll to stay in the group
             self._pause()
-            call(self._settings, "poll", lambda: self._consumer.poll(timeout_ms=int(max(timeout, 0) * 1000)), False)
+            self._poll(timeout)
             return []
         if self._paused:
             self._consumer.resume(*(self._paused & self._consumer.assignment()))
@@ -273,13 +281,21 @@ class KafkaGroupConsumer(Consumer[M]):
         if self._pending:  # what arrived while joining comes first
             batches, self._pending = self._pending, {}
             return self._deliveries(batches)
-        batches = call(
-            self._settings,
-            "poll",
-            lambda: self._consumer.poll(timeout_ms=int(max(timeout, 0) * 1000), max_records=max_messages),
-            retry=False,  # polling again is the caller's loop
-        )
-        return self._deliveries(batches)
+        return self._deliveries(self._poll(timeout, max_messages))
+
+    def _poll(self, timeout: float, max_records: int | None = None, what: str = "poll") -> dict:
+        """One ``KafkaConsumer.poll`` of at most ``timeout`` s; a Kafka error is one BusError, not
+        retried (polling again is the caller's loop)."""
+        limit = {"max_records": max_records} if max_records else {}
+        try:
+            return call(
+                self._settings,
+                what,
+                lambda: self._consumer.poll(timeout_ms=int(max(timeout, 0) * 1000), **limit),
+                retry=False,
+            )
+        finally:
+            _keep_pending_join(self._consumer)
 
     def _deliveries(self, batches: dict) -> list[Delivery[M]]:
         deliveries = []
